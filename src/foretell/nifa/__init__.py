@@ -1,0 +1,1 @@
+"""NIFA: node-injection fairness attack on GNNs."""

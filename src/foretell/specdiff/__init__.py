@@ -1,0 +1,1 @@
+"""SpecDiff: self-speculative multi-level feature caching for diffusion transformers."""

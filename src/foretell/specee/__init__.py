@@ -1,0 +1,1 @@
+"""SpecEE: speculative early exiting for LLM decoding."""

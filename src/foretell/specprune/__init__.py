@@ -1,0 +1,1 @@
+"""SpecPrune-VLA: action-aware visual-token pruning for VLA models."""

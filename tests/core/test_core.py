@@ -1,0 +1,84 @@
+import json
+import os
+
+import pytest
+
+from foretell.cli import main
+from foretell.core import ForetellError, count_macs, seed_everything, shared_dir, time_callable
+from foretell.core.report import markdown_table, write_json
+
+
+def test_write_json_is_atomic_and_strict(tmp_path):
+    path = write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.5, 2]})
+    data = json.loads(path.read_text())
+    assert data["a"] is None and data["b"] == [1.5, 2]
+    assert "versions" in data["environment"] and data["environment"]["cpu_count"] >= 1
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_write_json_failure_leaves_nothing(tmp_path):
+    class Bad:
+        pass
+
+    with pytest.raises(TypeError):
+        write_json(tmp_path / "r.json", {"x": Bad()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_timing_median_and_result():
+    calls = []
+    t = time_callable(lambda: calls.append(1) or len(calls), warmup=2, repeats=3)
+    assert len(calls) == 5 and t.result == 5 and len(t.seconds) == 3
+    assert min(t.seconds) <= t.median <= max(t.seconds)
+
+
+def test_count_macs_of_matmul():
+    import torch
+
+    a, b = torch.randn(4, 8), torch.randn(8, 16)
+    macs, out = count_macs(lambda: a @ b)
+    assert macs == 4 * 8 * 16 and out.shape == (4, 16)
+
+
+def test_seed_everything_reproducible():
+    import torch
+
+    seed_everything(3)
+    x = torch.rand(3)
+    seed_everything(3)
+    assert torch.equal(x, torch.rand(3))
+    with pytest.raises(ForetellError):
+        seed_everything(-1)
+
+
+def test_shared_dir_missing_is_clear(tmp_path):
+    with pytest.raises(ForetellError, match="does not exist"):
+        shared_dir(tmp_path / "nope")
+    assert shared_dir(tmp_path) == tmp_path
+
+
+def test_markdown_table():
+    text = markdown_table(["a", "b"], [[1, 0.5], [None, float("nan")]], digits=1)
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.5 |", "| - | - |"]
+
+
+def test_cli_help_lists_systems(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("demo", "specdiff", "specprune", "specee", "nifa"):
+        assert name in out
+
+
+def test_cli_bad_flag_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--no-such-flag"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unrecognized arguments" in err
+
+
+def test_demo_rejects_unknown_system(capsys):
+    assert main(["demo", "--systems", "nope", "--out", os.devnull]) == 2
+    assert "accepted" in capsys.readouterr().err
