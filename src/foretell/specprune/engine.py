@@ -1,0 +1,173 @@
+"""The pruning engine: runs the decoder layers itself and gathers tokens between layers.
+
+Rotary embeddings are computed once from the ORIGINAL position ids and gathered together with the
+hidden states, so kept tokens keep their positions (with gaps). ``TokenState.origin`` maps every
+current row to its original token index: scores computed on the current rows are always mapped
+through it (the released code's layer-1 mapping defect cannot happen), and the action slots are
+found again by their original indices. With a policy that never prunes, the computation is the
+same sequence of operations as ``OFTStyleVLA.run_backbone`` (bit-identical results).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from foretell.specprune.adapter import PreparedInputs
+from foretell.specprune.importance import attention_macs, query_attention
+from foretell.specprune.model import TokenLayout
+
+
+def layer_macs(n_tokens: int, n_keys: int, dims: dict) -> int:
+    """Analytic MACs of one Llama decoder layer: projections, MLP and attention (norms ignored)."""
+    h, q, kv, inter = dims["hidden"], dims["q_width"], dims["kv_width"], dims["intermediate"]
+    return n_tokens * (h * q + 2 * h * kv + q * h + 3 * h * inter) + 2 * n_tokens * n_keys * q
+
+
+def token_kinds(layout: TokenLayout) -> torch.Tensor:
+    """Long [S]: view index for visual tokens, -1 for every other token."""
+    kind = torch.full((layout.length,), -1, dtype=torch.long)
+    for i, sl in enumerate(layout.views.values()):
+        kind[sl] = i
+    return kind
+
+
+@dataclass
+class TokenState:
+    """The tokens currently in the backbone: hidden states, positions, rope and original indices."""
+
+    hidden: torch.Tensor  # [1, n, H]
+    position_ids: torch.Tensor  # [1, n]
+    cos: torch.Tensor
+    sin: torch.Tensor
+    origin: torch.Tensor  # [n] original token index of each row (sorted)
+    layout: TokenLayout
+    kinds: torch.Tensor  # [S] view index per ORIGINAL token, -1 non-visual
+
+    @property
+    def row_kinds(self) -> torch.Tensor:
+        return self.kinds[self.origin]
+
+    def view_rows(self, view_index: int) -> torch.Tensor:
+        """Current rows holding patches of one view."""
+        return torch.nonzero(self.row_kinds == view_index).flatten()
+
+    def rows_in(self, sl: slice) -> torch.Tensor:
+        """Current rows whose original index lies in ``sl``."""
+        return torch.nonzero((self.origin >= sl.start) & (self.origin < sl.stop)).flatten()
+
+    def visual_count(self) -> int:
+        return int((self.row_kinds >= 0).sum())
+
+    def keep_rows_for(self, visual_origins: torch.Tensor) -> torch.Tensor:
+        """Rows to keep: every non-visual row plus the visual rows whose origin is in ``visual_origins``."""
+        keep = self.row_kinds < 0
+        if visual_origins.numel():
+            keep |= torch.isin(self.origin, visual_origins)
+        return torch.nonzero(keep).flatten()
+
+    def gather(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (sorted, so original order is preserved)."""
+        rows = torch.sort(rows).values
+        self.hidden = self.hidden[:, rows]
+        self.position_ids = self.position_ids[:, rows]
+        self.cos, self.sin = self.cos[:, rows], self.sin[:, rows]
+        self.origin = self.origin[rows]
+
+
+class PruningPolicy:
+    """Decides which tokens to drop; the base class never prunes (the ``full`` method)."""
+
+    name = "full"
+
+    def reset_state(self) -> None:
+        """Forget per-episode state."""
+
+    def observe(self, images: dict, executed_action, queue_empty: bool) -> bool:
+        """Called after every env step; return True to ask for an immediate re-query."""
+        return False
+
+    def begin(self, state: TokenState, prep: PreparedInputs, history) -> torch.Tensor | None:
+        """Called before layer 0; may return rows to keep (pruning before the first layer)."""
+        return None
+
+    def query_rows(self, layer_idx: int, state: TokenState) -> torch.Tensor | None:
+        """Rows whose attention over all tokens must be materialised at ``layer_idx`` (None: none)."""
+        return None
+
+    def after_layer(self, layer_idx: int, state: TokenState, probs, rows) -> torch.Tensor | None:
+        """Called after each layer with that layer's attention of ``rows`` (if requested); rows to keep or None."""
+        return None
+
+    def kv_cache(self, state: TokenState):
+        """An object with ``update(k, v, layer_idx, **kw)`` injecting extra keys/values, or None."""
+        return None
+
+    def end(self, state: TokenState) -> None:
+        """Called after the last layer."""
+
+    def query_info(self) -> dict:
+        """Per-query facts for the statistics (``mode``, ``visual_kept``)."""
+        return {}
+
+
+@dataclass
+class QueryRecord:
+    seconds: float
+    macs: int
+    macs_full: int
+    visual_per_layer: list
+    visual_kept: int
+    mode: str
+    extra_keys: int = 0
+    info: dict = field(default_factory=dict)
+
+
+def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=None) -> tuple[torch.Tensor, QueryRecord]:
+    """One backbone pass under ``policy``: returns (final hidden of the action slots [1, A, H], record)."""
+    dims = adapter.dims()
+    layers = adapter.layers
+    t0 = time.perf_counter()
+    hidden = prep.embeds
+    cos, sin = adapter.rotary(hidden, prep.position_ids)
+    state = TokenState(hidden=hidden, position_ids=prep.position_ids, cos=cos, sin=sin,
+                       origin=torch.arange(hidden.shape[1], device=hidden.device), layout=prep.layout,
+                       kinds=token_kinds(prep.layout).to(hidden.device))
+    keep = policy.begin(state, prep, history)
+    if keep is not None:
+        state.gather(keep)
+    cache = policy.kv_cache(state)
+    macs, per_layer, extra = 0, [], 0
+    for i, layer in enumerate(layers):
+        rows = policy.query_rows(i, state)
+        n = state.hidden.shape[1]
+        n_keys = n + (cache.extra_keys(i) if cache is not None else 0)
+        extra = max(extra, n_keys - n)
+        probs = None
+        if rows is not None:
+            probs = query_attention(layer, state.hidden, (state.cos, state.sin), rows)
+            macs += attention_macs(len(rows), n, dims["hidden"], dims["q_width"], dims["kv_width"])
+        per_layer.append(state.visual_count())
+        macs += layer_macs(n, n_keys, dims)
+        kwargs = {"cache": cache} if cache is not None else {}
+        state.hidden = layer(state.hidden, attention_mask=None, position_ids=state.position_ids,
+                             position_embeddings=(state.cos, state.sin), **kwargs)
+        keep = policy.after_layer(i, state, probs, rows)
+        if keep is not None:
+            state.gather(keep)
+    policy.end(state)
+    hidden = adapter.final_norm(state.hidden)
+    action_rows = state.rows_in(prep.layout.actions)
+    n_act = prep.layout.actions.stop - prep.layout.actions.start
+    if len(action_rows) != n_act:
+        raise RuntimeError(f"pruning dropped action slots ({len(action_rows)} of {n_act} left); policies must keep non-visual tokens")
+    out = hidden[:, action_rows]
+    seconds = time.perf_counter() - t0
+    info = policy.query_info()
+    full = sum(layer_macs(prep.layout.length, prep.layout.length, dims) for _ in layers)
+    record = QueryRecord(seconds=seconds, macs=macs, macs_full=full, visual_per_layer=per_layer,
+                         visual_kept=int(info.get("visual_kept", per_layer[-1])), mode=info.get("mode", "coarse"),
+                         extra_keys=extra, info=info)
+    return out, record

@@ -1,0 +1,69 @@
+"""Local, frame-difference rule: patches that stayed the same since T frames ago are prunable.
+
+Similarity is the cosine between the raw RGB pixels of a patch in the current frame and the same
+patch T frames back. Among patches with cosine >= threshold, the ``cap`` most similar are "static"
+(prunable); every other patch is "dynamic" and always kept.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+import torch.nn.functional as F
+
+
+def patch_similarity(current: torch.Tensor, previous: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Cosine similarity per patch between two images [3,H,W] (or [1,3,H,W]) -> [num_patches].
+
+    Patches are numbered row-major, the same order as the model's patch tokens.
+    """
+    cur = current.reshape(-1, *current.shape[-3:]).float()
+    prev = previous.reshape(-1, *previous.shape[-3:]).float()
+    a = F.unfold(cur, kernel_size=patch_size, stride=patch_size)[0].T  # [N, 3*p*p]
+    b = F.unfold(prev, kernel_size=patch_size, stride=patch_size)[0].T
+    return F.cosine_similarity(a, b, dim=-1, eps=1e-8)
+
+
+def static_mask(similarity: torch.Tensor, threshold: float, cap: int) -> torch.Tensor:
+    """Bool [N]: True for the at most ``cap`` most similar patches among those >= ``threshold``."""
+    passed = similarity >= threshold
+    mask = torch.zeros_like(passed)
+    n_pass = int(passed.sum())
+    if n_pass == 0 or cap <= 0:
+        return mask
+    take = min(cap, n_pass)
+    scores = torch.where(passed, similarity, torch.full_like(similarity, -2.0))
+    idx = torch.topk(scores, take, sorted=False).indices
+    mask[idx] = True
+    return mask
+
+
+class FrameHistory:
+    """The last few observed frames per camera view (explicit state, cleared by ``reset_state``)."""
+
+    def __init__(self, max_frames: int = 8):
+        self.max_frames = max_frames
+        self.frames: dict[str, deque] = {}
+
+    def reset_state(self) -> None:
+        self.frames = {}
+
+    def push(self, images: dict) -> None:
+        """Store one observation (dict view -> [1,3,H,W] or [3,H,W] in [0, 1])."""
+        for view, im in images.items():
+            q = self.frames.setdefault(view, deque(maxlen=self.max_frames))
+            q.append(im.detach().reshape(im.shape[-3:]).to("cpu", torch.float32).clone())
+
+    def frame_back(self, view: str, current: torch.Tensor, gap: int) -> torch.Tensor | None:
+        """The frame ``gap`` steps before ``current`` (the oldest stored if fewer); None if none.
+
+        If the newest stored frame is the current one, it is not counted as a past frame.
+        """
+        past = list(self.frames.get(view, ()))
+        cur = current.detach().reshape(current.shape[-3:]).to("cpu", torch.float32)
+        if past and torch.equal(past[-1], cur):
+            past = past[:-1]
+        if not past:
+            return None
+        return past[-gap] if len(past) >= gap else past[0]

@@ -1,0 +1,111 @@
+"""``PruningHandle``: what ``apply`` / ``build_method`` return.
+
+It routes the model's ``predict_action`` through the engine under one policy, keeps the frame
+history and the controller input (``observe`` after every env step), raises ``requery_needed``
+when the controller switches into fine mode, and collects per-query statistics (LLM-backbone
+seconds, analytic MACs against the unpruned sequence, visual tokens kept, mode).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from foretell.core.errors import ForetellError
+from foretell.specprune.engine import PruningPolicy, QueryRecord, run_backbone
+from foretell.specprune.frame_diff import FrameHistory
+
+
+class PruningHandle:
+    """A pruning method applied to one VLA; ``remove()`` restores the original model."""
+
+    def __init__(self, adapter, policy: PruningPolicy, name: str):
+        self.adapter = adapter
+        self.policy = policy
+        self.name = name
+        self.history = FrameHistory(max_frames=8)
+        self.records: list[QueryRecord] = []
+        self._requery = False
+        self._applied = False
+        adapter.install(self.predict_action)
+        self._applied = True
+
+    # ----------------------------------------------------------------- episode
+    def reset_state(self) -> None:
+        """Start of an episode: forget frames, controller mode, global set and cached state."""
+        self.history.reset_state()
+        self.policy.reset_state()
+        self._requery = False
+
+    def reset_stats(self) -> None:
+        """Forget the collected per-query statistics."""
+        self.records = []
+
+    def observe(self, images: dict, executed_action, queue_empty: bool = True) -> None:
+        """After every env step: store the frames and feed the executed action to the controller."""
+        if not isinstance(images, dict):
+            raise ForetellError("observe(images, executed_action): images must be a dict view -> tensor [1,3,H,W]")
+        missing = [v for v in self.adapter.views if v not in images]
+        if missing:
+            raise ForetellError(f"observe: missing camera view(s) {missing}; expected {list(self.adapter.views)}")
+        self.history.push({v: torch.as_tensor(images[v]) for v in self.adapter.views})
+        if self.policy.observe(images, executed_action, queue_empty):
+            self._requery = True
+
+    @property
+    def requery_needed(self) -> bool:
+        """True when the controller just switched into fine mode (cleared by the next query)."""
+        return self._requery
+
+    @property
+    def mode(self) -> str:
+        return getattr(self.policy, "mode", "coarse")
+
+    # ------------------------------------------------------------------ query
+    @torch.no_grad()
+    def predict_action(self, images, instruction_ids, proprio) -> torch.Tensor:
+        """Actions [B, chunk, action_dim] with this handle's pruning inside the backbone."""
+        prep = self.adapter.prepare(images, instruction_ids, proprio)
+        if prep.embeds.shape[0] != 1 and type(self.policy) is not PruningPolicy:
+            raise ForetellError(f"method {self.name!r} prunes per sample and needs batch size 1 (OpenVLA-OFT also queries with batch 1); got {prep.embeds.shape[0]}")
+        hidden, record = run_backbone(self.adapter, prep, self.policy, self.history)
+        self.records.append(record)
+        self._requery = False
+        return self.adapter.decode_actions(hidden)
+
+    # ------------------------------------------------------------------ stats
+    def stats(self) -> dict:
+        """Aggregate statistics over all queries since construction / ``reset_stats``."""
+        recs = self.records
+        total_visual = self.adapter.patches_per_view * len(self.adapter.views)
+        if not recs:
+            return {"method": self.name, "queries": 0, "visual_tokens_kept": None, "visual_tokens_total": total_visual,
+                    "llm_macs_fraction": None, "llm_seconds": [], "mode_fraction_fine": None}
+        layer_mean = [statistics.fmean(r.visual_per_layer) for r in recs]
+        return {
+            "method": self.name,
+            "queries": len(recs),
+            "visual_tokens_kept": statistics.fmean(r.visual_kept for r in recs),
+            "visual_tokens_layer_mean": statistics.fmean(layer_mean),
+            "visual_tokens_total": total_visual,
+            "llm_macs_fraction": sum(r.macs for r in recs) / sum(r.macs_full for r in recs),
+            "llm_macs_mean": statistics.fmean(r.macs for r in recs),
+            "llm_macs_full_mean": statistics.fmean(r.macs_full for r in recs),
+            "llm_seconds": [r.seconds for r in recs],
+            "llm_seconds_median": statistics.median(r.seconds for r in recs),
+            "mode_fraction_fine": sum(r.mode == "fine" for r in recs) / len(recs),
+            "reused_tokens_mean": statistics.fmean(r.extra_keys for r in recs),
+        }
+
+    def remove(self) -> None:
+        """Restore the model's own ``predict_action`` (idempotent)."""
+        if self._applied:
+            self.adapter.uninstall()
+            self._applied = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
