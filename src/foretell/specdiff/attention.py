@@ -1,0 +1,191 @@
+"""Attention processors that let a subset of image tokens attend to all tokens, and score tokens.
+
+Each processor wraps the module's stock processor. In mode "off" it calls the stock processor, so
+the model behaves exactly as without SpecDiff. In mode "full" it does the stock arithmetic and keeps
+the image tokens' keys/values as this layer's cache. In mode "partial" only the selected image tokens
+(plus all text tokens) are queries; their fresh keys/values are written into the layer cache and the
+queries attend to every token's key (fresh or cached). When ``record`` is on, the layer computes the
+attention probabilities explicitly (head-chunked) and adds the attention each image key received to
+the shared accumulator; otherwise SDPA runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_PROBS_BYTES = 256 * 1024 * 1024  # cap on the probability tensor held at once when scoring
+
+
+@dataclass
+class AttentionContext:
+    """What the current transformer call asks of every SpecDiff processor (shared by all layers)."""
+
+    mode: str = "off"  # "off" | "full" | "partial"
+    idx: torch.Tensor | None = None  # kept image-token indices (partial mode), sorted
+    store_kv: bool = False  # full mode: keep the image keys/values as the layer cache
+    record: bool = False  # accumulate attention received per image token
+    text_len: int = 0  # text tokens (needed by FLUX single-stream blocks)
+    received: torch.Tensor | None = None  # (N,) float64 accumulator
+
+    def add_received(self, values: torch.Tensor) -> None:
+        """Add one layer's attention received by each of the N image keys."""
+        values = values.double()
+        self.received = values if self.received is None else self.received + values
+
+
+def attention_with_received(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(d)) v with explicit probabilities; also the total probability per key.
+
+    q: (B, H, Sq, d), k/v: (B, H, Sk, d). Returns (out (B, H, Sq, d), received (Sk,) float64).
+    """
+    b, h, sq, d = q.shape
+    sk = k.shape[2]
+    scale = d**-0.5
+    per_head = max(1, b * sq * sk * 4)
+    chunk = max(1, min(h, _PROBS_BYTES // per_head))
+    out = torch.empty_like(q)
+    received = torch.zeros(sk, dtype=torch.float64, device=q.device)
+    for h0 in range(0, h, chunk):
+        h1 = min(h, h0 + chunk)
+        logits = torch.matmul(q[:, h0:h1].float(), k[:, h0:h1].float().transpose(-1, -2)) * scale
+        probs = logits.softmax(dim=-1)
+        out[:, h0:h1] = torch.matmul(probs, v[:, h0:h1].float()).to(q.dtype)
+        received += probs.sum(dim=(0, 1, 2)).double()
+    return out, received
+
+
+class _CachingProcessor:
+    """Shared state of the SpecDiff processors: the wrapped stock processor and the K/V cache."""
+
+    def __init__(self, original, context: AttentionContext) -> None:
+        self.original = original
+        self.context = context
+        self.k_cache: torch.Tensor | None = None
+        self.v_cache: torch.Tensor | None = None
+
+    def reset_state(self) -> None:
+        """Drop this layer's cached keys/values."""
+        self.k_cache = None
+        self.v_cache = None
+
+    def _image_kv(self, key: torch.Tensor, value: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full mode: maybe store and pass through; partial mode: write into the cache, return it."""
+        ctx = self.context
+        if ctx.mode == "full":
+            if ctx.store_kv:
+                self.k_cache = key.detach().clone()
+                self.v_cache = value.detach().clone()
+            return key, value
+        if self.k_cache is None:
+            raise RuntimeError("SpecDiff: partial step without a key/value cache (no full step ran first)")
+        self.k_cache.index_copy_(dim, ctx.idx, key.detach().to(self.k_cache.dtype))
+        self.v_cache.index_copy_(dim, ctx.idx, value.detach().to(self.v_cache.dtype))
+        return self.k_cache, self.v_cache
+
+
+class JointCachingAttnProcessor(_CachingProcessor):
+    """SD3/SD3.5 (MMDiT) attention, image tokens first then text; also the image-only ``attn2``."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        ctx = self.context
+        if ctx.mode == "off" or attention_mask is not None or args or kwargs:
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+        batch_size = hidden_states.shape[0]
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(hidden_states)
+        value = attn.to_v(hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        key, value = self._image_kv(key, value, dim=2)
+        num_image_keys = key.shape[2]
+        if encoder_hidden_states is not None:
+            c_query = attn.add_q_proj(encoder_hidden_states).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+            c_key = attn.add_k_proj(encoder_hidden_states).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+            c_value = attn.add_v_proj(encoder_hidden_states).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+            if attn.norm_added_q is not None:
+                c_query = attn.norm_added_q(c_query)
+            if attn.norm_added_k is not None:
+                c_key = attn.norm_added_k(c_key)
+            query = torch.cat([query, c_query], dim=2)
+            key = torch.cat([key, c_key], dim=2)
+            value = torch.cat([value, c_value], dim=2)
+        if ctx.record:
+            out, received = attention_with_received(query, key, value)
+            ctx.add_received(received[:num_image_keys])
+        else:
+            out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        out = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+        if encoder_hidden_states is not None:
+            n = hidden_states.shape[1]
+            out, context_out = out[:, :n], out[:, n:]
+            if not attn.context_pre_only:
+                context_out = attn.to_add_out(context_out)
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if encoder_hidden_states is not None:
+            return out, context_out
+        return out
+
+
+class FluxCachingAttnProcessor(_CachingProcessor):
+    """FLUX attention: text tokens first then image tokens, RoPE; dual- and single-stream blocks."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        ctx = self.context
+        if ctx.mode == "off" or attention_mask is not None:
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+        from diffusers.models.embeddings import apply_rotary_emb
+        from diffusers.models.transformers.transformer_flux import _get_qkv_projections
+
+        query, key, value, c_query, c_key, c_value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
+        key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
+        value = value.unflatten(-1, (-1, attn.head_dim))
+        if attn.added_kv_proj_dim is not None:
+            c_query = attn.norm_added_q(c_query.unflatten(-1, (-1, attn.head_dim)))
+            c_key = attn.norm_added_k(c_key.unflatten(-1, (-1, attn.head_dim)))
+            c_value = c_value.unflatten(-1, (-1, attn.head_dim))
+            query = torch.cat([c_query, query], dim=1)
+            key = torch.cat([c_key, key], dim=1)
+            value = torch.cat([c_value, value], dim=1)
+            text_len = encoder_hidden_states.shape[1]
+        else:
+            text_len = ctx.text_len
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+        img_key, img_value = self._image_kv(key[:, text_len:], value[:, text_len:], dim=1)
+        if ctx.mode == "partial":
+            key = torch.cat([key[:, :text_len], img_key], dim=1)
+            value = torch.cat([value[:, :text_len], img_value], dim=1)
+        if ctx.record:
+            out, received = attention_with_received(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+            out = out.transpose(1, 2)
+            ctx.add_received(received[text_len:])
+        else:
+            out = dispatch_attention_fn(
+                query,
+                key,
+                value,
+                attn_mask=None,
+                backend=getattr(self.original, "_attention_backend", None),
+                parallel_config=getattr(self.original, "_parallel_config", None),
+            )
+        out = out.flatten(2, 3).to(query.dtype)
+        if encoder_hidden_states is not None:
+            c_out, out = out.split_with_sizes([text_len, out.shape[1] - text_len], dim=1)
+            out = attn.to_out[0](out.contiguous())
+            out = attn.to_out[1](out)
+            c_out = attn.to_add_out(c_out.contiguous())
+            return out, c_out
+        return out

@@ -1,0 +1,73 @@
+"""`SpecDiffConfig`: every knob of SpecDiff, validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from foretell.core.errors import ForetellError
+
+SCORE_MODES = ("product", "history", "future")
+
+
+@dataclass(frozen=True)
+class SpecDiffConfig:
+    """Configuration of SpecDiff (self-speculative multi-level token caching).
+
+    cache_rate: fraction of image tokens NOT computed at a cached step, in [0, 1). 0 = no cache
+        (the stock forward runs, bit for bit).
+    speculative_steps: K, the number of steps of the speculative sampler run from the same noise,
+        prompt and guidance before the main run (>= 1). Its first step is the main run's first step
+        (same input, same timestep), so it costs K - 1 extra transformer calls.
+    warmup_steps: the first main steps that run in full (>= 0; step 0 always runs in full).
+    refresh_every: every this many steps after warm-up one step runs in full (0 = never).
+    score: token importance: "product" = his * fut * exp(cf) (SpecDiff), "history" = his * exp(cf)
+        (RAS/ToCa-like, no speculative pass), "future" = fut * exp(cf).
+    reuse_mass: C2 = the lowest-score cached tokens making up this fraction of the total score mass.
+    reuse / blend: switch the C2 (reuse last feature) / C3 (blend last 3 features) levels on or off.
+        With one level off its tokens go to the other; with both off every cached token reuses.
+    blend_history: how many past features C3 blends (the paper uses 3).
+    max_cached_count: cf is clipped here before exp() so scores stay finite.
+    """
+
+    cache_rate: float = 0.9
+    speculative_steps: int = 2
+    warmup_steps: int = 4
+    refresh_every: int = 0
+    score: str = "product"
+    reuse_mass: float = 0.10
+    blend: bool = True
+    reuse: bool = True
+    blend_history: int = 3
+    max_cached_count: int = 30
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cache_rate, (int, float)) or not 0.0 <= float(self.cache_rate) < 1.0:
+            raise ForetellError(f"cache_rate must be a number in [0, 1), got {self.cache_rate!r}")
+        if not isinstance(self.speculative_steps, int) or self.speculative_steps < 1:
+            raise ForetellError(f"speculative_steps (K) must be an integer >= 1, got {self.speculative_steps!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ForetellError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        if not isinstance(self.refresh_every, int) or self.refresh_every < 0:
+            raise ForetellError(f"refresh_every must be an integer >= 0 (0 = never), got {self.refresh_every!r}")
+        if self.score not in SCORE_MODES:
+            raise ForetellError(f"unknown score mode {self.score!r}; accepted: {', '.join(SCORE_MODES)}")
+        if not isinstance(self.reuse_mass, (int, float)) or not 0.0 <= float(self.reuse_mass) < 1.0:
+            raise ForetellError(f"reuse_mass must be a number in [0, 1), got {self.reuse_mass!r}")
+        if not isinstance(self.blend_history, int) or self.blend_history < 1:
+            raise ForetellError(f"blend_history must be an integer >= 1, got {self.blend_history!r}")
+        if not isinstance(self.max_cached_count, int) or not 0 <= self.max_cached_count <= 80:
+            raise ForetellError(f"max_cached_count must be an integer in [0, 80], got {self.max_cached_count!r}")
+
+    @property
+    def uses_history(self) -> bool:
+        """Whether scores need the previous main step's attention."""
+        return self.score in ("product", "history")
+
+    @property
+    def uses_future(self) -> bool:
+        """Whether scores need the speculative pass."""
+        return self.score in ("product", "future")
+
+    def as_dict(self) -> dict:
+        """Plain dict for reports."""
+        return asdict(self)

@@ -1,0 +1,251 @@
+"""`SpecDiffHook`: the diffusers ModelHook that replaces the transformer's forward while applied.
+
+Each call is placed on the sampler's schedule by its timestep. A call at the schedule's first
+timestep starts a new run (all state reset). Full steps (warm-up, periodic refresh) compute every
+token and fill the per-layer K/V caches; the run's first step also serves as speculative step 0, after
+which the remaining K - 1 speculative steps run. Cached steps rank tokens by score, compute the top
+(1 - cache_rate) (C1) and take the rest from the feature history (C2 reuse, C3 blend).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from diffusers.hooks import ModelHook
+
+from foretell.core.errors import ForetellError
+from foretell.specdiff.adapters import ModelAdapter
+from foretell.specdiff.attention import AttentionContext
+from foretell.specdiff.config import SpecDiffConfig
+from foretell.specdiff.history import FeatureHistory
+from foretell.specdiff.importance import TokenImportance
+from foretell.specdiff.levels import LEVEL_NAMES, assign_levels, num_computed
+from foretell.specdiff.speculative import euler_next_input, speculative_sigmas
+
+HOOK_NAME = "foretell_specdiff"
+_SIGMA_TOL = 1e-4
+
+
+@dataclass
+class RunState:
+    """State of one sampling run (one pipeline call)."""
+
+    start_step: int
+    sigmas: list[float]
+    num_tokens: int
+    importance: TokenImportance
+    history: FeatureHistory
+    last_step: int = -1
+    per_step: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Totals:
+    """Counters over every run since apply() or reset_stats()."""
+
+    runs: int = 0
+    main_calls: int = 0
+    full_calls: int = 0
+    stock_calls: int = 0
+    speculative_calls: int = 0
+    computed_tokens: int = 0
+    total_tokens: int = 0
+    main_macs: int = 0
+    full_macs: int = 0
+    speculative_macs: int = 0
+    stock_reasons: dict = field(default_factory=dict)
+
+
+class SpecDiffHook(ModelHook):
+    """Runs SpecDiff inside the hooked transformer's forward (``new_forward``)."""
+
+    _is_stateful = True
+
+    def __init__(
+        self,
+        config: SpecDiffConfig,
+        adapter: ModelAdapter,
+        context: AttentionContext,
+        processors: list,
+        scheduler_getter: Callable[[], Any],
+        guidance_getter: Callable[[], float | None],
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.adapter = adapter
+        self.context = context
+        self.processors = processors
+        self.scheduler_getter = scheduler_getter
+        self.guidance_getter = guidance_getter
+        self._signature = inspect.signature(type(adapter.model).forward)
+        self.run: RunState | None = None
+        self.totals = Totals()
+        self.last_run_steps: list[dict] = []
+
+    # --- ModelHook interface -----------------------------------------------------------------
+    def reset_state(self, module=None):
+        """Forget the current run; the next call starts a new one."""
+        self.run = None
+        self.context.mode = "off"
+        for p in self.processors:
+            p.reset_state()
+        return module
+
+    def new_forward(self, module, *args, **kwargs):
+        bound = self._signature.bind(module, *args, **kwargs)
+        call = {k: v for k, v in bound.arguments.items() if k != "self"}
+        return self.forward_call(call)
+
+    # --- the method ----------------------------------------------------------------------------
+    def _stock(self, call: dict, reason: str) -> Any:
+        self.totals.stock_calls += 1
+        self.totals.stock_reasons[reason] = self.totals.stock_reasons.get(reason, 0) + 1
+        return self.fn_ref.original_forward(**call)
+
+    def _locate(self, call: dict) -> tuple[int, float, Any] | None:
+        scheduler = self.scheduler_getter()
+        sigmas = getattr(scheduler, "sigmas", None)
+        if sigmas is None or len(sigmas) < 2:
+            raise ForetellError("SpecDiff needs a FlowMatchEulerDiscreteScheduler after set_timesteps(n)")
+        ntt = scheduler.config.num_train_timesteps
+        value = float(torch.as_tensor(call["timestep"]).flatten()[0])
+        sigma = self.adapter.timestep_to_sigma(value, ntt)
+        schedule = sigmas[:-1].double().cpu()
+        diffs = (schedule - sigma).abs()
+        step = int(diffs.argmin())
+        if float(diffs[step]) > _SIGMA_TOL:
+            return None
+        return step, float(sigmas[step]), scheduler
+
+    def _is_full(self, step: int) -> bool:
+        rel = step - self.run.start_step
+        cfg = self.config
+        if rel < max(1, cfg.warmup_steps):
+            return True
+        after = rel - cfg.warmup_steps
+        return cfg.refresh_every > 0 and after > 0 and after % cfg.refresh_every == 0
+
+    def _needs_record(self, step: int) -> bool:
+        cfg = self.config
+        if step == self.run.start_step and cfg.uses_future:
+            return True
+        nxt = step + 1
+        return cfg.uses_history and nxt < len(self.run.sigmas) - 1 and not self._is_full(nxt)
+
+    def _start_run(self, step: int, scheduler, call: dict) -> None:
+        n = self.adapter.num_image_tokens(call)
+        device = call["hidden_states"].device
+        for p in self.processors:
+            p.reset_state()
+        self.run = RunState(
+            start_step=step,
+            sigmas=[float(s) for s in scheduler.sigmas],
+            num_tokens=n,
+            importance=TokenImportance(self.config, n, device),
+            history=FeatureHistory(self.config.blend_history),
+        )
+        self.last_run_steps = self.run.per_step
+        self.totals.runs += 1
+
+    def forward_call(self, call: dict) -> Any:
+        if self.config.cache_rate == 0:
+            return self._stock(call, "cache_rate=0")
+        reason = self.adapter.unsupported_call(call)
+        if reason is not None:
+            return self._stock(call, reason)
+        located = self._locate(call)
+        if located is None:
+            return self._stock(call, "timestep not on the scheduler's schedule")
+        step, sigma, scheduler = located
+        if step == 0 or self.run is None or step < self.run.last_step:
+            self._start_run(step, scheduler, call)
+        elif step == self.run.last_step:
+            raise ForetellError(
+                "SpecDiff: the transformer was called twice at the same timestep (e.g. FluxPipeline with "
+                "true_cfg_scale > 1); batch CFG as [uncond, cond] in one call, or use guidance-distilled FLUX"
+            )
+        self.run.last_step = step
+        try:
+            tokens = self._main_step(call, step, sigma)
+        finally:
+            self.context.mode = "off"
+            self.context.received = None
+            self.context.idx = None
+        output = self.adapter.to_output(tokens, call)
+        if call.get("return_dict", True):
+            from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+            return Transformer2DModelOutput(sample=output)
+        return (output,)
+
+    def _main_step(self, call: dict, step: int, sigma: float) -> torch.Tensor:
+        run, ctx, cfg = self.run, self.context, self.config
+        n = run.num_tokens
+        batch = int(call["hidden_states"].shape[0])
+        n_text = self.adapter.num_text_tokens(call)
+        full = self._is_full(step)
+        record = self._needs_record(step)
+        ctx.record, ctx.received = record, None
+        if full:
+            ctx.mode, ctx.store_kv, ctx.idx = "full", True, None
+            tokens = self.adapter.run(call, None, ctx)
+            run.history.update(tokens, None, sigma)
+            run.importance.mark_all_computed()
+            counts = {"C1": n, "C2": 0, "C3": 0}
+            n_query = n
+        else:
+            scores = run.importance.score(sigma)
+            levels = assign_levels(
+                scores, num_computed(n, cfg.cache_rate), cfg.reuse_mass, reuse=cfg.reuse, blend=cfg.blend
+            )
+            idx = (levels == 0).nonzero().flatten()
+            ctx.mode, ctx.store_kv, ctx.idx = "partial", False, idx
+            computed = self.adapter.run(call, idx, ctx)
+            tokens = run.history.assemble(levels, computed, idx, sigma)
+            run.history.update(computed, idx, sigma)
+            run.importance.update_counts(levels)
+            bins = torch.bincount(levels, minlength=3).tolist()
+            counts = {name: int(c) for name, c in zip(LEVEL_NAMES, bins)}
+            n_query = int(idx.numel())
+        received = ctx.received
+        if record and received is not None and cfg.uses_history:
+            run.importance.set_history(received)
+        macs = self.adapter.macs(batch, n_query, n, n_text)
+        t = self.totals
+        t.main_calls += 1
+        t.full_calls += int(full)
+        t.computed_tokens += n_query
+        t.total_tokens += n
+        t.main_macs += macs
+        t.full_macs += self.adapter.macs(batch, n, n, n_text)
+        value = float(torch.as_tensor(call["timestep"]).flatten()[0])
+        run.per_step.append(
+            {"step": step, "timestep": value, "sigma": sigma, "level_counts": counts, "full": full, "macs": macs}
+        )
+        if step == run.start_step and cfg.uses_future:
+            run.importance.add_future(sigma, received)
+            self._speculate(call, tokens, batch, n_text)
+        return tokens
+
+    def _speculate(self, call: dict, tokens: torch.Tensor, batch: int, n_text: int) -> None:
+        """Speculative steps 1..K-1 (step 0 is the main run's first step), recording attention."""
+        run, ctx = self.run, self.context
+        spec = speculative_sigmas(run.sigmas[run.start_step :], self.config.speculative_steps)
+        guidance = self.guidance_getter()
+        ntt = self.scheduler_getter().config.num_train_timesteps
+        x = call["hidden_states"]
+        velocity = self.adapter.to_output(tokens, call)
+        for k in range(1, len(spec) - 1):
+            x = euler_next_input(x, velocity, spec[k - 1], spec[k], guidance)
+            spec_call = dict(call)
+            spec_call["hidden_states"] = x
+            spec_call["timestep"] = self.adapter.sigma_to_timestep(spec[k], torch.as_tensor(call["timestep"]), ntt)
+            ctx.mode, ctx.store_kv, ctx.record, ctx.received, ctx.idx = "full", False, True, None, None
+            spec_tokens = self.adapter.run(spec_call, None, ctx)
+            run.importance.add_future(spec[k], ctx.received)
+            velocity = self.adapter.to_output(spec_tokens, spec_call)
+            self.totals.speculative_calls += 1
+            self.totals.speculative_macs += self.adapter.macs(batch, run.num_tokens, run.num_tokens, n_text)
