@@ -23,7 +23,7 @@ class SpecPruneConfig:
     use_frame_diff: bool = True
     similarity_threshold: float = 0.986  # cosine of raw RGB patches, current vs T frames back
     static_cap_coarse: float = 200 / 256  # at most this fraction of a view's patches is "static" (prunable)
-    static_cap_fine: float = 220 / 256
+    static_cap_fine: float = 180 / 256  # fine mode prunes fewer static patches (issue); the released code uses 220/256
     frame_gap_min: int = 2
     frame_gap_max: int = 6
     speed_scale: float = 1.0  # multiplies the xyz speed before the official T formula (unit conversion)

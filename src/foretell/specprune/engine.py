@@ -113,6 +113,11 @@ class PruningPolicy:
         return {}
 
 
+def score_rows(layer, state: TokenState, rows: torch.Tensor) -> torch.Tensor:
+    """Attention [heads, len(rows), n] of ``rows`` over the current tokens at ``layer`` (scoring layers only)."""
+    return query_attention(layer, state.hidden, (state.cos, state.sin), rows)
+
+
 @dataclass
 class QueryRecord:
     seconds: float
@@ -147,7 +152,7 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
         extra = max(extra, n_keys - n)
         probs = None
         if rows is not None:
-            probs = query_attention(layer, state.hidden, (state.cos, state.sin), rows)
+            probs = score_rows(layer, state, rows)
             macs += attention_macs(len(rows), n, dims["hidden"], dims["q_width"], dims["kv_width"])
         per_layer.append(state.visual_count())
         macs += layer_macs(n, n_keys, dims)
