@@ -121,6 +121,9 @@ def apply(
         raise ForetellError(f"config must be a SpecDiffConfig, got {type(config).__name__}")
     transformer, pipeline = _split(pipe_or_transformer)
     adapter = adapter_for(transformer)
+    existing = getattr(transformer, "_diffusers_hook", None)
+    if existing is not None and existing.get_hook(HOOK_NAME) is not None:
+        raise ForetellError("SpecDiff is already applied to this transformer; call handle.remove() first")
     adapter.check_processors()
     if scheduler is None and pipeline is not None:
         scheduler = getattr(pipeline, "scheduler", None)
@@ -148,8 +151,6 @@ def apply(
 
     state = {"had_forward_attr": "forward" in transformer.__dict__, "had_registry": hasattr(transformer, "_diffusers_hook")}
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    if registry.get_hook(HOOK_NAME) is not None:
-        raise ForetellError("SpecDiff is already applied to this transformer; call handle.remove() first")
     context = AttentionContext()
     originals, processors = [], []
     for _, attn in adapter.attention_modules():
