@@ -18,10 +18,10 @@ def tiny_sd3(dual: bool = False, seed: int = 0) -> SD3Transformer2DModel:
     ).eval()
 
 
-def tiny_flux(guidance_embeds: bool = False, seed: int = 0) -> FluxTransformer2DModel:
+def tiny_flux(guidance_embeds: bool = False, seed: int = 0, in_channels: int = 4) -> FluxTransformer2DModel:
     torch.manual_seed(seed)
     return FluxTransformer2DModel(
-        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        patch_size=1, in_channels=in_channels, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
         joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 4, 8), guidance_embeds=guidance_embeds,
     ).eval()
 
