@@ -38,8 +38,8 @@ class SpecPruneConfig:
     global_topk: tuple = (16 / 256, 12 / 256)
     # --- dynamic layer pruning
     use_dynamic_layers: bool = True
-    importance_layers: tuple = (0, 1, 2)
-    drop_layers: tuple = (3, 4)
+    importance_layers: tuple | None = None  # None: official {0, 1, 12} of 32 layers, scaled to the depth
+    drop_layers: tuple | None = None  # None: official {5, 10, 15, 20, 25} of 32, scaled, >= 2; these layers see the reduced set
     drop_keep_fraction: float = 0.8  # keep this fraction of the visual tokens at each drop layer
     drop_floor: float = 60 / 512  # never fewer visual tokens than this fraction of all visual tokens
     importance_alpha: float = 0.2  # EMA weight of the newest rank weights
@@ -62,7 +62,10 @@ class SpecPruneConfig:
 
     def __post_init__(self):
         self.topk_coarse, self.topk_fine, self.global_topk = tuple(self.topk_coarse), tuple(self.topk_fine), tuple(self.global_topk)
-        self.importance_layers, self.drop_layers = tuple(self.importance_layers), tuple(self.drop_layers)
+        if self.importance_layers is not None:
+            self.importance_layers = tuple(int(i) for i in self.importance_layers)
+        if self.drop_layers is not None:
+            self.drop_layers = tuple(int(i) for i in self.drop_layers)
         if not 0.0 < self.similarity_threshold <= 1.0:
             raise ForetellError(f"similarity_threshold={self.similarity_threshold} must be in (0, 1]")
         for name in ("static_cap_coarse", "static_cap_fine", "drop_keep_fraction", "drop_floor", "importance_alpha"):
@@ -88,11 +91,24 @@ class SpecPruneConfig:
         if self.instruction_skip < 0:
             raise ForetellError("instruction_skip must be >= 0")
 
+    def resolve_layers(self, num_layers: int) -> tuple[tuple, tuple]:
+        """(importance_layers, drop_layers) for a backbone of ``num_layers`` layers."""
+        imp = self.importance_layers
+        if imp is None:
+            imp = tuple(sorted({0, 1, min(num_layers - 1, round(12 / 32 * num_layers))}))
+        drop = self.drop_layers
+        if drop is None:
+            drop = tuple(sorted({round(f / 32 * num_layers) for f in (5, 10, 15, 20, 25)} & set(range(2, num_layers))))
+        return imp, drop
+
     def check_model(self, num_layers: int, patches_per_view: int, num_views: int) -> None:
         """Raise ForetellError if the layer indices or the budget do not fit the model."""
-        bad = [i for i in (*self.importance_layers, *self.drop_layers) if not 0 <= i < num_layers]
+        if not self.enabled:
+            return
+        imp, drop = self.resolve_layers(num_layers)
+        bad = [i for i in imp if not 0 <= i < num_layers] + [i for i in drop if not 1 <= i < num_layers]
         if self.use_dynamic_layers and bad:
-            raise ForetellError(f"importance/drop layers {bad} out of range for a {num_layers}-layer backbone; use indices in [0, {num_layers - 1}]")
+            raise ForetellError(f"importance/drop layers {bad} out of range for a {num_layers}-layer backbone; use indices in [0, {num_layers - 1}] (drop layers >= 1)")
         if self.enabled and num_layers < 2:
             raise ForetellError("SpecPrune needs a backbone with at least 2 layers (scoring after layers 0 and 1)")
         if self.token_budget is not None and self.token_budget > patches_per_view * num_views:

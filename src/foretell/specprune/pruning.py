@@ -10,7 +10,8 @@ Per query, per view v with n patches (k_v etc. are the config fractions scaled t
 * global_v for the next query: top k_global of the last layer's instruction attention;
 * dynamic layer pruning (coarse mode only): EMA of rank weights of the attention that non-visual
   tokens pay at ``importance_layers``; at ``drop_layers`` keep ``drop_keep_fraction`` of the
-  visual tokens by that importance, never fewer than ``drop_floor`` of all visual tokens.
+  visual tokens by that importance (pruned before the drop layer runs), never fewer than
+  ``drop_floor`` of all visual tokens.
 Attention is materialised only at layers 0, 1, the last layer (global) and the importance layers.
 """
 
@@ -34,6 +35,7 @@ class SpecPrunePolicy(PruningPolicy):
         self.cfg = cfg
         self.adapter = adapter
         self.num_layers = num_layers
+        self.importance_layers, self.drop_layers = cfg.resolve_layers(num_layers)
         self.controller = ActionAwareController(cfg)
         self.reset_state()
 
@@ -94,7 +96,7 @@ class SpecPrunePolicy(PruningPolicy):
     def query_rows(self, layer_idx, state):
         scoring = layer_idx == 0 or (layer_idx == 1 and self.cfg.rescore_layer1)
         last = layer_idx == self.num_layers - 1 and self.cfg.use_global
-        importance = self._dynamic_layers_on() and layer_idx in self.cfg.importance_layers
+        importance = self._dynamic_layers_on() and layer_idx in self.importance_layers
         if not (scoring or last or importance):
             return None
         if importance:  # all non-visual rows (the instruction rows are among them)
@@ -115,7 +117,7 @@ class SpecPrunePolicy(PruningPolicy):
         cfg = self.cfg
         keep = None
         instr_scores = received_attention(probs, self._instr_sel) if probs is not None else None
-        if probs is not None and self._dynamic_layers_on() and layer_idx in cfg.importance_layers:
+        if probs is not None and self._dynamic_layers_on() and layer_idx in self.importance_layers:
             self._update_importance(state, received_attention(probs))
         if layer_idx == 0:
             kept = []
@@ -143,7 +145,7 @@ class SpecPrunePolicy(PruningPolicy):
             for vi in self.dynamic:
                 origins, _ = self._view_scores(state, instr_scores, vi)
                 self.next_global[vi] = origins[: self.kg[vi]]
-        if self._dynamic_layers_on() and layer_idx in cfg.drop_layers and keep is None:
+        if self._dynamic_layers_on() and (layer_idx + 1) in self.drop_layers and keep is None:
             keep = self._drop_by_importance(state)
         return keep
 

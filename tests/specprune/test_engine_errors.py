@@ -1,0 +1,60 @@
+"""Bad inputs and impossible configs give one-line ForetellErrors."""
+
+import pytest
+import torch
+
+from foretell.core.errors import ForetellError
+from foretell.specprune import apply
+from foretell.specprune.config import SpecPruneConfig
+
+from specprune_tiny import one_thread, tiny_inputs, tiny_vla  # noqa: F401 (autouse fixture)
+
+
+def _one_line(excinfo):
+    assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(use_frame_diff=False, topk_coarse=(0.0, 0.0), use_global=False),  # keeps zero tokens
+    dict(static_cap_coarse=1.0, topk_coarse=(0.0,), use_global=False),  # can keep zero tokens
+    dict(drop_keep_fraction=0.0),
+    dict(token_budget=0),
+    dict(similarity_threshold=1.5),
+    dict(topk_fine=(2.0, 0.1)),
+    dict(frame_gap_min=4, frame_gap_max=2),
+])
+def test_bad_configs(changes):
+    with pytest.raises(ForetellError) as err:
+        SpecPruneConfig(**changes)
+    _one_line(err)
+
+
+def test_config_must_fit_the_model():
+    vla = tiny_vla()  # 5 layers, 32 visual tokens
+    with pytest.raises(ForetellError, match="out of range"):
+        apply(vla, SpecPruneConfig(drop_layers=(3, 9)))
+    with pytest.raises(ForetellError, match="exceeds"):
+        apply(vla, SpecPruneConfig(token_budget=40))
+    with pytest.raises(ForetellError, match="SpecPruneConfig"):
+        apply(vla, {"enabled": True})
+    with pytest.raises(ForetellError, match="no built-in adapter"):
+        apply(torch.nn.Linear(2, 2), SpecPruneConfig())
+    assert vla._pruning_hook is None  # nothing was installed by the failed calls
+
+
+def test_bad_inputs_while_applied():
+    vla = tiny_vla()
+    images, ids, proprio = tiny_inputs()
+    h = apply(vla, SpecPruneConfig())
+    bad_size = dict(images, third=torch.rand(1, 3, 40, 40))
+    with pytest.raises(ForetellError, match=r"expected \[B, 3, 32, 32\]") as err:
+        vla.predict_action(bad_size, ids, proprio)
+    _one_line(err)
+    with pytest.raises(ForetellError, match="missing camera view"):
+        vla.predict_action({"third": images["third"]}, ids, proprio)
+    with pytest.raises(ForetellError, match="missing camera view"):
+        h.observe({"wrist": images["wrist"]}, torch.zeros(7))
+    big, big_ids, big_p = tiny_inputs(batch=2)
+    with pytest.raises(ForetellError, match="batch size 1"):
+        vla.predict_action(big, big_ids, big_p)
+    h.remove()
