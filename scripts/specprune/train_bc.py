@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Train the SpecPrune-VLA testbed policy by behaviour cloning and write the shipped weights.
+
+Deterministic for a given set of flags. Example (the shipped weights):
+    python scripts/specprune/train_bc.py --out src/foretell/specprune/assets/vla
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def main(argv=None) -> int:
+    from foretell.core.errors import ForetellError
+    from foretell.specprune.train import ASSET_DIR, TrainConfig, train
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(ASSET_DIR), help=f"output directory (default: {ASSET_DIR})")
+    for f in dataclasses.fields(TrainConfig):
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                       help=f"{f.name} (default: {f.default})")
+    args = p.parse_args(argv)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    try:
+        train(cfg, Path(args.out), log=lambda m: print(m, flush=True))
+    except ForetellError as exc:
+        print(f"train_bc: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,294 @@
+"""Closed-loop evaluation of pruning methods on the tabletop testbed.
+
+Every method runs the same seeded episode layouts. Within one episode index the methods run one
+after another in a rotating order (so machine-load drifts hit all of them alike). A policy query
+returns an 8-step chunk that is executed open loop; the policy is re-queried when the chunk is used
+up or when the method's controller asks for it (``handle.requery_needed``, switch into fine mode).
+The peers (``fastv``, ``vla_cache``, ``random``) get the token budget that ``specprune`` keeps on
+average, measured on calibration episodes of the same run before the main loop.
+
+Reported per method: ``success_rate``, ``llm_latency_ms`` (median of the handle's LLM-backbone
+seconds x 1000), ``e2e_latency_ms`` (median of the whole ``predict_action`` call),
+``visual_tokens_kept`` and ``llm_macs_fraction`` (pruned / unpruned backbone MACs).
+Two reference policies run on the same layouts: ``blind`` (the full model with all images zeroed)
+and ``random_actions`` (uniform random actions).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from foretell.core.errors import ForetellError
+
+QUICK_EPISODES = 2
+QUICK_HORIZON = 30
+CALIBRATION_EPISODES = 8
+
+
+def testbed_specprune_config():
+    """SpecPruneConfig used on the testbed. Action units are LIBERO-like normalised deltas
+    (transport |a_xyz| ~ 1, fine phases <= 0.3), so the paper's controller thresholds apply as is."""
+    from foretell.specprune.config import SpecPruneConfig
+
+    return SpecPruneConfig()
+
+
+@dataclass
+class EvalConfig:
+    """What an evaluation run does."""
+
+    episodes: int = 100
+    seed: int = 0
+    methods: tuple = ()
+    quick: bool = False
+    weights: str | None = None
+    threads: int = 1
+    horizon: int = 100
+    calibration_episodes: int = CALIBRATION_EPISODES
+    baselines: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        from foretell.specprune.methods import METHOD_NAMES
+
+        if not isinstance(self.episodes, int) or self.episodes < 1:
+            raise ForetellError(f"--episodes must be a positive integer, got {self.episodes!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ForetellError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        if not self.methods:
+            self.methods = tuple(METHOD_NAMES)
+        bad = [m for m in self.methods if m not in METHOD_NAMES]
+        if bad:
+            raise ForetellError(f"unknown method(s) {bad}; accepted: {', '.join(METHOD_NAMES)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ForetellError(f"methods {list(self.methods)} contain duplicates")
+        if self.threads < 1 or self.horizon < 1:
+            raise ForetellError("--threads and the horizon must be positive integers")
+
+
+def parse_methods(text: str | None) -> tuple:
+    """``"a,b"`` -> ("a", "b"); None or empty -> () (all methods)."""
+    if not text:
+        return ()
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def image_tensors(images: dict, zero: bool = False) -> dict:
+    """uint8 [H, W, 3] views -> float [1, 3, H, W] tensors in [0, 1] (all zeros when ``zero``)."""
+    import torch
+
+    out = {}
+    for name, im in images.items():
+        t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        out[name] = torch.zeros_like(t) if zero else t
+    return out
+
+
+class EpisodeRunner:
+    """Runs closed-loop episodes of the VLA (optionally under a pruning handle) on the testbed."""
+
+    def __init__(self, vla, tokenizer, image_size: int, horizon: int):
+        from foretell.specprune.sim import TabletopEnv
+        from foretell.specprune.train import INSTRUCTION_LEN
+
+        self.vla, self.tok = vla, tokenizer
+        self.env = TabletopEnv(image_size=image_size, horizon=horizon)
+        self.instruction_len = INSTRUCTION_LEN
+
+    def run(self, layout, handle=None, blind: bool = False, on_frame=None) -> dict:
+        """One episode; returns success, steps, queries, re-queries and per-query e2e seconds."""
+        import torch
+
+        obs = self.env.reset(layout)
+        ids = self.tok.encode_batch([layout.instruction], length=self.instruction_len)
+        if handle is not None:
+            handle.reset_state()
+        queue: list = []
+        e2e, queries, requeries, done, success = [], 0, 0, False, False
+        while not done:
+            forced = handle is not None and handle.requery_needed
+            if not queue or forced:
+                requeries += int(forced and bool(queue))
+                images = image_tensors(obs["images"], zero=blind)
+                prop = torch.from_numpy(obs["proprio"]).unsqueeze(0)
+                t0 = time.perf_counter()
+                predict = handle.predict_action if handle is not None else self.vla.predict_action
+                acts = predict(images, ids, prop)
+                e2e.append(time.perf_counter() - t0)
+                queries += 1
+                queue = [a for a in acts[0].cpu().numpy().astype(np.float64)]
+                if on_frame is not None:
+                    on_frame(obs, handle)
+            action = queue.pop(0)
+            obs, done, success = self.env.step(action)
+            if handle is not None:
+                handle.observe(image_tensors(obs["images"], zero=blind), torch.from_numpy(action).float(),
+                               queue_empty=not queue)
+        return {"success": bool(success), "steps": self.env.state.step, "queries": queries,
+                "requeries": requeries, "e2e_seconds": e2e}
+
+
+def random_policy_success(layouts, horizon: int, seed: int) -> float:
+    """Success rate of uniformly random actions on ``layouts`` (seeded)."""
+    from foretell.specprune.sim import initial_state, transition
+
+    rng = np.random.default_rng([seed, 99])
+    wins = 0
+    for layout in layouts:
+        state = initial_state(layout)
+        while not state.done:
+            transition(state, rng.uniform(-1, 1, size=7), horizon)
+        wins += int(state.success)
+    return wins / len(layouts)
+
+
+def expert_success(layouts, horizon: int) -> float:
+    """Success rate of the scripted expert on ``layouts``."""
+    from foretell.specprune.sim import expert_action, initial_state, transition
+
+    wins = 0
+    for layout in layouts:
+        state = initial_state(layout)
+        while not state.done:
+            transition(state, expert_action(state), horizon)
+        wins += int(state.success)
+    return wins / len(layouts)
+
+
+def _summary(name: str, episodes: list, stats: dict) -> dict:
+    succ = [e["success"] for e in episodes]
+    p = statistics.fmean(succ)
+    e2e = [s for e in episodes for s in e["e2e_seconds"]]
+    llm = stats.get("llm_seconds") or []
+    return {
+        "success_rate": p,
+        "llm_latency_ms": statistics.median(llm) * 1000 if llm else None,
+        "e2e_latency_ms": statistics.median(e2e) * 1000 if e2e else None,
+        "visual_tokens_kept": stats.get("visual_tokens_kept"),
+        "llm_macs_fraction": stats.get("llm_macs_fraction"),
+        "success_std_error": math.sqrt(p * (1 - p) / len(succ)),
+        "episodes": len(succ),
+        "successes": int(sum(succ)),
+        "queries": stats.get("queries"),
+        "requeries": sum(e["requeries"] for e in episodes),
+        "mean_steps": statistics.fmean(e["steps"] for e in episodes),
+        "visual_tokens_total": stats.get("visual_tokens_total"),
+        "visual_tokens_layer_mean": stats.get("visual_tokens_layer_mean"),
+        "mode_fraction_fine": stats.get("mode_fraction_fine"),
+        "llm_latency_ms_mean": statistics.fmean(llm) * 1000 if llm else None,
+        "per_episode_success": "".join("1" if s else "0" for s in succ),
+    }
+
+
+def evaluate(cfg: EvalConfig, log=print) -> dict:
+    """Run the closed-loop comparison; returns the report dict (see module docstring)."""
+    import torch
+
+    from foretell.core.progress import progress
+    from foretell.core.seed import seed_everything
+    from foretell.specprune.methods import PEERS, build_method
+    from foretell.specprune.sim import sample_layout
+    from foretell.specprune.train import load_policy, training_info
+
+    cfg.check()
+    torch.set_num_threads(int(cfg.threads))
+    seed_everything(cfg.seed)
+    n = min(cfg.episodes, QUICK_EPISODES) if cfg.quick else cfg.episodes
+    horizon = min(cfg.horizon, QUICK_HORIZON) if cfg.quick else cfg.horizon
+    vla, tok = load_policy(cfg.weights)
+    runner = EpisodeRunner(vla, tok, vla.config.image_size, horizon)
+    layouts = [sample_layout(cfg.seed, i) for i in range(n)]
+    spc = testbed_specprune_config()
+    t_start = time.perf_counter()
+
+    budget, calib = None, None
+    if any(m in PEERS for m in cfg.methods):
+        k = max(1, min(cfg.calibration_episodes, n))
+        h = build_method("specprune", vla, seed=cfg.seed, config=spc)
+        h.remove()
+        for layout in progress(layouts[:k], desc="calibrating token budget"):
+            runner.run(layout, h)
+        calib = h.stats()
+        budget = max(1, int(round(calib["visual_tokens_kept"])))
+        log(f"token budget for peers: {budget} of {calib['visual_tokens_total']} visual tokens "
+            f"(specprune mean over {k} calibration episodes)")
+
+    handles = {}
+    for m in cfg.methods:
+        handles[m] = build_method(m, vla, token_budget=budget if m in PEERS else None, seed=cfg.seed,
+                                  config=spc if m.startswith("specprune") else None)
+        # A removed handle keeps its state and statistics, and its predict_action is exactly what
+        # vla.predict_action calls while it is applied; calling it directly lets all methods
+        # alternate episode by episode without re-applying.
+        handles[m].remove()
+    results = {m: [] for m in cfg.methods}
+    for i in progress(range(n), desc=f"episodes x {len(cfg.methods)} methods"):
+        order = list(cfg.methods[i % len(cfg.methods):]) + list(cfg.methods[:i % len(cfg.methods)])
+        for m in order:
+            results[m].append(runner.run(layouts[i], handles[m]))
+    methods = {}
+    for m in cfg.methods:
+        methods[m] = _summary(m, results[m], handles[m].stats())
+    report = {"episodes": n, "seed": cfg.seed, "methods": methods}
+    full = methods.get("full")
+    if full and full["llm_latency_ms"]:
+        report["speedup_vs_full"] = {
+            m: {"llm_latency": full["llm_latency_ms"] / r["llm_latency_ms"] if r["llm_latency_ms"] else None,
+                "e2e_latency": full["e2e_latency_ms"] / r["e2e_latency_ms"] if r["e2e_latency_ms"] else None,
+                "llm_macs": 1.0 / r["llm_macs_fraction"] if r["llm_macs_fraction"] else None,
+                "success_points": 100 * (r["success_rate"] - full["success_rate"])}
+            for m, r in methods.items()}
+    report["token_budget"] = budget
+    report["token_budget_calibration"] = (None if calib is None else
+                                          {"episodes": max(1, min(cfg.calibration_episodes, n)),
+                                           "visual_tokens_kept": calib["visual_tokens_kept"],
+                                           "llm_macs_fraction": calib["llm_macs_fraction"]})
+    if cfg.baselines:
+        blind = [runner.run(layout, None, blind=True) for layout in progress(layouts, desc="blind policy")]
+        report["baselines"] = {
+            "blind": {"success_rate": statistics.fmean(e["success"] for e in blind),
+                      "note": "full model with both camera images zeroed"},
+            "random_actions": {"success_rate": random_policy_success(layouts, horizon, cfg.seed),
+                               "note": "uniform random actions in [-1, 1]^7"},
+            "expert": {"success_rate": expert_success(layouts, horizon), "note": "scripted expert (upper bound)"},
+        }
+    report["config"] = {"eval": {k: v for k, v in asdict(cfg).items() if k != "extra"} | {"episodes_run": n,
+                                                                                          "horizon_run": horizon},
+                        "specprune": asdict(spc), "vla": asdict(vla.config),
+                        "training": training_info(cfg.weights).get("train_config")}
+    report["seconds"] = round(time.perf_counter() - t_start, 1)
+    report["quick"] = cfg.quick
+    return report
+
+
+def results_rows(report: dict) -> tuple[list, list]:
+    """Headers and rows of the results table (one row per method)."""
+    headers = ["method", "success", "LLM ms", "e2e ms", "visual tokens", "LLM MACs", "LLM speed-up"]
+    rows = []
+    sp = report.get("speedup_vs_full", {})
+    for m, r in report["methods"].items():
+        rows.append([m, f"{r['success_rate']:.2f} ({r['successes']}/{r['episodes']})", r["llm_latency_ms"],
+                     r["e2e_latency_ms"], r["visual_tokens_kept"], r["llm_macs_fraction"],
+                     (sp.get(m) or {}).get("llm_latency")])
+    return headers, rows
+
+
+def write_report(report: dict, json_path: Path, md_path: Path | None = None) -> None:
+    """Write the JSON report (atomic) and, optionally, a Markdown table next to it."""
+    from foretell.core.report import markdown_table, write_json, write_text
+
+    write_json(json_path, report)
+    if md_path is not None:
+        headers, rows = results_rows(report)
+        text = f"# SpecPrune-VLA closed-loop evaluation ({report['episodes']} episodes, seed {report['seed']})\n\n"
+        text += markdown_table(headers, rows, digits=3)
+        if "baselines" in report:
+            b = report["baselines"]
+            text += "\n" + ", ".join(f"{k}: {v['success_rate']:.2f}" for k, v in b.items()) + "\n"
+        write_text(md_path, text)
