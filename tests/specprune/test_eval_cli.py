@@ -1,0 +1,79 @@
+"""``foretell specprune eval``: report schema, closed-loop runner, and clear errors on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from foretell.cli import main
+from foretell.specprune.methods import METHOD_NAMES, build_method
+from foretell.specprune.model import OFTStyleVLA, VLAConfig
+from foretell.specprune.sim import sample_layout
+from foretell.specprune.train import TOKENIZER_NAME, make_tokenizer
+
+KEYS = {"success_rate", "llm_latency_ms", "e2e_latency_ms", "visual_tokens_kept", "llm_macs_fraction"}
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A tiny random-init VLA with the testbed's token layout, saved like the shipped weights."""
+    import torch
+
+    torch.manual_seed(0)
+    tok = make_tokenizer()
+    cfg = VLAConfig(image_size=32, patch_size=8, hidden_size=32, num_layers=6, num_heads=2, num_kv_heads=1,
+                    intermediate_size=64, vocab_size=tok.vocab_size, proprio_dim=8, action_dim=7, chunk=8,
+                    vision_dim=16, action_head_hidden=32)
+    d = tmp_path_factory.mktemp("tiny_vla")
+    OFTStyleVLA(cfg).save_pretrained(d)
+    tok.save(d / TOKENIZER_NAME)
+    return d
+
+
+def test_quick_eval_writes_the_schema(tiny_weights, tmp_path):
+    out = tmp_path / "eval.json"
+    rc = main(["specprune", "eval", "--quick", "--weights", str(tiny_weights), "--json", str(out), "--seed", "3"])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    assert rep["episodes"] == 2 and rep["seed"] == 3
+    assert set(rep["methods"]) == set(METHOD_NAMES)
+    for name, r in rep["methods"].items():
+        assert KEYS <= set(r), name
+        assert 0.0 <= r["success_rate"] <= 1.0 and r["episodes"] == 2
+        assert r["llm_latency_ms"] > 0 and r["e2e_latency_ms"] >= r["llm_latency_ms"]
+    assert rep["methods"]["full"]["llm_macs_fraction"] == pytest.approx(1.0)
+    assert rep["methods"]["full"]["visual_tokens_kept"] == 2 * (32 // 8) ** 2
+    for peer in ("fastv", "random"):   # peers run at specprune's calibrated budget
+        assert rep["methods"][peer]["visual_tokens_kept"] == pytest.approx(rep["token_budget"])
+    assert {"blind", "random_actions", "expert"} <= set(rep["baselines"])
+    assert rep["baselines"]["expert"]["success_rate"] <= 1.0
+    assert (tmp_path / "eval.md").is_file()
+
+
+def test_full_handle_reproduces_the_unpruned_closed_loop_episode(tiny_weights):
+    from foretell.specprune.eval import EpisodeRunner
+    from foretell.specprune.train import load_policy
+
+    vla, tok = load_policy(tiny_weights)
+    runner = EpisodeRunner(vla, tok, image_size=32, horizon=12)
+    layout = sample_layout(0, 1)
+    plain = runner.run(layout)
+    end_plain = runner.env.state.gripper_xyz.copy()
+    h = build_method("full", vla)
+    h.remove()
+    handled = runner.run(layout, h)
+    np.testing.assert_allclose(runner.env.state.gripper_xyz, end_plain, atol=1e-5)
+    assert handled["queries"] == plain["queries"] and handled["steps"] == plain["steps"] == 12
+    assert h.stats()["queries"] == handled["queries"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--episodes", "0"], "--episodes must be a positive integer"),
+    (["--methods", "full,fastvv"], "unknown method"),
+    (["--weights", "/nonexistent/weights"], "weights directory"),
+])
+def test_bad_inputs_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    rc = main(["specprune", "eval", "--quick", "--json", str(tmp_path / "x.json"), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x.json").exists()
