@@ -1,0 +1,28 @@
+"""Step 1 of building the shipped SpecEE assets: collect full-model greedy trajectories.
+
+python scripts/specee/collect_data.py [--out ~/.cache/foretell/specee/collect] [--max-new-tokens 48]
+Single-threaded by default (the build machine is shared); resumable (finished shards are kept).
+"""
+import argparse
+import time
+
+import torch
+
+from foretell.core.seed import seed_everything
+from foretell.specee.adapters import decoder_access
+from foretell.specee.collect import collect
+from foretell.specee.loading import cache_dir, load_model, read_prompts
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--out", default=str(cache_dir() / "collect"))
+ap.add_argument("--max-new-tokens", type=int, default=48)
+ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--reverse", action="store_true", help="work from the last shard (a second worker)")
+args = ap.parse_args()
+torch.set_num_threads(args.threads)
+seed_everything(0)
+t0 = time.time()
+model, tok = load_model()
+collect(decoder_access(model), tok, read_prompts(None, "train"), args.out, max_new_tokens=args.max_new_tokens,
+        reverse=args.reverse)
+print(f"collected in {time.time() - t0:.0f} s -> {args.out}", flush=True)

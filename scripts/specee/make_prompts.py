@@ -1,0 +1,118 @@
+"""Write src/foretell/specee/data/prompts_{train,eval}.txt: varied instructions, one per line.
+
+Deterministic (fixed seed); the eval file is a held-out part (its topics never appear in train).
+Run: python scripts/specee/make_prompts.py
+"""
+import random
+from pathlib import Path
+
+TOPICS = [
+    "photosynthesis", "the water cycle", "black holes", "volcanoes", "the French Revolution",
+    "the Roman Empire", "vaccines", "climate change", "the internet", "electric cars",
+    "honey bees", "the moon landing", "earthquakes", "the human heart", "recycling",
+    "solar panels", "the stock market", "inflation", "democracy", "the printing press",
+    "dinosaurs", "rainforests", "the ocean tides", "gravity", "magnets", "sleep",
+    "coffee", "chess", "the Olympic Games", "jazz music", "the pyramids of Egypt",
+    "machine learning", "cloud computing", "bicycles", "bread baking", "coral reefs",
+    "the immune system", "rainbows", "glaciers", "wind turbines", "the Silk Road",
+    "public libraries", "time zones", "penguins", "the periodic table", "tea",
+    "blockchain", "nuclear energy", "the Renaissance", "meditation", "football",
+    "volunteering", "smartphones", "antibiotics", "deserts", "owls", "trains",
+    "the Amazon river", "robots", "friendship", "gardening", "origami", "spiders",
+    "the theory of evolution", "airplanes", "lighthouses", "the color blue", "maps",
+]
+
+FORMS = [
+    "Explain {t} in simple terms.",
+    "What is {t}?",
+    "Give me three interesting facts about {t}.",
+    "Write a short story about {t}.",
+    "Write a haiku about {t}.",
+    "List five key points about {t}.",
+    "Why is {t} important?",
+    "Describe {t} to a ten-year-old.",
+    "Write a short poem about {t}.",
+    "What are the pros and cons of {t}?",
+    "Summarize the history of {t} in a few sentences.",
+    "How does {t} work?",
+    "Write a tweet about {t}.",
+    "Give me a quiz question about {t} and its answer.",
+    "Write the opening paragraph of an essay on {t}.",
+    "What would a scientist say about {t}?",
+]
+
+CODE = [
+    "Write a Python function that reverses a string.",
+    "Write a Python function to check whether a number is prime.",
+    "Write a Python function that returns the factorial of n.",
+    "Write a JavaScript function that sums an array of numbers.",
+    "Write a Python function that counts the vowels in a string.",
+    "Write a SQL query that selects all users older than 30.",
+    "Write a Python class for a simple bank account.",
+    "Write a Python function that merges two sorted lists.",
+    "Write a bash command that counts the lines in a file.",
+    "Write a Python function that computes the Fibonacci sequence up to n.",
+    "Write a Python function that checks if a string is a palindrome.",
+    "Write a Python list comprehension that squares the even numbers from 1 to 20.",
+    "Explain what a for loop does in Python with an example.",
+    "Write a Python function that finds the largest element of a list.",
+    "Write a C function that swaps two integers.",
+    "Write a Python function that removes duplicates from a list.",
+    "Explain the difference between a list and a tuple in Python.",
+    "Write a Python function that converts Celsius to Fahrenheit.",
+    "Write a regular expression that matches an email address and explain it.",
+    "Write a Python function that reads a text file and prints its words.",
+    "Explain recursion with a short Python example.",
+    "Write a Python function that returns the n-th triangular number.",
+    "Write an HTML page with a title and one paragraph.",
+    "Write a Python function that sorts a list of names alphabetically.",
+]
+
+GENERAL = [
+    "Give me tips for studying for an exam.", "How can I improve my sleep?",
+    "Plan a one-day trip to a city by the sea.", "Suggest a healthy breakfast.",
+    "Write a thank-you note to a teacher.", "How do I make a cup of tea?",
+    "What should I pack for a camping trip?", "Write a short motivational message.",
+    "Give me a recipe for a simple pasta dish.", "How can I save money each month?",
+    "Write an email asking for a meeting next week.", "What are good habits for a programmer?",
+    "Tell me a joke about computers.", "Suggest names for a pet cat.",
+    "How do I start learning to play the guitar?", "Write a birthday message for a friend.",
+    "What is the capital of France and what is it known for?", "How many days are in a leap year?",
+    "What is 15 multiplied by 12? Explain the steps.", "Convert 5 kilometers to miles.",
+    "Give me a list of ten fruits.", "Name the planets of the solar system in order.",
+    "What are the primary colors?", "Write a short dialogue between a cat and a dog.",
+    "Describe a sunset over the mountains.", "Write a limerick about a lazy frog.",
+    "How do I write a good resume?", "What is the difference between weather and climate?",
+    "Give me advice for a job interview.", "Write a product description for a water bottle.",
+    "Explain how to change a flat tire.", "List the days of the week in Spanish.",
+]
+
+
+def main(seed: int = 0) -> None:
+    rng = random.Random(seed)
+    topics = TOPICS[:]
+    rng.shuffle(topics)
+    eval_topics, train_topics = topics[:12], topics[12:]
+    train, evals = [], []
+    for t in train_topics:
+        for form in rng.sample(FORMS, 4):
+            train.append(form.format(t=t))
+    for t in eval_topics:
+        for form in rng.sample(FORMS, 3):
+            evals.append(form.format(t=t))
+    code, general = CODE[:], GENERAL[:]
+    rng.shuffle(code)
+    rng.shuffle(general)
+    train += code[:18] + general[:24]
+    evals += code[18:] + general[24:]
+    rng.shuffle(train)
+    rng.shuffle(evals)
+    out = Path(__file__).resolve().parents[2] / "src" / "foretell" / "specee" / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "prompts_train.txt").write_text("\n".join(train) + "\n")
+    (out / "prompts_eval.txt").write_text("\n".join(evals) + "\n")
+    print(f"train {len(train)} prompts, eval {len(evals)} prompts -> {out}")
+
+
+if __name__ == "__main__":
+    main()

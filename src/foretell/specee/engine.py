@@ -1,0 +1,140 @@
+"""``SpecEE``: the user-facing object — a model, its exit predictors, a draft and the config.
+
+    ee = SpecEE.from_pretrained("smollm2")            # embedded model + shipped assets
+    out = ee.generate(input_ids, max_new_tokens=64)   # HF-style: greedy / sampling, eos, streamer
+    out = ee.generate(input_ids, method="specee+speculative")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from foretell.core.errors import ForetellError
+from foretell.specee.adapters import DecoderAccess, decoder_access
+from foretell.specee.draft import AssistantDraft, Draft, DraftHead, HeadDraft
+from foretell.specee.generate import DecodeStats, TokenPicker, decode
+from foretell.specee.kv import KV_STRATEGIES, LayerStepper
+from foretell.specee.predictor import LayerPredictors
+from foretell.specee.rules import ExitRule, SpecEERule
+from foretell.specee.scheduler import LayerSchedule
+from foretell.specee.speculative import MergedVerifyRule, speculative_decode
+
+ASSETS = Path(__file__).parent / "assets"
+METHODS = ("specee", "full", "speculative", "specee+speculative")
+
+
+@dataclass
+class SpecEEConfig:
+    """Knobs of SpecEE (defaults = the paper's, KV strategy chosen by measurement)."""
+
+    k: int = 4
+    threshold: float = 0.5
+    kv_strategy: str = "lazy"
+    online: bool = True
+    window: int = 5
+    radius: int = 2
+    gamma: int = 4
+
+    def validate(self, vocab_size: int) -> None:
+        if not 1 <= int(self.k) <= vocab_size:
+            raise ForetellError(f"k must be between 1 and the vocabulary size {vocab_size}, got {self.k}")
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ForetellError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.kv_strategy not in KV_STRATEGIES:
+            raise ForetellError(f"kv_strategy must be one of {', '.join(KV_STRATEGIES)}, got {self.kv_strategy!r}")
+        if int(self.gamma) < 1:
+            raise ForetellError(f"gamma (draft chain length) must be >= 1, got {self.gamma}")
+
+
+class SpecEE:
+    """Speculative early exiting around a Llama/Mistral/Qwen2-style transformers model."""
+
+    def __init__(self, model, predictors: LayerPredictors, draft: Draft | None, config: SpecEEConfig | None = None,
+                 tokenizer=None):
+        self.acc: DecoderAccess = decoder_access(model)
+        self.model, self.tokenizer = model, tokenizer
+        self.config = config or SpecEEConfig()
+        self.config.validate(self.acc.vocab_size)
+        predictors.check_compatible(num_layers=self.acc.num_layers, hidden_size=self.acc.hidden_size,
+                                    vocab_size=self.acc.vocab_size, k=self.config.k)
+        self.predictors = predictors
+        self.draft = draft
+        if draft is not None:
+            draft.k = self.config.k
+        offline = predictors.config.offline_layers or predictors.config.layers
+        self.schedule = LayerSchedule(list(offline), self.acc.num_layers, window=self.config.window,
+                                      radius=self.config.radius, online=self.config.online)
+        self.stepper = LayerStepper(self.acc, self.config.kv_strategy)
+        self.last_stats: DecodeStats | None = None
+
+    @classmethod
+    def from_pretrained(cls, model_or_path=None, predictors: str | Path | None = None, draft="head",
+                        tokenizer=None, **config) -> "SpecEE":
+        """``model_or_path``: a transformers model, a local model directory, or None/"smollm2" for the
+        embedded SmolLM2-135M-Instruct. ``predictors``: directory with predictors(.json/.safetensors)
+        and draft_head(.json/.safetensors) (default: the shipped assets). ``draft``: "head" (EAGLE-
+        style head from that directory), a :class:`Draft`, or an assistant transformers model."""
+        from foretell.specee.loading import load_model
+
+        if model_or_path is None or isinstance(model_or_path, (str, Path)):
+            model, tok = load_model(None if model_or_path is None else str(model_or_path))
+            tokenizer = tokenizer or tok
+        else:
+            model = model_or_path
+        acc = decoder_access(model)
+        pdir = Path(predictors) if predictors is not None else ASSETS
+        preds = LayerPredictors.load(pdir)
+        cfg = SpecEEConfig(**config)
+        if draft == "head":
+            d = HeadDraft(DraftHead.load(acc, pdir), k=cfg.k)
+        elif draft is None or isinstance(draft, Draft):
+            d = draft
+        elif hasattr(draft, "config") and hasattr(draft, "forward"):
+            d = AssistantDraft(draft, acc.vocab_size, k=cfg.k)
+        else:
+            raise ForetellError(f"draft must be 'head', a Draft, an assistant model or None, got {draft!r}")
+        return cls(model, preds, d, cfg, tokenizer)
+
+    def rule(self, merged: bool = False) -> ExitRule:
+        """The SpecEE exit rule (fresh schedule state) for single-token or verify-block passes."""
+        kind = MergedVerifyRule if merged else SpecEERule
+        return kind(self.acc, self.schedule, self.predictors, self.config.threshold)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id=None,
+                 streamer=None, callback=None, method: str = "specee", generator=None) -> torch.Tensor:
+        """Generate like ``model.generate`` (batch 1); returns prompt + new ids (1, n). ``method``:
+        specee | full | speculative | specee+speculative (the last two are greedy only)."""
+        if method not in METHODS:
+            raise ForetellError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        input_ids = torch.as_tensor(input_ids)
+        if input_ids.dim() == 2 and input_ids.shape[0] != 1:
+            raise ForetellError(f"SpecEE decodes one sequence at a time (batch 1), got batch {input_ids.shape[0]}")
+        if input_ids.numel() == 0:
+            raise ForetellError("input_ids is empty; pass at least one prompt token")
+        if int(input_ids.max()) >= self.acc.vocab_size or int(input_ids.min()) < 0:
+            raise ForetellError(f"input_ids must be token ids in [0, {self.acc.vocab_size}), got "
+                                f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        if eos_token_id is None:
+            eos_token_id = getattr(self.model.generation_config, "eos_token_id", None)
+        needs_draft = method != "full"
+        if needs_draft and self.draft is None:
+            raise ForetellError(f"method {method!r} needs a draft; pass draft='head' or an assistant model")
+        common = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, streamer=streamer, callback=callback)
+        if method in ("speculative", "specee+speculative"):
+            if do_sample:
+                raise ForetellError(f"method {method!r} is greedy only; use do_sample=False or method='specee'")
+            rule = self.rule(merged=True) if method == "specee+speculative" else None
+            out, stats = speculative_decode(self.acc, self.stepper, self.draft, input_ids, gamma=self.config.gamma,
+                                            k=self.config.k, rule=rule, **common)
+        else:
+            picker = TokenPicker(do_sample, temperature, top_k, top_p, generator)
+            rule = self.rule() if method == "specee" else None
+            out, stats = decode(self.acc, self.stepper, rule, self.draft if rule else None, input_ids,
+                                picker=picker, k=self.config.k, **common)
+        self.last_stats = stats
+        return out

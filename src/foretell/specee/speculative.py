@@ -1,0 +1,112 @@
+"""Chain draft-then-verify decoding: lossless (full verification) and merged with early exit.
+
+Each round the draft proposes a chain of ``gamma`` tokens (greedy), the target verifies
+``[last token, d_1 .. d_gamma]`` in one pass, the longest matching prefix is accepted plus one
+target token. Rejected tokens are rolled back from both caches; accepted draft tokens are re-fed
+to the draft with the target's true states (EAGLE does the same).
+
+Merged (``specee+speculative``): the verify pass itself may stop early. After a scheduled layer,
+the rows with a confident predictor (leading run) get the full-vocab argmax; if those argmaxes are
+among each row's draft candidates and the walk "accept while argmax == next draft token" ends
+inside them (a mismatch gives the bonus token, or all rows agree), the pass exits there.
+Greedy only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from foretell.specee.adapters import DecoderAccess
+from foretell.specee.draft import Draft
+from foretell.specee.features import candidate_logits, layer_features
+from foretell.specee.generate import DecodeStats, Emitter, eos_set, prefill
+from foretell.specee.kv import LayerStepper
+from foretell.specee.rules import ExitDecision, SpecEERule
+
+
+class MergedVerifyRule(SpecEERule):
+    """SpecEE's exit rule applied to a verify block (rows = last token + draft chain)."""
+
+    name = "specee+speculative"
+
+    def start_chain(self, cands: torch.Tensor, chain: torch.Tensor) -> None:
+        self.start_token(cands)
+        self.chain = chain                           # (gamma,) draft tokens
+
+    def __call__(self, layer, h):
+        if layer < self._first:
+            return None
+        x = self.acc.norm(h)
+        feats, self.prev = layer_features(candidate_logits(x, self.rows), self.prev)
+        if layer not in self._active or not self.predictors.has(layer):
+            return None
+        self.evaluations += 1
+        conf = self.predictors.score(layer, feats) > self.threshold
+        lead = int(conf.long().cumprod(0).sum())
+        if lead == 0:
+            return None
+        self.head_checks += 1
+        logits = self.acc.logits(x[:lead])
+        top = logits.argmax(-1)
+        q = h.shape[0]
+        for j in range(lead):
+            if not bool((self.cands[j] == top[j]).any()):
+                return None
+            if j == q - 1 or int(top[j]) != int(self.chain[j]):
+                return ExitDecision(layer, logits[: j + 1])
+        return None
+
+
+@torch.no_grad()
+def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, input_ids: torch.Tensor, *,
+                       max_new_tokens: int, gamma: int = 4, k: int = 4, rule: MergedVerifyRule | None = None,
+                       eos_token_id=None, streamer=None, callback=None) -> tuple[torch.Tensor, DecodeStats]:
+    """Greedy chain speculative decoding; with ``rule`` the verify pass uses early exit."""
+    prompt = input_ids.view(-1)
+    em = Emitter(prompt, max_new_tokens, eos_set(eos_token_id), streamer, callback)
+    stats = DecodeStats()
+    if rule is not None:
+        rule.reset_state()
+    logits, state = prefill(acc, stepper, draft, prompt)
+    tok = int(logits.argmax(-1))
+    em.emit(tok)
+    stats.layers.append(acc.num_layers)
+    stats.emitted.append(1)
+    feed_tokens, feed_states = torch.tensor([tok]), state.view(1, -1)
+    while not em.done:
+        scores, g = draft.feed(feed_tokens, feed_states)
+        committed = draft.length()
+        chain, cands = [], []
+        steps = gamma + (1 if rule is not None else 0)   # merged also needs the last row's candidates
+        for j in range(steps):
+            c = draft.topk(scores, k)
+            cands.append(c)
+            if j < gamma:
+                chain.append(int(c[0]))
+                if j < steps - 1:
+                    scores, g = draft.feed(c[:1], None if g is None else g.view(1, -1))
+        draft.crop(committed)
+        block = torch.tensor([tok] + chain)
+        if rule is not None:
+            rule.start_chain(torch.stack(cands), torch.tensor(chain))
+        h, layer, dec = stepper.run(block, rule)
+        if dec:
+            y = dec.logits.argmax(-1)
+            rule.record(layer)
+        else:
+            y = acc.logits(acc.norm(h)).argmax(-1)
+        m = 0
+        while m < min(gamma, y.numel() - 1) and int(y[m]) == chain[m]:
+            m += 1
+        accepted = chain[:m] + [int(y[m])]
+        stepper.rollback(gamma - m)
+        states = acc.norm(h[: m + 1])
+        for t in accepted:
+            em.emit(t)
+        stats.layers.append(layer + 1)
+        stats.emitted.append(len(accepted))
+        tok = accepted[-1]
+        feed_tokens, feed_states = torch.tensor(accepted), states
+    if rule is not None:
+        stats.evaluations, stats.head_checks = rule.evaluations, rule.head_checks
+    return em.finish(), stats

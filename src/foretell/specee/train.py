@@ -1,0 +1,193 @@
+"""Training the draft head and the exit predictors from collected full-model generations.
+
+``train_all`` = (1) draft vocabulary subset by token frequency, (2) EAGLE-style draft head by
+teacher forcing on the target's states (CE on the target's next token + feature regression),
+(3) per-layer predictor features from the draft's top-k candidates with
+:func:`foretell.specee.features.all_layer_features` (the same code as inference), labels
+"layer argmax == final argmax", BCE training, (4) offline layer set from the oracle exits,
+(5) the peers' calibration: full-vocab predictors and the AdaInfer gap threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from foretell.core.progress import progress
+from foretell.specee.adapters import DecoderAccess
+from foretell.specee.draft import DraftHead
+from foretell.specee.features import NUM_FULL_VOCAB_FEATURES, all_layer_features, num_features
+from foretell.specee.predictor import LayerPredictors, PredictorConfig
+from foretell.specee.scheduler import choose_offline_layers, oracle_exit_layers
+
+
+def draft_vocab(items: list[dict], vocab_size: int, size: int) -> torch.Tensor:
+    """Most frequent tokens of the collected sequences, then the lowest ids, ``size`` in all."""
+    counts = Counter()
+    for it in items:
+        counts.update(it["ids"].tolist())
+    chosen = [t for t, _ in counts.most_common(size)]
+    seen = set(chosen)
+    t = 0
+    while len(chosen) < min(size, vocab_size):
+        if t not in seen:
+            chosen.append(t)
+        t += 1
+    return torch.tensor(sorted(chosen), dtype=torch.long)
+
+
+def _draft_inputs(acc: DecoderAccess, it: dict):
+    ids = it["ids"].long()
+    states = acc.norm(it["final_h"].float())
+    return ids[1:], states[:-1], torch.arange(1, ids.numel())
+
+
+def train_draft_head(acc: DecoderAccess, items: list[dict], vocab_ids: torch.Tensor, *, epochs: int = 6,
+                     lr: float = 5e-4, seed: int = 0, log=print) -> DraftHead:
+    """Teacher-forced training of the draft head on the collected sequences."""
+    torch.manual_seed(seed)
+    head = DraftHead(acc, vocab_ids)
+    for p in acc.model.parameters():
+        p.requires_grad_(False)
+    head.train()
+    opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    remap = torch.full((acc.vocab_size,), -100, dtype=torch.long)
+    remap[vocab_ids] = torch.arange(vocab_ids.numel())
+    order = list(range(len(items)))
+    rng = random.Random(seed)
+    total = epochs * len(items)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.05, 1 - s / max(1, total)))
+    for ep in range(epochs):
+        rng.shuffle(order)
+        tot, n = 0.0, 0
+        for idx in progress(order, desc=f"draft epoch {ep + 1}/{epochs}"):
+            it = items[idx]
+            tokens, states, pos = _draft_inputs(acc, it)
+            scores, g = head(tokens.view(1, -1), states.view(1, -1, states.shape[-1]), pos)
+            target = remap[tokens[1:]]                  # output at input i predicts token i+1
+            ce = F.cross_entropy(scores[0, :-1], target, ignore_index=-100)
+            reg = F.smooth_l1_loss(acc.norm(g[0, :-1]), states[1:])
+            loss = ce + 0.1 * reg
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            tot += float(ce)
+            n += 1
+        log(f"draft epoch {ep + 1}: ce {tot / max(1, n):.3f}")
+    return head.eval()
+
+
+@torch.no_grad()
+def build_examples(acc: DecoderAccess, head: DraftHead, items: list[dict], k: int) -> dict:
+    """Per generated token: candidate features of every layer, labels, full-vocab features, oracle."""
+    feats, labels, fv, oracle, in_cands, top1 = [], [], [], [], [], []
+    prompt_of = []
+    for n_it, it in enumerate(progress(items, desc="features")):
+        tokens, states, pos = _draft_inputs(acc, it)
+        scores, _ = head(tokens.view(1, -1), states.view(1, -1, states.shape[-1]), pos)
+        g0 = it["prompt_len"] - 1
+        gen_scores = scores[0, g0 - 1: g0 - 1 + it["layer_h"].shape[1]]    # input index = position - 1
+        cands = head.vocab_ids[torch.topk(gen_scores, k, dim=-1).indices]   # (G, k)
+        rows = acc.lm_head.weight[cands]
+        normed = acc.norm(it["layer_h"].float())
+        feats.append(all_layer_features(normed, rows))                       # (L, G, 3k)
+        am = it["layer_argmax"].long()
+        labels.append((am == am[-1:]).float())
+        in_cands.append((am.unsqueeze(-1) == cands.unsqueeze(0)).any(-1))
+        fv.append(it["full_vocab_feats"].float())
+        oracle.append(oracle_exit_layers(am))
+        top1.append(cands[:, 0] == am[-1])
+        prompt_of.append(torch.full((am.shape[1],), n_it))
+    return {"feats": torch.cat(feats, 1), "labels": torch.cat(labels, 1), "full_vocab": torch.cat(fv, 1),
+            "oracle": torch.cat(oracle), "in_cands": torch.cat(in_cands, 1), "draft_top1": torch.cat(top1),
+            "prompt": torch.cat(prompt_of)}
+
+
+def train_predictors(x: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor, config: PredictorConfig, *,
+                     epochs: int = 30, lr: float = 1e-3, batch: int = 1024, seed: int = 0) -> tuple[LayerPredictors, dict]:
+    """BCE training of one MLP per layer in ``config.layers``; returns (predictors, val metrics)."""
+    torch.manual_seed(seed)
+    preds = LayerPredictors(config)
+    metrics = {}
+    for layer in progress(config.layers, desc=f"{config.feature_kind} predictors"):
+        mlp = preds.mlps[str(layer)]
+        xs, ys = x[layer][train_mask], y[layer][train_mask]
+        mu, sd = xs.mean(0), xs.std(0) + 1e-6
+        opt = torch.optim.Adam(mlp.parameters(), lr=lr)
+        for _ in range(epochs):
+            perm = torch.randperm(xs.shape[0])
+            for s in range(0, xs.shape[0], batch):
+                b = perm[s:s + batch]
+                loss = F.binary_cross_entropy_with_logits(preds.logit(layer, xs[b]), ys[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            vx, vy = x[layer][~train_mask], y[layer][~train_mask]
+            fire = preds.score(layer, vx) > 0.5
+            tp = float((fire & (vy > 0.5)).sum())
+            metrics[layer] = {"val_positive_rate": float(vy.mean()) if vy.numel() else None,
+                              "val_fire_rate": float(fire.float().mean()) if vy.numel() else None,
+                              "val_precision": tp / max(1.0, float(fire.sum())),
+                              "val_recall": tp / max(1.0, float((vy > 0.5).sum()))}
+        _ = mu, sd
+    return preds.eval(), metrics
+
+
+def calibrate_gap(full_vocab: torch.Tensor, labels: torch.Tensor, layers: list[int], precision: float = 0.99) -> float:
+    """Smallest AdaInfer gap threshold whose exits on ``layers`` are right ``precision`` of the time."""
+    gap = (full_vocab[..., 0] - full_vocab[..., 1])[layers].flatten()
+    lab = labels[layers].flatten()
+    for t in [i / 100 for i in range(0, 100)]:
+        fire = gap > t
+        if fire.sum() == 0 or float(lab[fire].mean()) >= precision:
+            return t
+    return 0.99
+
+
+def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 4, draft_vocab_size: int = 4096,
+              draft_epochs: int = 6, predictor_epochs: int = 30, seed: int = 0, log=print) -> dict:
+    """Everything `foretell specee train` builds; writes the asset files into ``out_dir``."""
+    out_dir = Path(out_dir)
+    n_layers = acc.num_layers
+    vocab_ids = draft_vocab(items, acc.vocab_size, draft_vocab_size)
+    head = train_draft_head(acc, items, vocab_ids, epochs=draft_epochs, seed=seed, log=log)
+    ex = build_examples(acc, head, items, k)
+    n_prompts = len(items)
+    val_prompts = set(range(0, n_prompts, 5))                                   # 80/20 split by prompt
+    train_mask = torch.tensor([int(p) not in val_prompts for p in ex["prompt"]])
+    oracle = ex["oracle"]
+    offline = choose_offline_layers(oracle[train_mask], n_layers)
+    layers = list(range(n_layers - 1))
+    base = dict(model_id=acc.model_id, num_layers=n_layers, hidden_size=acc.hidden_size, vocab_size=acc.vocab_size,
+                k=k, layers=layers, offline_layers=offline)
+    cfg = PredictorConfig(in_features=num_features(k), feature_kind="candidates", **base)
+    preds, metrics = train_predictors(ex["feats"], ex["labels"], train_mask, cfg, epochs=predictor_epochs, seed=seed)
+    fv_cfg = PredictorConfig(in_features=NUM_FULL_VOCAB_FEATURES, feature_kind="full_vocab", **base)
+    fv_preds, fv_metrics = train_predictors(ex["full_vocab"], ex["labels"], train_mask, fv_cfg,
+                                            epochs=predictor_epochs, seed=seed)
+    gap = calibrate_gap(ex["full_vocab"][:, train_mask], ex["labels"][:, train_mask], offline)
+    hist = torch.bincount(oracle, minlength=n_layers).tolist()
+    calibration = {
+        "tokens": int(oracle.numel()), "prompts": n_prompts, "k": k, "draft_vocab": int(vocab_ids.numel()),
+        "oracle_exit_histogram": hist, "oracle_avg_layers": float((oracle + 1).float().mean()),
+        "offline_layers": offline, "adainfer_gap": gap,
+        "draft_top1_accuracy": float(ex["draft_top1"].float().mean()),
+        "final_token_in_draft_topk": float(ex["in_cands"][-1].float().mean()),
+        "predictor_val": metrics, "full_vocab_predictor_val": fv_metrics,
+    }
+    preds.config.extra = {"adainfer_gap": gap}
+    preds.save(out_dir, "predictors")
+    fv_preds.save(out_dir, "full_vocab_predictors")
+    head.save(out_dir, "draft_head", extra={"k": k, "epochs": draft_epochs})
+    (out_dir / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
+    log(f"oracle avg layers {calibration['oracle_avg_layers']:.2f}, offline layers {offline}, "
+        f"draft top-1 {calibration['draft_top1_accuracy']:.3f}, top-{k} {calibration['final_token_in_draft_topk']:.3f}")
+    return calibration
