@@ -120,3 +120,33 @@ def test_dynamic_layer_pruning_respects_floor_and_fine_mode():
     assert per_layer[2] == per_layer[3] == per_layer[4]
     assert h.stats()["mode_fraction_fine"] == 0.5
     h.remove()
+
+
+def test_scoring_attention_is_the_layers_own_attention_map():
+    from foretell.specprune.engine import TokenState, _run_layer, score_rows, token_kinds
+    from foretell.specprune.importance import query_attention
+
+    vla = tiny_vla()
+    images, ids, proprio = tiny_inputs()
+    emb = vla.embed_inputs(images, ids, proprio)
+    lay = vla.layout(ids.shape[1])
+    pos = torch.arange(lay.length).unsqueeze(0)
+    cos, sin = vla.backbone.rotary_emb(emb, pos)
+    layer = vla.backbone.layers[1]
+    state = TokenState(hidden=emb, position_ids=pos, cos=cos, sin=sin, origin=torch.arange(lay.length), layout=lay,
+                       kinds=token_kinds(lay))
+    rows = torch.arange(lay.instruction.start, lay.instruction.stop)
+    with torch.no_grad():
+        recomputed = query_attention(layer, emb, (cos, sin), rows)
+        vla.backbone.config._attn_implementation = "eager"
+        try:
+            _, eager = layer.self_attn(hidden_states=layer.input_layernorm(emb), position_embeddings=(cos, sin),
+                                       attention_mask=None)
+        finally:
+            vla.backbone.config._attn_implementation = "sdpa"
+        _run_layer(layer, state, None, capture=True)
+        captured = score_rows(layer, state, rows)
+    assert captured.shape == (4, len(rows), lay.length)
+    assert torch.allclose(captured, eager[0][:, rows], atol=1e-6)
+    assert torch.allclose(captured, recomputed, atol=1e-6)
+    assert torch.allclose(captured.sum(-1), torch.ones(4, len(rows)))

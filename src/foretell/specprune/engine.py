@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from foretell.specprune.adapter import PreparedInputs
-from foretell.specprune.importance import attention_macs, query_attention
+from foretell.specprune.importance import attention_from_projections, attention_macs
 from foretell.specprune.model import TokenLayout
 
 
@@ -45,6 +45,7 @@ class TokenState:
     origin: torch.Tensor  # [n] original token index of each row (sorted)
     layout: TokenLayout
     kinds: torch.Tensor  # [S] view index per ORIGINAL token, -1 non-visual
+    captured: dict | None = None  # q/k projection outputs of the layer that just ran (scoring layers)
 
     @property
     def row_kinds(self) -> torch.Tensor:
@@ -114,8 +115,25 @@ class PruningPolicy:
 
 
 def score_rows(layer, state: TokenState, rows: torch.Tensor) -> torch.Tensor:
-    """Attention [heads, len(rows), n] of ``rows`` over the current tokens at ``layer`` (scoring layers only)."""
-    return query_attention(layer, state.hidden, (state.cos, state.sin), rows)
+    """Attention [heads, len(rows), n] of ``rows`` over the current tokens at ``layer``, from the
+    q/k projections captured while the layer ran (``state.captured``); scoring layers only."""
+    return attention_from_projections(layer, state.captured["q"], state.captured["k"], (state.cos, state.sin), rows)
+
+
+def _run_layer(layer, state: TokenState, cache, capture: bool) -> None:
+    kwargs = {"cache": cache} if cache is not None else {}
+    hooks = []
+    if capture:
+        state.captured = {}
+        attn = layer.self_attn
+        hooks = [attn.q_proj.register_forward_hook(lambda m, i, o: state.captured.__setitem__("q", o)),
+                 attn.k_proj.register_forward_hook(lambda m, i, o: state.captured.__setitem__("k", o))]
+    try:
+        state.hidden = layer(state.hidden, attention_mask=None, position_ids=state.position_ids,
+                             position_embeddings=(state.cos, state.sin), **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 @dataclass
@@ -150,15 +168,14 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
         n = state.hidden.shape[1]
         n_keys = n + (cache.extra_keys(i) if cache is not None else 0)
         extra = max(extra, n_keys - n)
+        per_layer.append(state.visual_count())
+        macs += layer_macs(n, n_keys, dims)
+        _run_layer(layer, state, cache, capture=rows is not None)
         probs = None
         if rows is not None:
             probs = score_rows(layer, state, rows)
-            macs += attention_macs(len(rows), n, dims["hidden"], dims["q_width"], dims["kv_width"])
-        per_layer.append(state.visual_count())
-        macs += layer_macs(n, n_keys, dims)
-        kwargs = {"cache": cache} if cache is not None else {}
-        state.hidden = layer(state.hidden, attention_mask=None, position_ids=state.position_ids,
-                             position_embeddings=(state.cos, state.sin), **kwargs)
+            state.captured = None
+            macs += attention_macs(len(rows), n, dims["q_width"])
         keep = policy.after_layer(i, state, probs, rows)
         if keep is not None:
             state.gather(keep)

@@ -1,9 +1,10 @@
 """Attention-based token scores, materialised only for the rows and layers that need them.
 
-The decoder layer itself always runs on the fast SDPA path. At a scoring layer we recompute, from
-the layer's own input norm and q/k projections, the softmax attention of the chosen *query rows*
-(instruction tokens, or all non-visual tokens) over all keys: [heads, rows, keys]. That is the
-same attention map the layer uses, at a cost of rows x keys instead of keys x keys.
+The decoder layer itself always runs on the fast SDPA path. At a scoring layer the engine captures
+the layer's own q/k projection outputs (forward hooks, removed right after) and we form, for the
+chosen *query rows* only (instruction tokens, or all non-visual tokens), the softmax attention over
+all keys: [heads, rows, keys] -- the same attention map the layer used, at an extra cost of
+rows x keys instead of keys x keys, and without recomputing any projection.
 """
 
 from __future__ import annotations
@@ -13,22 +14,26 @@ import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 
-def query_attention(layer, hidden: torch.Tensor, rope: tuple, query_rows: torch.Tensor) -> torch.Tensor:
-    """Softmax attention [heads, len(query_rows), n] of ``query_rows`` over all n tokens in ``layer``.
-
-    ``hidden`` is the layer input [1, n, H]; ``rope`` the (cos, sin) pair of the current rows.
-    """
+def attention_from_projections(layer, q_out: torch.Tensor, k_out: torch.Tensor, rope: tuple, query_rows: torch.Tensor) -> torch.Tensor:
+    """Softmax attention [heads, len(query_rows), n] from a layer's captured q_proj / k_proj outputs."""
     attn = layer.self_attn
     cos, sin = rope
-    x = layer.input_layernorm(hidden)
     head_dim = attn.head_dim
-    q = attn.q_proj(x[:, query_rows]).view(1, len(query_rows), -1, head_dim).transpose(1, 2)
-    k = attn.k_proj(x).view(1, x.shape[1], -1, head_dim).transpose(1, 2)
+    n = k_out.shape[1]
+    q = q_out[:, query_rows].reshape(1, len(query_rows), -1, head_dim).transpose(1, 2)
+    k = k_out.reshape(1, n, -1, head_dim).transpose(1, 2)
     q, _ = apply_rotary_pos_emb(q, q, cos[:, query_rows], sin[:, query_rows])
     _, k = apply_rotary_pos_emb(k, k, cos, sin)
     k = repeat_kv(k, attn.num_key_value_groups)
     scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
     return torch.softmax(scores.float(), dim=-1)[0]
+
+
+def query_attention(layer, hidden: torch.Tensor, rope: tuple, query_rows: torch.Tensor) -> torch.Tensor:
+    """Same as :func:`attention_from_projections` but recomputing q/k from the layer input ``hidden``."""
+    attn = layer.self_attn
+    x = layer.input_layernorm(hidden)
+    return attention_from_projections(layer, attn.q_proj(x), attn.k_proj(x), rope, query_rows)
 
 
 def received_attention(probs: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -49,6 +54,6 @@ def rank_weights(scores: torch.Tensor, high: float = 10.0, low: float = 0.1) -> 
     return out
 
 
-def attention_macs(num_query_rows: int, num_tokens: int, hidden: int, q_width: int, kv_width: int) -> int:
-    """Multiply-accumulates of :func:`query_attention` (q for the rows, k for all tokens, QK^T)."""
-    return num_query_rows * hidden * q_width + num_tokens * hidden * kv_width + num_query_rows * num_tokens * q_width
+def attention_macs(num_query_rows: int, num_tokens: int, q_width: int) -> int:
+    """Extra multiply-accumulates of :func:`attention_from_projections` (the rows' QK^T)."""
+    return num_query_rows * num_tokens * q_width
