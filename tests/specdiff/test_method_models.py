@@ -121,3 +121,18 @@ def test_errors_unsupported_model_and_missing_scheduler():
         apply(torch.nn.Linear(2, 2), SpecDiffConfig())
     with pytest.raises(ForetellError, match="scheduler"):
         apply(tiny_sd3(), SpecDiffConfig())
+
+
+def test_conditional_only_speculation_halves_its_cost(model):
+    s = scheduler()
+    data = inputs(model, batch=1)
+    results = {}
+    for both in (True, False):
+        cfg = SpecDiffConfig(cache_rate=0.75, warmup_steps=2, speculative_steps=3, speculative_uncond=both)
+        with apply(model, cfg, scheduler=s, guidance_scale=3.0) as h:
+            out = sample(model, s, data)
+            st = h.stats()
+        results[both] = (st["speculative_calls"], st["speculative_macs_fraction"] * st["macs"], out)
+    assert results[True][0] == results[False][0] == 2
+    assert results[False][1] == pytest.approx(results[True][1] / 2, rel=1e-9)
+    assert not torch.equal(results[True][2], results[False][2])  # different speculative scores, different run

@@ -27,6 +27,9 @@ class SpecDiffConfig:
         With one level off its tokens go to the other; with both off every cached token reuses.
     blend_history: how many past features C3 blends (the paper uses 3).
     max_cached_count: cf is clipped here before exp() so scores stay finite.
+    speculative_uncond: with CFG, the speculative steps also run the unconditional half (True, as the
+        paper describes); False runs only the conditional half there (half the speculative cost; the
+        first speculative Euler step still uses the guided velocity of the main run's first step).
     """
 
     cache_rate: float = 0.9
@@ -39,6 +42,7 @@ class SpecDiffConfig:
     reuse: bool = True
     blend_history: int = 3
     max_cached_count: int = 30
+    speculative_uncond: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache_rate, (int, float)) or not 0.0 <= float(self.cache_rate) < 1.0:

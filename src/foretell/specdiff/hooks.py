@@ -23,7 +23,7 @@ from foretell.specdiff.config import SpecDiffConfig
 from foretell.specdiff.history import FeatureHistory
 from foretell.specdiff.importance import TokenImportance
 from foretell.specdiff.levels import LEVEL_NAMES, assign_levels, num_computed
-from foretell.specdiff.speculative import euler_next_input, speculative_sigmas
+from foretell.specdiff.speculative import euler_next_input, guided_velocity, speculative_sigmas
 
 HOOK_NAME = "foretell_specdiff"
 _SIGMA_TOL = 1e-4
@@ -235,17 +235,36 @@ class SpecDiffHook(ModelHook):
         run, ctx = self.run, self.context
         spec = speculative_sigmas(run.sigmas[run.start_step :], self.config.speculative_steps)
         guidance = self.guidance_getter()
+        cfg_on = guidance is not None and guidance > 1.0
+        cond_only = cfg_on and not self.config.speculative_uncond
         ntt = self.scheduler_getter().config.num_train_timesteps
+        base = _cond_half(call, batch) if cond_only else call
         x = call["hidden_states"]
         velocity = self.adapter.to_output(tokens, call)
         for k in range(1, len(spec) - 1):
-            x = euler_next_input(x, velocity, spec[k - 1], spec[k], guidance)
-            spec_call = dict(call)
+            if cond_only:
+                v = guided_velocity(velocity, guidance) if k == 1 else velocity
+                x_prev = x.chunk(2)[0] if k == 1 else x
+                x = (x_prev.float() + (spec[k] - spec[k - 1]) * v.float()).to(x_prev.dtype)
+            else:
+                x = euler_next_input(x, velocity, spec[k - 1], spec[k], guidance)
+            spec_call = dict(base)
             spec_call["hidden_states"] = x
-            spec_call["timestep"] = self.adapter.sigma_to_timestep(spec[k], torch.as_tensor(call["timestep"]), ntt)
+            spec_call["timestep"] = self.adapter.sigma_to_timestep(spec[k], torch.as_tensor(base["timestep"]), ntt)
             ctx.mode, ctx.store_kv, ctx.record, ctx.received, ctx.idx = "full", False, True, None, None
             spec_tokens = self.adapter.run(spec_call, None, ctx)
             run.importance.add_future(spec[k], ctx.received)
             velocity = self.adapter.to_output(spec_tokens, spec_call)
             self.totals.speculative_calls += 1
-            self.totals.speculative_macs += self.adapter.macs(batch, run.num_tokens, run.num_tokens, n_text)
+            rows = int(x.shape[0])
+            self.totals.speculative_macs += self.adapter.macs(rows, run.num_tokens, run.num_tokens, n_text)
+
+
+def _cond_half(call: dict, rows: int) -> dict:
+    """The conditional half of a [uncond, cond] CFG call (every tensor with ``rows`` leading rows)."""
+    out = {}
+    for key, value in call.items():
+        if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == rows and key not in ("img_ids", "txt_ids"):
+            value = value[rows // 2 :]
+        out[key] = value
+    return out
