@@ -40,21 +40,21 @@ def attention_with_received(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     """softmax(q k^T / sqrt(d)) v with explicit probabilities; also the total probability per key.
 
     q: (B, H, Sq, d), k/v: (B, H, Sk, d). Returns (out (B, H, Sq, d), received (Sk,) float64).
+    Heads are processed in chunks so the probability tensor stays under a fixed memory cap.
     """
     b, h, sq, d = q.shape
     sk = k.shape[2]
     scale = d**-0.5
-    per_head = max(1, b * sq * sk * 4)
-    chunk = max(1, min(h, _PROBS_BYTES // per_head))
-    out = torch.empty_like(q)
-    received = torch.zeros(sk, dtype=torch.float64, device=q.device)
+    chunk = max(1, min(h, _PROBS_BYTES // max(1, b * sq * sk * 4)))
+    outs, received = [], None
     for h0 in range(0, h, chunk):
         h1 = min(h, h0 + chunk)
-        logits = torch.matmul(q[:, h0:h1].float(), k[:, h0:h1].float().transpose(-1, -2)) * scale
-        probs = logits.softmax(dim=-1)
-        out[:, h0:h1] = torch.matmul(probs, v[:, h0:h1].float()).to(q.dtype)
-        received += probs.sum(dim=(0, 1, 2)).double()
-    return out, received
+        probs = torch.matmul(q[:, h0:h1].float() * scale, k[:, h0:h1].float().transpose(-1, -2)).softmax(dim=-1)
+        outs.append(torch.matmul(probs, v[:, h0:h1].float()))
+        part = probs.sum(dim=(0, 1, 2))
+        received = part if received is None else received + part
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    return out.to(q.dtype), received.double()
 
 
 class _CachingProcessor:
