@@ -47,6 +47,7 @@ class SpecDiffHandle:
         computed_token_fraction: image tokens computed / image tokens, over main-run calls.
         macs_fraction: (main-run MACs + speculative MACs) / MACs of the same calls without cache.
         speculative_macs_fraction: speculative MACs / (main-run MACs + speculative MACs).
+        cache_bytes: memory now held by the per-layer K/V caches and the feature history.
         """
         t = self._hook.totals
         spent = t.main_macs + t.speculative_macs
@@ -63,6 +64,7 @@ class SpecDiffHandle:
             "speculative_macs_fraction": t.speculative_macs / spent if spent else 0.0,
             "macs": spent,
             "full_macs": t.full_macs,
+            "cache_bytes": self._hook.cache_bytes(),
             "per_step": [dict(s, level_counts=dict(s["level_counts"])) for s in self._hook.last_run_steps],
         }
 

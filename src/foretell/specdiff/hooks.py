@@ -94,6 +94,13 @@ class SpecDiffHook(ModelHook):
             p.reset_state()
         return module
 
+    def cache_bytes(self) -> int:
+        """Bytes held by the per-layer K/V caches and the feature history of the current run."""
+        tensors = [t for p in self.processors for t in (p.k_cache, p.v_cache)]
+        if self.run is not None:
+            tensors += [self.run.history.features, self.run.history.sigmas]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
     def new_forward(self, module, *args, **kwargs):
         bound = self._signature.bind(module, *args, **kwargs)
         call = {k: v for k, v in bound.arguments.items() if k != "self"}
