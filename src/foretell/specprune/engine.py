@@ -47,9 +47,14 @@ class TokenState:
     kinds: torch.Tensor  # [S] view index per ORIGINAL token, -1 non-visual
     captured: dict | None = None  # q/k projection outputs of the layer that just ran (scoring layers)
 
+    _row_kinds: torch.Tensor | None = None
+
     @property
     def row_kinds(self) -> torch.Tensor:
-        return self.kinds[self.origin]
+        """View index (or -1) of every current row (cached until the next gather)."""
+        if self._row_kinds is None:
+            self._row_kinds = self.kinds[self.origin]
+        return self._row_kinds
 
     def view_rows(self, view_index: int) -> torch.Tensor:
         """Current rows holding patches of one view."""
@@ -76,6 +81,7 @@ class TokenState:
         self.position_ids = self.position_ids[:, rows]
         self.cos, self.sin = self.cos[:, rows], self.sin[:, rows]
         self.origin = self.origin[rows]
+        self._row_kinds = None
 
 
 class PruningPolicy:

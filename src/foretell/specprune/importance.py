@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import torch
 
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+from transformers.models.llama.modeling_llama import rotate_half
 
 
 def attention_from_projections(layer, q_out: torch.Tensor, k_out: torch.Tensor, rope: tuple, query_rows: torch.Tensor) -> torch.Tensor:
-    """Softmax attention [heads, len(query_rows), n] from a layer's captured q_proj / k_proj outputs."""
+    """Softmax attention [heads, len(query_rows), n] from a layer's captured q_proj / k_proj outputs
+    (batch 1; rotary embedding applied as in transformers' ``apply_rotary_pos_emb``; grouped-query
+    heads share their key head without materialising ``repeat_kv``)."""
     attn = layer.self_attn
-    cos, sin = rope
-    head_dim = attn.head_dim
-    n = k_out.shape[1]
-    q = q_out[:, query_rows].reshape(1, len(query_rows), -1, head_dim).transpose(1, 2)
-    k = k_out.reshape(1, n, -1, head_dim).transpose(1, 2)
-    q, _ = apply_rotary_pos_emb(q, q, cos[:, query_rows], sin[:, query_rows])
-    _, k = apply_rotary_pos_emb(k, k, cos, sin)
-    k = repeat_kv(k, attn.num_key_value_groups)
-    scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
-    return torch.softmax(scores.float(), dim=-1)[0]
+    cos, sin = rope[0][0], rope[1][0]  # [n, head_dim]
+    hd = attn.head_dim
+    r, n = len(query_rows), k_out.shape[1]
+    groups = attn.num_key_value_groups
+    q = q_out[0, query_rows].view(r, -1, hd).transpose(0, 1)  # [heads, r, hd]
+    k = k_out[0].view(n, -1, hd).transpose(0, 1)  # [kv_heads, n, hd]
+    q = q * cos[query_rows] + rotate_half(q) * sin[query_rows]
+    k = k * cos + rotate_half(k) * sin
+    kv_heads = k.shape[0]
+    scores = torch.matmul(q.reshape(kv_heads, groups * r, hd), k.transpose(1, 2)) * attn.scaling
+    return torch.softmax(scores.float(), dim=-1).view(kv_heads * groups, r, n)
 
 
 def query_attention(layer, hidden: torch.Tensor, rope: tuple, query_rows: torch.Tensor) -> torch.Tensor:
