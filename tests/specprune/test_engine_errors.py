@@ -58,3 +58,15 @@ def test_bad_inputs_while_applied():
     with pytest.raises(ForetellError, match="batch size 1"):
         vla.predict_action(big, big_ids, big_p)
     h.remove()
+
+
+def test_libero_entry_point_explains_missing_packages():
+    from foretell.specprune.libero import run_libero_eval
+
+    with pytest.raises(ForetellError, match="unknown task suite"):
+        run_libero_eval("ckpt", task_suite="libero_100")
+    with pytest.raises(ForetellError, match="unknown method"):
+        run_libero_eval("ckpt", methods=("full", "fast"))
+    with pytest.raises(ForetellError, match="LIBERO and OpenVLA-OFT packages") as err:
+        run_libero_eval("ckpt")
+    _one_line(err)

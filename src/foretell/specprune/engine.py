@@ -158,6 +158,9 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
     """One backbone pass under ``policy``: returns (final hidden of the action slots [1, A, H], record)."""
     dims = adapter.dims()
     layers = adapter.layers
+    cuda = prep.embeds.is_cuda
+    if cuda:  # time the backbone alone, not queued kernels of earlier work
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     hidden = prep.embeds
     cos, sin = adapter.rotary(hidden, prep.position_ids)
@@ -192,6 +195,8 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
     if len(action_rows) != n_act:
         raise RuntimeError(f"pruning dropped action slots ({len(action_rows)} of {n_act} left); policies must keep non-visual tokens")
     out = hidden[:, action_rows]
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     info = policy.query_info()
     full = sum(layer_macs(prep.layout.length, prep.layout.length, dims) for _ in layers)
