@@ -54,7 +54,9 @@ class DigitsModelConfig:
 
 def sd3_digits_config(**overrides) -> DigitsModelConfig:
     """Default SD3-class digits model: 4 joint blocks, width 128, 256 image tokens."""
-    return DigitsModelConfig(kind="sd3", layers=4, **overrides)
+    base = dict(kind="sd3", layers=4)
+    base.update(overrides)
+    return DigitsModelConfig(**base)
 
 
 def flux_digits_config(**overrides) -> DigitsModelConfig:

@@ -57,20 +57,30 @@ def sample(model: DigitsDiT, noise: torch.Tensor, labels: torch.Tensor, *, sched
     ``timesteps``/``sigmas`` define the run (so caches that read it see the same schedule).
     ``step_callback(i, timestep)`` runs before step ``i`` (used to set diffusers cache contexts).
     """
+    sigmas = [float(s) for s in scheduler.sigmas]
+    timesteps = [float(t) for t in scheduler.timesteps]
+    return euler_loop(model, noise, labels, timesteps, sigmas, guidance_scale=guidance_scale,
+                      step_callback=step_callback).clamp(-1.0, 1.0)
+
+
+@torch.no_grad()
+def euler_loop(model: DigitsDiT, noise: torch.Tensor, labels: torch.Tensor, timesteps: list[float],
+               sigmas: list[float], *, guidance_scale: float,
+               step_callback: Callable[[int, float], None] | None = None) -> torch.Tensor:
+    """The CFG Euler loop over explicit ``timesteps`` (len N, scheduler units) and ``sigmas`` (len N + 1)."""
     if noise.shape[0] != labels.shape[0]:
         raise ForetellError(f"noise batch {noise.shape[0]} != labels batch {labels.shape[0]}")
     n = noise.shape[0]
     cond_labels = torch.cat([torch.full_like(labels, NULL_CLASS), labels])
     cond, pooled = model.conditioner(cond_labels)
     x = noise.clone()
-    sigmas = scheduler.sigmas
-    for i, t in enumerate(scheduler.timesteps):
+    for i, t in enumerate(timesteps):
         if step_callback is not None:
             step_callback(i, float(t))
-        ts = t.expand(2 * n).to(x.dtype)
+        ts = torch.full((2 * n,), float(t), dtype=x.dtype)
         model_t = ts if model.cfg.kind == "sd3" else ts / 1000.0
         v = model.call_transformer(torch.cat([x, x]), model_t, cond, pooled)
         v_u, v_c = v[:n], v[n:]
         v = v_u + guidance_scale * (v_c - v_u)
         x = x + (sigmas[i + 1] - sigmas[i]) * v
-    return x.clamp(-1.0, 1.0)
+    return x
