@@ -68,11 +68,14 @@ class TokenState:
         return int((self.row_kinds >= 0).sum())
 
     def keep_rows_for(self, visual_origins: torch.Tensor) -> torch.Tensor:
-        """Rows to keep: every non-visual row plus the visual rows whose origin is in ``visual_origins``."""
-        keep = self.row_kinds < 0
-        if visual_origins.numel():
-            keep |= torch.isin(self.origin, visual_origins)
-        return torch.nonzero(keep).flatten()
+        """Rows to keep: every non-visual row plus the visual rows whose origin is in ``visual_origins``
+        (original indices, or a bool table over the original tokens)."""
+        if visual_origins.dtype == torch.bool:
+            table = visual_origins
+        else:
+            table = torch.zeros(self.kinds.numel(), dtype=torch.bool, device=self.origin.device)
+            table[visual_origins] = True
+        return torch.nonzero(table[self.origin] | (self.row_kinds < 0)).flatten()
 
     def gather(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (sorted, so original order is preserved)."""

@@ -14,29 +14,30 @@ import torch.nn.functional as F
 
 
 def patch_similarity(current: torch.Tensor, previous: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Cosine similarity per patch between two images [3,H,W] (or [1,3,H,W]) -> [num_patches].
+    """Cosine similarity per patch between images [3,H,W] -> [num_patches], or batches [V,3,H,W] -> [V, num_patches].
 
     Patches are numbered row-major, the same order as the model's patch tokens.
     """
+    single = current.dim() == 3
     cur = current.reshape(-1, *current.shape[-3:]).float()
     prev = previous.reshape(-1, *previous.shape[-3:]).float()
-    a = F.unfold(cur, kernel_size=patch_size, stride=patch_size)[0].T  # [N, 3*p*p]
-    b = F.unfold(prev, kernel_size=patch_size, stride=patch_size)[0].T
-    return F.cosine_similarity(a, b, dim=-1, eps=1e-8)
+    a = F.unfold(cur, kernel_size=patch_size, stride=patch_size)  # [V, 3*p*p, N]
+    b = F.unfold(prev, kernel_size=patch_size, stride=patch_size)
+    sim = F.cosine_similarity(a, b, dim=1, eps=1e-8)  # [V, N]
+    return sim[0] if single else sim
 
 
 def static_mask(similarity: torch.Tensor, threshold: float, cap: int) -> torch.Tensor:
-    """Bool [N]: True for the at most ``cap`` most similar patches among those >= ``threshold``."""
+    """Bool mask (same shape as ``similarity``, [N] or [V, N]): True for the at most ``cap`` most
+    similar patches (per row) among those with similarity >= ``threshold``."""
     passed = similarity >= threshold
-    mask = torch.zeros_like(passed)
-    n_pass = int(passed.sum())
-    if n_pass == 0 or cap <= 0:
-        return mask
-    take = min(cap, n_pass)
+    if cap <= 0:
+        return torch.zeros_like(passed)
+    take = min(int(cap), similarity.shape[-1])
     scores = torch.where(passed, similarity, torch.full_like(similarity, -2.0))
-    idx = torch.topk(scores, take, sorted=False).indices
-    mask[idx] = True
-    return mask
+    idx = torch.topk(scores, take, dim=-1, sorted=False).indices
+    mask = torch.zeros_like(passed).scatter_(-1, idx, True)
+    return mask & passed
 
 
 class FrameHistory:

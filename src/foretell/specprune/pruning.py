@@ -68,17 +68,20 @@ class SpecPrunePolicy(PruningPolicy):
         self.speed_xyz = torch.zeros(3)
         cap = int(round((cfg.static_cap_fine if fine else cfg.static_cap_coarse) * n))
         self.dynamic: dict[int, torch.Tensor] = {}
-        for vi, (view, sl) in enumerate(prep.layout.views.items()):
-            current = prep.images[view][0].detach().float().cpu()
-            prev = history.frame_back(view, current, gap) if (history is not None and cfg.use_frame_diff) else None
-            if not cfg.use_frame_diff:
-                dyn = torch.zeros(n, dtype=torch.bool)
-            elif prev is None:
-                dyn = torch.ones(n, dtype=torch.bool)  # no past frame yet: nothing is known to be static
-            else:
-                sim = patch_similarity(current, prev, self.adapter.patch_size)
-                dyn = ~static_mask(sim, cfg.similarity_threshold, cap)
-            self.dynamic[vi] = (sl.start + torch.nonzero(dyn).flatten()).to(dev)
+        views = list(prep.layout.views.items())
+        dyn = torch.ones(len(views), n, dtype=torch.bool)  # no past frame yet: nothing is known to be static
+        if not cfg.use_frame_diff:
+            dyn[:] = False
+        elif history is not None:
+            current = [prep.images[v][0].detach().float().cpu() for v, _ in views]
+            prev = [history.frame_back(v, c, gap) for (v, _), c in zip(views, current)]
+            have = [i for i, p in enumerate(prev) if p is not None]
+            if have:
+                sim = patch_similarity(torch.stack([current[i] for i in have]), torch.stack([prev[i] for i in have]),
+                                       self.adapter.patch_size)
+                dyn[have] = ~static_mask(sim, cfg.similarity_threshold, cap)
+        for vi, (view, sl) in enumerate(views):
+            self.dynamic[vi] = (sl.start + torch.nonzero(dyn[vi]).flatten()).to(dev)
         self.k = {vi: per_view(cfg.topk_fine if fine else cfg.topk_coarse, vi, n) for vi in self.dynamic}
         self.kg = {vi: per_view(cfg.global_topk, vi, n) for vi in self.dynamic}
         if self.importance is None or self.importance.numel() != prep.layout.length:
@@ -86,9 +89,17 @@ class SpecPrunePolicy(PruningPolicy):
         self.layer0_lists: dict[int, torch.Tensor] = {}
         self.next_global: dict[int, torch.Tensor] = {}
         self._visual_kept = None
-        self._instr_rows_orig = torch.arange(prep.layout.instruction.start + min(cfg.instruction_skip, max(prep.layout.instruction.stop - prep.layout.instruction.start - 1, 0)),
-                                             prep.layout.instruction.stop, device=dev)
+        ins = prep.layout.instruction
+        self._instr_range = (ins.start + min(cfg.instruction_skip, max(ins.stop - ins.start - 1, 0)), ins.stop)
+        self._length = prep.layout.length
         return None
+
+    def _is_instruction(self, origins: torch.Tensor) -> torch.Tensor:
+        a, b = self._instr_range
+        return (origins >= a) & (origins < b)
+
+    def _table(self, state: TokenState) -> torch.Tensor:
+        return torch.zeros(self._length, dtype=torch.bool, device=state.origin.device)
 
     def _dynamic_layers_on(self) -> bool:
         return self.cfg.use_dynamic_layers and not self._fine
@@ -101,9 +112,10 @@ class SpecPrunePolicy(PruningPolicy):
             return None
         if importance:  # all non-visual rows (the instruction rows are among them)
             rows = torch.nonzero(state.row_kinds < 0).flatten()
+            self._instr_sel = torch.nonzero(self._is_instruction(state.origin[rows])).flatten()
         else:
-            rows = torch.nonzero(torch.isin(state.origin, self._instr_rows_orig)).flatten()
-        self._instr_sel = torch.nonzero(torch.isin(state.origin[rows], self._instr_rows_orig)).flatten()
+            rows = torch.nonzero(self._is_instruction(state.origin)).flatten()
+            self._instr_sel = None
         return rows
 
     def _view_scores(self, state: TokenState, scores: torch.Tensor, vi: int):
@@ -120,27 +132,28 @@ class SpecPrunePolicy(PruningPolicy):
         if probs is not None and self._dynamic_layers_on() and layer_idx in self.importance_layers:
             self._update_importance(state, received_attention(probs))
         if layer_idx == 0:
-            kept = []
+            table = self._table(state)
             for vi in self.dynamic:
                 origins, _ = self._view_scores(state, instr_scores, vi)
                 self.layer0_lists[vi] = origins
-                top = origins[: cfg.layer0_multiplier * self.k[vi]]
-                kept += [self.dynamic[vi], top, self.global_origins.get(vi, self._empty)]
-            keep_origins = torch.unique(torch.cat(kept))
+                table[origins[: cfg.layer0_multiplier * self.k[vi]]] = True
+                table[self.dynamic[vi]] = True
+                table[self.global_origins.get(vi, self._empty)] = True
             if not cfg.rescore_layer1:
-                keep_origins = self._apply_budget(state, keep_origins, instr_scores)
-                self._visual_kept = int(keep_origins.numel())
-            keep = state.keep_rows_for(keep_origins)
+                table = self._apply_budget(state, table, instr_scores)
+                self._visual_kept = int(table.sum())
+            keep = state.keep_rows_for(table)
         elif layer_idx == 1 and cfg.rescore_layer1:
-            kept = []
+            table = self._table(state)
             for vi in self.dynamic:
                 origins, _ = self._view_scores(state, instr_scores, vi)  # origins, not row numbers
-                kept += [self.dynamic[vi], origins[: self.k[vi]], self.layer0_lists[vi][: self.k[vi]],
-                         self.global_origins.get(vi, self._empty)]
-            keep_origins = torch.unique(torch.cat(kept))
-            keep_origins = self._apply_budget(state, keep_origins, instr_scores)
-            self._visual_kept = int(keep_origins.numel())
-            keep = state.keep_rows_for(keep_origins)
+                table[origins[: self.k[vi]]] = True
+                table[self.layer0_lists[vi][: self.k[vi]]] = True
+                table[self.dynamic[vi]] = True
+                table[self.global_origins.get(vi, self._empty)] = True
+            table = self._apply_budget(state, table, instr_scores)
+            self._visual_kept = int(table.sum())
+            keep = state.keep_rows_for(table)
         if layer_idx == self.num_layers - 1 and cfg.use_global and instr_scores is not None:
             for vi in self.dynamic:
                 origins, _ = self._view_scores(state, instr_scores, vi)
@@ -149,13 +162,16 @@ class SpecPrunePolicy(PruningPolicy):
             keep = self._drop_by_importance(state)
         return keep
 
-    def _apply_budget(self, state: TokenState, keep_origins: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def _apply_budget(self, state: TokenState, table: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Cap the kept visual tokens (bool table over original tokens) at ``token_budget``, best scores first."""
         budget = self.cfg.token_budget
-        if budget is None or keep_origins.numel() <= budget:
-            return keep_origins
-        rows = torch.nonzero(torch.isin(state.origin, keep_origins) & (state.row_kinds >= 0)).flatten()
+        if budget is None or int(table.sum()) <= budget:
+            return table
+        rows = torch.nonzero(table[state.origin] & (state.row_kinds >= 0)).flatten()
         best = rows[torch.argsort(scores[rows], descending=True)[:budget]]
-        return state.origin[best]
+        capped = self._table(state)
+        capped[state.origin[best]] = True
+        return capped
 
     def _update_importance(self, state: TokenState, received: torch.Tensor) -> None:
         vis = torch.nonzero(state.row_kinds >= 0).flatten()
