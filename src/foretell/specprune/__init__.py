@@ -7,6 +7,8 @@ baselines and peers (full, fastv, vla_cache, random) behind the same handle type
 
 from __future__ import annotations
 
+from foretell.specprune.config import SpecPruneConfig  # light: dataclasses only
+
 
 def adapter_for(vla, adapter=None):
     """The adapter for ``vla``: the one given, or the built-in one for ``OFTStyleVLA``."""
@@ -41,4 +43,4 @@ def apply(vla, config=None, *, adapter=None):
     return PruningHandle(ad, policy, "specprune" if cfg.enabled else "full")
 
 
-__all__ = ["apply", "adapter_for"]
+__all__ = ["apply", "adapter_for", "SpecPruneConfig"]
