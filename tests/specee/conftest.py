@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from foretell.specee.draft import Draft
+
+torch.set_num_threads(1)   # the CI box has 2 shared cores; intra-op threads only add contention here
 from foretell.specee.predictor import LayerPredictors, PredictorConfig
 
 

@@ -101,10 +101,11 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
         accepted = chain[:m] + [int(y[m])]
         stepper.rollback(gamma - m)
         states = acc.norm(h[: m + 1])
+        before = len(em.ids)
         for t in accepted:
             em.emit(t)
         stats.layers.append(layer + 1)
-        stats.emitted.append(len(accepted))
+        stats.emitted.append(len(em.ids) - before)
         tok = accepted[-1]
         feed_tokens, feed_states = torch.tensor(accepted), states
     if rule is not None:

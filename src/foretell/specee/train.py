@@ -78,7 +78,7 @@ def train_draft_head(acc: DecoderAccess, items: list[dict], vocab_ids: torch.Ten
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
             opt.step()
             sched.step()
-            tot += float(ce)
+            tot += float(ce.detach())
             n += 1
         log(f"draft epoch {ep + 1}: ce {tot / max(1, n):.3f}")
     return head.eval()
@@ -111,7 +111,7 @@ def build_examples(acc: DecoderAccess, head: DraftHead, items: list[dict], k: in
 
 
 def train_predictors(x: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor, config: PredictorConfig, *,
-                     epochs: int = 30, lr: float = 1e-3, batch: int = 1024, seed: int = 0) -> tuple[LayerPredictors, dict]:
+                     epochs: int = 30, lr: float = 1e-3, batch: int = 256, seed: int = 0) -> tuple[LayerPredictors, dict]:
     """BCE training of one MLP per layer in ``config.layers``; returns (predictors, val metrics)."""
     torch.manual_seed(seed)
     preds = LayerPredictors(config)
@@ -119,7 +119,6 @@ def train_predictors(x: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor,
     for layer in progress(config.layers, desc=f"{config.feature_kind} predictors"):
         mlp = preds.mlps[str(layer)]
         xs, ys = x[layer][train_mask], y[layer][train_mask]
-        mu, sd = xs.mean(0), xs.std(0) + 1e-6
         opt = torch.optim.Adam(mlp.parameters(), lr=lr)
         for _ in range(epochs):
             perm = torch.randperm(xs.shape[0])
@@ -137,7 +136,6 @@ def train_predictors(x: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor,
                               "val_fire_rate": float(fire.float().mean()) if vy.numel() else None,
                               "val_precision": tp / max(1.0, float(fire.sum())),
                               "val_recall": tp / max(1.0, float((vy > 0.5).sum()))}
-        _ = mu, sd
     return preds.eval(), metrics
 
 

@@ -1,0 +1,85 @@
+"""Feature parity between training and inference, predictor save/load, and clear errors."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import make_predictors, tiny_model
+from foretell.core.errors import ForetellError
+from foretell.specee.adapters import decoder_access
+from foretell.specee.collect import collect_one
+from foretell.specee.draft import DraftHead, HeadDraft
+from foretell.specee.engine import SpecEE, SpecEEConfig
+from foretell.specee.predictor import LayerPredictors
+from foretell.specee.train import build_examples, train_predictors
+
+PROMPT = torch.tensor([[5, 17, 99, 3, 250, 42, 7, 8]])
+
+
+def test_features_equal_between_training_and_inference(tiny):
+    acc = decoder_access(tiny)
+    torch.manual_seed(1)
+    head = DraftHead(acc, torch.arange(0, 256, 2))             # a subset vocabulary, like the real head
+    n_layers = tiny.config.num_hidden_layers
+    preds = make_predictors(tiny, k=4)
+    seen = {}
+    original = preds.score
+
+    def recording_score(layer, feats):
+        seen.setdefault(layer, []).append(feats.detach().clone())
+        return original(layer, feats)
+
+    preds.score = recording_score
+    ee = SpecEE(tiny, preds, HeadDraft(head, k=4), SpecEEConfig(k=4, threshold=1.0))
+    out = ee.generate(PROMPT, max_new_tokens=10, eos_token_id=None)
+    # training path: the collected trajectory of the same prompt, features by build_examples
+    item = collect_one(acc, PROMPT, 10, None)
+    assert torch.equal(item["ids"].long(), out[0])
+    ex = build_examples(acc, head, [item], k=4)
+    for layer in range(n_layers - 1):
+        inference = torch.cat(seen[layer])                   # tokens 2..10 (token 1 comes from the prefill)
+        training = ex["feats"][layer, 1:]
+        assert inference.shape == training.shape == (9, 12)
+        torch.testing.assert_close(inference, training, atol=2e-3, rtol=1e-3)
+
+
+def test_predictor_training_learns_and_round_trips(tmp_path, tiny):
+    torch.manual_seed(0)
+    preds = make_predictors(tiny, k=4)
+    x = torch.randn(6, 600, 12)
+    y = (x[..., 4] > 0).float()                              # a learnable rule on one feature
+    mask = torch.arange(600) < 480
+    trained, metrics = train_predictors(x, y, mask, preds.config, epochs=20, batch=64)
+    assert metrics[0]["val_precision"] > 0.9 and metrics[0]["val_recall"] > 0.9
+    trained.save(tmp_path)
+    loaded = LayerPredictors.load(tmp_path)
+    assert json.loads((tmp_path / "predictors.json").read_text())["num_layers"] == 6
+    for layer in trained.config.layers:
+        torch.testing.assert_close(loaded.score(layer, x[layer, :20]), trained.score(layer, x[layer, :20]))
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, tiny):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100))
+    with pytest.raises(ForetellError, match="unsupported architecture 'gpt2'"):
+        decoder_access(gpt2)
+    other = tiny_model(layers=4)
+    make_predictors(other).save(tmp_path)                    # predictors of a 4-layer model
+    with pytest.raises(ForetellError, match="trained for model"):
+        SpecEE(tiny, LayerPredictors.load(tmp_path), None)
+    with pytest.raises(ForetellError, match="k must be between 1 and the vocabulary size 256"):
+        SpecEE(tiny, make_predictors(tiny, k=300), None, SpecEEConfig(k=300))
+    with pytest.raises(ForetellError, match="predictor files not found"):
+        LayerPredictors.load(tmp_path / "missing")
+    (tmp_path / "predictors.json").write_text("{not json")
+    with pytest.raises(ForetellError, match="bad predictor config"):
+        LayerPredictors.load(tmp_path)
+    ee = SpecEE(tiny, make_predictors(tiny), None)
+    with pytest.raises(ForetellError, match="method must be one of"):
+        ee.generate(PROMPT, method="fast")
+    with pytest.raises(ForetellError, match="needs a draft"):
+        ee.generate(PROMPT, method="specee")
+    with pytest.raises(ForetellError, match="kv_strategy"):
+        SpecEE(tiny, make_predictors(tiny), None, SpecEEConfig(kv_strategy="copy"))
