@@ -1,0 +1,208 @@
+"""NIFA step 4 (feature optimisation): alternate a GCN surrogate and the injected nodes' features.
+
+Each round trains the surrogate (2-layer GCN, cross-entropy on training nodes) for ``max_step``
+steps, then takes ``max_step`` Adam steps on the injected features to minimise
+
+    L_CE - beta * (L_SP + L_EO) - alpha * L_CF
+
+where L_SP / L_EO are squared gaps between the sensitive groups' mean surrogate logits (overall /
+per true class) on the training nodes and L_CF is the squared gap between the two injected groups'
+mean features. After each step the features are clamped per column to the real features' range;
+at the end they are rounded where the real features are integers.
+
+Exact shortcut for the feature step: the injected features only reach their 2-hop region, so the
+logits of training nodes outside it are constants while the surrogate is frozen. Per round we cache
+those logits and the real-feature part of layer 1, and each step recomputes only the 1-hop rows of
+layer 1 and the affected training rows of layer 2 (``FeatureObjective.full_loss`` is the reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from foretell.core.progress import progress
+from foretell.nifa.graph import feature_mm, gcn_norm, neighbourhood, rows, to_torch
+
+
+@dataclass
+class FeatureConfig:
+    """Feature-attack settings (paper DBLP: alpha 0.1, beta 8, 10 rounds of 50 steps, lr 1e-3)."""
+
+    alpha: float = 0.1
+    beta: float = 8.0
+    max_iter: int = 10
+    max_step: int = 50
+    lr: float = 1e-3
+    hidden: int = 128
+
+
+def feature_box(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column (min, max) of the real features (sparse: implicit zeros count)."""
+    if x.layout == torch.sparse_csr:
+        from foretell.nifa.graph import to_scipy
+
+        m = to_scipy(x)
+        lo = torch.from_numpy(np.asarray(m.min(0).todense()).ravel().astype(np.float32))
+        hi = torch.from_numpy(np.asarray(m.max(0).todense()).ravel().astype(np.float32))
+        return lo, hi
+    return x.min(0).values, x.max(0).values
+
+
+def init_features(num: int, lo: torch.Tensor, hi: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """N(0.5, 0.5^2) start, clamped to the box."""
+    x = 0.5 + 0.5 * torch.randn(num, lo.numel(), generator=gen)
+    return torch.max(torch.min(x, hi), lo)
+
+
+def finalize_features(x: torch.Tensor, lo, hi, integer: bool) -> torch.Tensor:
+    """Clamp to the box and round when the real features are integers."""
+    x = torch.max(torch.min(x.detach(), hi), lo)
+    return torch.round(x) if integer else x
+
+
+class Surrogate(torch.nn.Module):
+    """2-layer GCN (hidden 128, bias, no dropout) used to score the injected features."""
+
+    def __init__(self, in_dim: int, hidden: int, num_classes: int, gen: torch.Generator):
+        super().__init__()
+        self.w1 = torch.nn.Parameter(torch.nn.init.xavier_uniform_(torch.empty(in_dim, hidden), generator=gen))
+        self.b1 = torch.nn.Parameter(torch.zeros(hidden))
+        self.w2 = torch.nn.Parameter(torch.nn.init.xavier_uniform_(torch.empty(hidden, num_classes), generator=gen))
+        self.b2 = torch.nn.Parameter(torch.zeros(num_classes))
+
+
+def fairness_gaps(logits, y, sens, num_classes):
+    """(L_SP, L_EO): squared gaps of group-mean logits, overall and per true class."""
+    s1, s0 = sens == 1, sens == 0
+    l_sp = F.mse_loss(logits[s1].mean(0), logits[s0].mean(0))
+    terms = []
+    for c in range(num_classes):
+        a, b = s1 & (y == c), s0 & (y == c)
+        if a.any() and b.any():
+            terms.append(F.mse_loss(logits[a].mean(0), logits[b].mean(0)))
+    l_eo = torch.stack(terms).mean() if terms else logits.new_zeros(())
+    return l_sp, l_eo
+
+
+class FeatureObjective:
+    """The surrogate, the poisoned graph and the feature loss, with the 2-hop cache for feature steps."""
+
+    def __init__(self, data, num_real: int, groups: np.ndarray, train: np.ndarray, cfg: FeatureConfig,
+                 gen: torch.Generator):
+        self.cfg, self.num_real, self.train = cfg, num_real, train
+        self.groups = torch.as_tensor(groups)
+        self.prop = gcn_norm(data.edge_index, data.num_nodes)
+        self.x_real = rows(data.x, np.arange(num_real)) if data.x.shape[0] != num_real else data.x
+        self.y = data.y[torch.as_tensor(train)]
+        self.sens = data.sens[torch.as_tensor(train)]
+        self.num_classes = int(data.y.max()) + 1
+        self.model = Surrogate(data.x.shape[1], cfg.hidden, self.num_classes, gen)
+        inj = np.arange(num_real, data.num_nodes)
+        # surrogate block: train rows <- r1 <- r2 (real rows r2_real, injected rows r2_inj)
+        r1 = neighbourhood(self.prop, train)
+        r2 = neighbourhood(self.prop, r1)
+        self.r2_real, self.r2_inj = r2[r2 < num_real], r2[r2 >= num_real] - num_real
+        self.x_r2 = rows(self.x_real, self.r2_real)
+        self.p1 = to_torch(self.prop[r1][:, r2])
+        self.p2 = to_torch(self.prop[train][:, r1])
+        # feature block: injected -> R1 (1 hop) -> affected train rows T2
+        self.R1 = neighbourhood(self.prop, inj)
+        in_r1 = np.zeros(data.num_nodes, dtype=bool)
+        in_r1[self.R1] = True
+        reach = neighbourhood(self.prop, self.R1)
+        t_mask = np.isin(train, reach)
+        self.t2_pos = torch.as_tensor(np.flatnonzero(t_mask))
+        t2 = train[t_mask]
+        pr1 = self.prop[self.R1]
+        self.a_real = to_torch(pr1[:, :num_real])
+        self.a_inj = torch.from_numpy(pr1[:, num_real:].toarray())
+        pt2 = self.prop[t2]
+        self.p_t2_r1 = to_torch(pt2[:, self.R1])
+        keep = np.flatnonzero(~in_r1)
+        self.p_t2_rest, self.rest = to_torch(pt2[:, keep]), torch.as_tensor(keep)
+
+    # ---- surrogate -------------------------------------------------------------------------
+    def surrogate_logits(self, x_inj: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        xw = torch.cat([feature_mm(self.x_r2, m.w1), x_inj[torch.as_tensor(self.r2_inj)] @ m.w1], 0)
+        h = torch.relu(torch.sparse.mm(self.p1, xw) + m.b1)
+        return torch.sparse.mm(self.p2, h @ m.w2) + m.b2
+
+    def train_surrogate(self, x_inj: torch.Tensor, steps: int, opt) -> float:
+        x_inj = x_inj.detach()
+        loss = torch.zeros(())
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = F.cross_entropy(self.surrogate_logits(x_inj), self.y)
+            loss.backward()
+            opt.step()
+        return float(loss)
+
+    # ---- feature loss ----------------------------------------------------------------------
+    def loss_from_logits(self, logits, x_inj):
+        ce = F.cross_entropy(logits, self.y)
+        l_sp, l_eo = fairness_gaps(logits, self.y, self.sens, self.num_classes)
+        g = self.groups
+        l_cf = F.mse_loss(x_inj[g == 1].mean(0), x_inj[g == 0].mean(0))
+        total = ce - self.cfg.beta * (l_sp + l_eo) - self.cfg.alpha * l_cf
+        return total, {"ce": float(ce), "sp": float(l_sp), "eo": float(l_eo), "cf": float(l_cf)}
+
+    def full_logits(self, x_inj: torch.Tensor) -> torch.Tensor:
+        """Reference: surrogate logits of the training nodes from the whole graph."""
+        m = self.model
+        xw = torch.cat([feature_mm(self.x_real, m.w1), x_inj @ m.w1], 0)
+        h = torch.relu(torch.sparse.mm(to_torch(self.prop), xw) + m.b1)
+        return (torch.sparse.mm(to_torch(self.prop[self.train]), h @ m.w2) + m.b2)
+
+    def full_loss(self, x_inj):
+        return self.loss_from_logits(self.full_logits(x_inj), x_inj)
+
+    def freeze(self, x_inj: torch.Tensor) -> None:
+        """Cache the parts of the logits the injected features cannot change (surrogate fixed)."""
+        m = self.model
+        with torch.no_grad():
+            xw_real = feature_mm(self.x_real, m.w1)
+            xw = torch.cat([xw_real, x_inj @ m.w1], 0)
+            h = torch.relu(torch.sparse.mm(to_torch(self.prop), xw) + m.b1)
+            z = h @ m.w2
+            self.base_logits = torch.sparse.mm(to_torch(self.prop[self.train]), z) + m.b2
+            self.c1 = torch.sparse.mm(self.a_real, xw_real) + m.b1
+            self.const_t2 = torch.sparse.mm(self.p_t2_rest, z[self.rest]) + m.b2
+            self.w1, self.w2 = m.w1.detach(), m.w2.detach()
+
+    def fast_logits(self, x_inj: torch.Tensor) -> torch.Tensor:
+        h_r1 = torch.relu(self.c1 + self.a_inj @ (x_inj @ self.w1))
+        out_t2 = self.const_t2 + torch.sparse.mm(self.p_t2_r1, h_r1 @ self.w2)
+        logits = self.base_logits.clone()
+        logits[self.t2_pos] = out_t2
+        return logits
+
+    def fast_loss(self, x_inj):
+        return self.loss_from_logits(self.fast_logits(x_inj), x_inj)
+
+
+def optimise_features(data, num_real: int, groups: np.ndarray, train: np.ndarray, cfg: FeatureConfig,
+                      lo: torch.Tensor, hi: torch.Tensor, integer: bool, gen: torch.Generator):
+    """Run the alternating optimisation; returns (final features, per-round loss history)."""
+    obj = FeatureObjective(data, num_real, groups, train, cfg, gen)
+    x_inj = init_features(len(groups), lo, hi, gen).requires_grad_(True)
+    opt_s = torch.optim.Adam(obj.model.parameters(), lr=cfg.lr)
+    opt_x = torch.optim.Adam([x_inj], lr=cfg.lr)
+    history = []
+    for _ in progress(range(cfg.max_iter), desc="feature attack"):
+        ce_s = obj.train_surrogate(x_inj, cfg.max_step, opt_s)
+        obj.freeze(x_inj.detach())
+        parts = {}
+        for _ in range(cfg.max_step):
+            opt_x.zero_grad()
+            loss, parts = obj.fast_loss(x_inj)
+            loss.backward()
+            opt_x.step()
+            with torch.no_grad():
+                x_inj.copy_(torch.max(torch.min(x_inj, hi), lo))
+        history.append({"surrogate_ce": ce_s, **parts})
+    return finalize_features(x_inj, lo, hi, integer), history

@@ -1,0 +1,38 @@
+"""The train/val/test split: a seeded random permutation of the labelled nodes.
+
+Nodes with a known label (``y >= 0``) are shuffled with ``numpy.random.default_rng(seed)`` and cut
+into ``train_frac`` / ``val_frac`` / the rest (default 50% / 25% / 25%). Unlabelled nodes are in no
+split. The split depends only on ``seed`` and the labels, so the same seed gives the same split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from foretell.core.errors import ForetellError
+
+
+def split_masks(y: torch.Tensor, seed: int, train_frac: float = 0.5, val_frac: float = 0.25):
+    """Boolean (train, val, test) masks over the nodes of ``y`` (-1 = unlabelled)."""
+    if not (0 < train_frac < 1 and 0 < val_frac < 1 and train_frac + val_frac < 1):
+        raise ForetellError(f"split fractions train={train_frac}, val={val_frac} must be in (0, 1) and sum to < 1")
+    labelled = np.flatnonzero(y.numpy() >= 0)
+    if len(labelled) < 4:
+        raise ForetellError(f"only {len(labelled)} labelled nodes; need at least 4 to split")
+    perm = np.random.default_rng(seed).permutation(labelled)
+    n_tr = int(round(train_frac * len(perm)))
+    n_va = int(round(val_frac * len(perm)))
+    masks = []
+    for idx in (perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:]):
+        m = torch.zeros(len(y), dtype=torch.bool)
+        m[torch.from_numpy(idx)] = True
+        masks.append(m)
+    return tuple(masks)
+
+
+def add_split(data, seed: int = 0, train_frac: float = 0.5, val_frac: float = 0.25):
+    """Set ``train_mask``, ``val_mask``, ``test_mask`` on ``data`` (in place) and return it."""
+    data.train_mask, data.val_mask, data.test_mask = split_masks(data.y, seed, train_frac, val_frac)
+    data.split_seed = int(seed)
+    return data

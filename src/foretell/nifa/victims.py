@@ -1,0 +1,179 @@
+"""Victim GNNs on PyG and their training loop (Adam lr 1e-3, best-validation checkpoint).
+
+Plain victims (paper settings: hidden 128, no dropout):
+
+* ``gcn``: 2 x ``GCNConv``;
+* ``sage``: 2 GraphSAGE layers with mean aggregation (layer 1 applies its linear maps *before*
+  aggregating, which is the same function and keeps sparse features sparse; layer 2 is ``SAGEConv``);
+* ``appnp``: Linear-ReLU-Linear then ``APPNP(K=1, alpha=0.2)`` as in the NIFA code;
+* ``sgc``: SGC with K=1, i.e. ``GCNConv(in, classes)`` (= A_hat X W + b, the same map as ``SGConv``).
+
+The fairness-aware ``fairgnn`` and ``fairvgnn`` live in :mod:`foretell.nifa.fair_victims`.
+Training keeps the parameters with the best validation accuracy (ties: lower validation loss) and
+stops early after ``patience`` epochs without improvement, but never before ``min_epochs``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch_geometric.nn import APPNP, GCNConv, SAGEConv
+from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.utils import spmm, to_torch_csr_tensor
+
+from foretell.core.errors import ForetellError
+from foretell.nifa.metrics import fairness_metrics
+
+PLAIN_VICTIMS = ("gcn", "sage", "appnp", "sgc")
+FAIR_VICTIMS = ("fairgnn", "fairvgnn")
+VICTIMS = PLAIN_VICTIMS + FAIR_VICTIMS
+
+
+@dataclass
+class VictimConfig:
+    """Victim training settings (NIFA code: hidden 128, Adam lr 1e-3, patience 50 after epoch 200)."""
+
+    hidden: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 1000
+    min_epochs: int = 200
+    patience: int = 50
+
+
+class GCN(torch.nn.Module):
+    """Two GCNConv layers with ReLU."""
+
+    def __init__(self, in_dim, hidden, out_dim):
+        super().__init__()
+        self.conv1, self.conv2 = GCNConv(in_dim, hidden, cached=True), GCNConv(hidden, out_dim, cached=True)
+
+    def forward(self, x, edge_index):
+        return self.conv2(torch.relu(self.conv1(x, edge_index)), edge_index)
+
+
+class LinearFirstSAGEConv(torch.nn.Module):
+    """GraphSAGE-mean layer lin_l(mean_j x_j) + lin_r(x_i), computed as mean_j (W_l x_j) + b + W_r x_i."""
+
+    def __init__(self, in_dim, out_dim):
+        super().__init__()
+        self.lin_l = Linear(in_dim, out_dim, bias=True, weight_initializer="glorot")
+        self.lin_r = Linear(in_dim, out_dim, bias=False, weight_initializer="glorot")
+
+    def forward(self, x, adj_t):
+        h = F.linear(x, self.lin_l.weight)
+        return spmm(adj_t, h, reduce="mean") + self.lin_l.bias + self.lin_r(x)
+
+
+class SAGE(torch.nn.Module):
+    """Two GraphSAGE (mean) layers with ReLU."""
+
+    def __init__(self, in_dim, hidden, out_dim):
+        super().__init__()
+        self.conv1, self.conv2 = LinearFirstSAGEConv(in_dim, hidden), SAGEConv(hidden, out_dim, aggr="mean")
+
+    def forward(self, x, edge_index):
+        return self.conv2(torch.relu(self.conv1(x, edge_index)), edge_index)
+
+
+class APPNPNet(torch.nn.Module):
+    """Linear-ReLU-Linear, then APPNP propagation (K=1, alpha=0.2)."""
+
+    def __init__(self, in_dim, hidden, out_dim, k: int = 1, alpha: float = 0.2):
+        super().__init__()
+        self.lin1, self.lin2 = Linear(in_dim, hidden, weight_initializer="glorot"), Linear(hidden, out_dim)
+        self.prop = APPNP(K=k, alpha=alpha, cached=True)
+
+    def forward(self, x, edge_index):
+        return self.prop(self.lin2(torch.relu(self.lin1(x))), edge_index)
+
+
+class SGC(torch.nn.Module):
+    """SGC with K=1: A_hat X W + b."""
+
+    def __init__(self, in_dim, hidden, out_dim):
+        super().__init__()
+        self.conv = GCNConv(in_dim, out_dim, cached=True)
+
+    def forward(self, x, edge_index):
+        return self.conv(x, edge_index)
+
+
+MODELS = {"gcn": GCN, "sage": SAGE, "appnp": APPNPNet, "sgc": SGC}
+
+
+def check_victims(names) -> list[str]:
+    names = [n.strip().lower() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    bad = [n for n in names if n not in VICTIMS]
+    if bad or not names:
+        raise ForetellError(f"unknown victim(s) {bad or names}; accepted: {', '.join(VICTIMS)}")
+    return names
+
+
+def _masks(data):
+    for key in ("train_mask", "val_mask", "test_mask"):
+        if key not in data:
+            raise ForetellError(f"data has no {key}; call foretell.nifa.add_split(data, seed) first")
+    return data.train_mask, data.val_mask, data.test_mask
+
+
+def sparse_adjacency(data) -> torch.Tensor:
+    """The graph as a torch sparse CSR adjacency (PyG convs then use sparse products, which are
+    several times faster on CPU than edge-wise message passing)."""
+    n = data.num_nodes
+    return to_torch_csr_tensor(data.edge_index, torch.ones(data.edge_index.shape[1]), size=(n, n))
+
+
+def evaluate_predictions(pred: torch.Tensor, data) -> dict:
+    """Test-node metrics of predictions over all nodes."""
+    test = data.test_mask
+    return fairness_metrics(pred[test].numpy(), data.y[test].numpy(), data.sens[test].numpy(),
+                            num_classes=int(data.y.max()) + 1)
+
+
+def train_plain(name: str, data, seed: int, cfg: VictimConfig | None = None) -> dict:
+    """Train victim ``name`` on ``data`` and return test metrics plus the epochs run."""
+    cfg = cfg or VictimConfig()
+    if name not in MODELS:
+        raise ForetellError(f"unknown plain victim {name!r}; accepted: {', '.join(MODELS)}")
+    train, val, _ = _masks(data)
+    torch.manual_seed(seed)
+    num_classes = int(data.y.max()) + 1
+    model = MODELS[name](data.x.shape[1], cfg.hidden, num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    y = data.y
+    adj = sparse_adjacency(data)
+    best = (-1.0, float("inf"))
+    best_state, best_epoch = None, 0
+    for epoch in range(cfg.max_epochs):
+        model.train()
+        opt.zero_grad()
+        out = model(data.x, adj)          # no dropout: these are also the eval logits
+        with torch.no_grad():
+            val_acc = float((out[val].argmax(-1) == y[val]).float().mean())
+            val_loss = float(F.cross_entropy(out[val], y[val]))
+        if (val_acc, -val_loss) > (best[0], -best[1]):
+            best, best_epoch = (val_acc, val_loss), epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch >= cfg.min_epochs and epoch - best_epoch > cfg.patience:
+            break
+        F.cross_entropy(out[train], y[train]).backward()
+        opt.step()
+    model.load_state_dict(best_state)
+    model.eval()
+    with torch.no_grad():
+        pred = model(data.x, adj).argmax(-1)
+    return {**evaluate_predictions(pred, data), "epochs": epoch + 1, "best_epoch": best_epoch}
+
+
+def train_victim(name: str, data, seed: int, cfg: VictimConfig | None = None) -> dict:
+    """Train any victim (plain or fairness-aware) on PyG ``data``; returns test metrics (fractions)."""
+    if name in FAIR_VICTIMS:
+        from foretell.nifa.fair_victims import train_fair
+
+        return train_fair(name, data, seed, cfg)
+    return train_plain(name, data, seed, cfg)
