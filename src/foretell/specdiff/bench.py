@@ -16,6 +16,12 @@ from foretell.core.errors import ForetellError
 
 BUILTIN_MODELS = ("sd3-digits", "flux-digits")
 ASSETS = Path(__file__).resolve().parent / "assets"
+KNOWN_LIMITS = {
+    ("first_block_cache", "sd3"): "diffusers' FirstBlockCache subtracts the blocks' encoder_hidden_states outputs; "
+                                  "SD3's last joint block (context_pre_only) returns None for them",
+    ("faster_cache", "flux"): "FasterCache approximates the unconditional output with an FFT over an image-shaped "
+                              "(B, C, H, W) output; FLUX returns packed tokens (B, N, C)",
+}
 
 
 @dataclass
@@ -117,7 +123,9 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
             configs[name] = method.config
             stats[name] = method.stats()
         except Exception as exc:  # a diffusers cache that does not handle this model class at run time
-            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            hint = KNOWN_LIMITS.get((name, model.cfg.kind))
+            skipped[name] = f"{reason} ({hint})" if hint else reason
         finally:
             method.remove()
     if "full" not in images:
