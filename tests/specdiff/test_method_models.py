@@ -140,3 +140,25 @@ def test_conditional_only_speculation_halves_its_cost(model):
     assert results[True][0] == results[False][0] == 2
     assert results[False][1] == pytest.approx(results[True][1] / 2, rel=1e-9)
     assert not torch.equal(results[True][2], results[False][2])  # different speculative scores, different run
+
+
+@pytest.mark.parametrize("score, recorded_calls, spec_calls", [("product", 8, 1), ("history", 6, 0), ("future", 2, 1)])
+def test_scores_are_computed_only_where_needed(monkeypatch, score, recorded_calls, spec_calls):
+    """8 steps, 2 warm-up: his is needed at steps 1..6 (before a cached step), fut at step 0 and the
+    speculative step; every other attention call must take the stock SDPA path."""
+    import foretell.specdiff.attention as attention
+
+    calls = []
+    real = attention.attention_with_received
+
+    def counting(q, k, v):
+        calls.append(q.shape)
+        return real(q, k, v)
+
+    monkeypatch.setattr(attention, "attention_with_received", counting)
+    model = tiny_sd3()
+    s = scheduler()
+    with apply(model, SpecDiffConfig(cache_rate=0.75, warmup_steps=2, score=score), scheduler=s, guidance_scale=3.0) as h:
+        sample(model, s, inputs(model))
+        assert h.stats()["speculative_calls"] == spec_calls
+    assert len(calls) == recorded_calls * len(model.attn_processors)
