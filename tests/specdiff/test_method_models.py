@@ -84,8 +84,9 @@ def test_stats_levels_and_macs_drop(model):
     assert macs < 0.75 * full_macs
     assert st["macs_fraction"] == pytest.approx(macs / full_macs, rel=0.01)
     assert st["full_macs"] == full_macs
-    layers = len(model.attn_processors)
-    kv = 2 * layers * 2 * 64 * model.config.attention_head_dim * model.config.num_attention_heads * 4  # CFG rows, fp32
+    inner = model.config.attention_head_dim * model.config.num_attention_heads
+    rows = [64 + (0 if name.endswith("attn2.processor") else 5) for name in model.attn_processors]  # image + text keys
+    kv = sum(2 * 2 * r * inner * 4 for r in rows)  # keys and values, 2 CFG rows, fp32
     feat = model.config.patch_size**2 * model.out_channels
     assert st["cache_bytes"] == kv + 3 * 2 * 64 * feat * 4 + 3 * 64 * 8  # + feature history and its sigmas
     assert st["speculative_calls"] == 1 and 0 < st["speculative_macs_fraction"] < 0.5

@@ -71,8 +71,16 @@ class _CachingProcessor:
         self.k_cache = None
         self.v_cache = None
 
-    def _image_kv(self, key: torch.Tensor, value: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Full mode: maybe store and pass through; partial mode: write into the cache, return it."""
+    def _keys_values(
+        self, key: torch.Tensor, value: torch.Tensor, dim: int, image_start: int, image_len: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All keys/values (image and text, in the model's order) for this call.
+
+        ``key``/``value`` hold the fresh rows: image tokens at ``image_start`` .. ``+image_len`` along
+        ``dim``, text tokens elsewhere. Full mode: returned as they are (and kept as the cache when
+        asked). Partial mode: the fresh image rows go to their token positions ``idx`` in the cache,
+        the fresh text rows replace the cached text rows, and the cache itself is returned.
+        """
         ctx = self.context
         if ctx.mode == "full":
             if ctx.store_kv:
@@ -81,8 +89,16 @@ class _CachingProcessor:
             return key, value
         if self.k_cache is None:
             raise RuntimeError("SpecDiff: partial step without a key/value cache (no full step ran first)")
-        self.k_cache.index_copy_(dim, ctx.idx, key.detach().to(self.k_cache.dtype))
-        self.v_cache.index_copy_(dim, ctx.idx, value.detach().to(self.v_cache.dtype))
+        text_len = key.shape[dim] - image_len
+        cached_image = self.k_cache.shape[dim] - text_len
+        rows = ctx.idx + image_start
+        for cache, fresh in ((self.k_cache, key.detach()), (self.v_cache, value.detach())):
+            fresh = fresh.to(cache.dtype)
+            cache.index_copy_(dim, rows, fresh.narrow(dim, image_start, image_len))
+            if text_len:
+                text_at = image_len if image_start == 0 else 0
+                cache_text_at = cached_image if image_start == 0 else 0
+                cache.narrow(dim, cache_text_at, text_len).copy_(fresh.narrow(dim, text_at, text_len))
         return self.k_cache, self.v_cache
 
 
@@ -105,8 +121,7 @@ class JointCachingAttnProcessor(_CachingProcessor):
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-        key, value = self._image_kv(key, value, dim=2)
-        num_image_keys = key.shape[2]
+        num_image = key.shape[2]
         if encoder_hidden_states is not None:
             c_query = attn.add_q_proj(encoder_hidden_states).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
             c_key = attn.add_k_proj(encoder_hidden_states).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
@@ -118,6 +133,8 @@ class JointCachingAttnProcessor(_CachingProcessor):
             query = torch.cat([query, c_query], dim=2)
             key = torch.cat([key, c_key], dim=2)
             value = torch.cat([value, c_value], dim=2)
+        key, value = self._keys_values(key, value, dim=2, image_start=0, image_len=num_image)
+        num_image_keys = key.shape[2] - (query.shape[2] - num_image)  # all keys minus the text keys
         if ctx.record:
             out, received = attention_with_received(query, key, value)
             ctx.add_received(received[:num_image_keys])
@@ -164,10 +181,7 @@ class FluxCachingAttnProcessor(_CachingProcessor):
         if image_rotary_emb is not None:
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
-        img_key, img_value = self._image_kv(key[:, text_len:], value[:, text_len:], dim=1)
-        if ctx.mode == "partial":
-            key = torch.cat([key[:, :text_len], img_key], dim=1)
-            value = torch.cat([value[:, :text_len], img_value], dim=1)
+        key, value = self._keys_values(key, value, dim=1, image_start=text_len, image_len=key.shape[1] - text_len)
         if ctx.record:
             out, received = attention_with_received(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
             out = out.transpose(1, 2)
