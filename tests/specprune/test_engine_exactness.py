@@ -36,15 +36,30 @@ def test_full_handles_batches_exactly():
 
 
 def test_keeping_every_token_is_bit_exact():
-    # first query of an episode: no past frame -> every patch is "changed" and kept; dynamic
-    # layer pruning off -> the scoring layers run but nothing is dropped
+    # static cap 0: no patch may be pruned as static, so every patch is kept; dynamic layer pruning
+    # off -> the scoring layers run (attention captured) but nothing is dropped
     vla = tiny_vla()
     images, ids, proprio = tiny_inputs()
     ref = vla.predict_action(images, ids, proprio)
-    h = apply(vla, SpecPruneConfig(use_dynamic_layers=False))
-    out = vla.predict_action(images, ids, proprio)
-    assert h.records[-1].visual_per_layer == [32] * 5
-    assert torch.equal(out, ref)
+    h = apply(vla, SpecPruneConfig(use_dynamic_layers=False, static_cap_coarse=0.0))
+    for step in range(2):  # first query (no past frame) and a query with a past frame
+        out = vla.predict_action(images, ids, proprio)
+        assert h.records[-1].visual_per_layer == [32] * 5
+        assert torch.equal(out, ref)
+        h.observe(images, torch.zeros(7))
+    h.remove()
+
+
+def test_first_query_without_past_frame_keeps_what_the_cap_leaves():
+    vla = tiny_vla()
+    images, ids, proprio = tiny_inputs()
+    h = apply(vla, SpecPruneConfig(use_dynamic_layers=False, use_global=False))
+    vla.predict_action(images, ids, proprio)
+    # 16 patches per view, cap round(200/256*16) = 12 -> the 4 unknown-change patches are the
+    # best by layer-0 attention after the top 3k (k = 1): 7 per view kept through layer 1
+    per_layer = h.records[-1].visual_per_layer
+    assert per_layer[:3] == [32, 14, 14]
+    assert h.records[-1].visual_kept == 14
     h.remove()
 
 

@@ -69,17 +69,19 @@ class SpecPrunePolicy(PruningPolicy):
         cap = int(round((cfg.static_cap_fine if fine else cfg.static_cap_coarse) * n))
         self.dynamic: dict[int, torch.Tensor] = {}
         views = list(prep.layout.views.items())
-        dyn = torch.ones(len(views), n, dtype=torch.bool)  # no past frame yet: nothing is known to be static
-        if not cfg.use_frame_diff:
-            dyn[:] = False
-        elif history is not None:
+        dyn = torch.zeros(len(views), n, dtype=torch.bool)
+        self._unknown: dict[int, int] = {}  # view -> number of patches to keep by attention (no past frame)
+        if cfg.use_frame_diff:
             current = [prep.images[v][0].detach().float().cpu() for v, _ in views]
-            prev = [history.frame_back(v, c, gap) for (v, _), c in zip(views, current)]
+            prev = [history.frame_back(v, c, gap) if history is not None else None for (v, _), c in zip(views, current)]
             have = [i for i, p in enumerate(prev) if p is not None]
             if have:
                 sim = patch_similarity(torch.stack([current[i] for i in have]), torch.stack([prev[i] for i in have]),
                                        self.adapter.patch_size)
                 dyn[have] = ~static_mask(sim, cfg.similarity_threshold, cap)
+            # no past frame (first query of an episode): which patches changed is unknown; as many
+            # patches as the static cap leaves are kept, chosen by layer-0 attention instead
+            self._unknown = {i: n - min(cap, n) for i, p in enumerate(prev) if p is None}
         for vi, (view, sl) in enumerate(views):
             self.dynamic[vi] = (sl.start + torch.nonzero(dyn[vi]).flatten()).to(dev)
         self.k = {vi: per_view(cfg.topk_fine if fine else cfg.topk_coarse, vi, n) for vi in self.dynamic}
@@ -136,7 +138,10 @@ class SpecPrunePolicy(PruningPolicy):
             for vi in self.dynamic:
                 origins, _ = self._view_scores(state, instr_scores, vi)
                 self.layer0_lists[vi] = origins
-                table[origins[: cfg.layer0_multiplier * self.k[vi]]] = True
+                top = cfg.layer0_multiplier * self.k[vi]
+                if vi in self._unknown:  # the best-scored patches stand in for the changed ones
+                    self.dynamic[vi] = origins[: top + self._unknown[vi]]
+                table[origins[:top]] = True
                 table[self.dynamic[vi]] = True
                 table[self.global_origins.get(vi, self._empty)] = True
             if not cfg.rescore_layer1:
