@@ -1,7 +1,145 @@
-"""`foretell specee ...` commands."""
+"""`foretell specee ...` commands: train, bench, generate. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+
+def _train(args) -> int:
+    import time
+
+    import torch
+
+    from foretell.core.errors import ForetellError
+    from foretell.core.seed import seed_everything
+    from foretell.specee.adapters import decoder_access
+    from foretell.specee.collect import collect, load_shards
+    from foretell.specee.loading import cache_dir, load_model, read_prompts
+    from foretell.specee.train import train_all
+
+    seed_everything(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    model, tok = load_model(args.model)
+    acc = decoder_access(model)
+    prompts = read_prompts(args.prompts, "train")
+    if args.quick:
+        prompts = prompts[:8]
+    data = args.data_dir or str(cache_dir() / ("collect_quick" if args.quick else "collect"))
+    collect(acc, tok, prompts, data, max_new_tokens=8 if args.quick else args.max_new_tokens)
+    items = load_shards(data)[: len(prompts)]
+    if not items:
+        raise ForetellError(f"no collected data in {data}; check --prompts")
+    cal = train_all(acc, items, args.out, k=args.k, draft_vocab_size=args.draft_vocab,
+                    draft_epochs=1 if args.quick else args.draft_epochs,
+                    predictor_epochs=2 if args.quick else args.predictor_epochs, seed=args.seed)
+    cal["seconds"] = time.time() - t0
+    if args.json:
+        from foretell.core.report import write_json
+
+        write_json(args.json, {"out": args.out, "calibration": cal})
+    print(f"wrote draft head and predictors to {args.out} in {cal['seconds']:.0f} s")
+    return 0
+
+
+def _bench(args) -> int:
+    import torch
+
+    from foretell.core.report import write_json
+    from foretell.specee.bench import run_bench
+    from foretell.specee.loading import read_prompts
+
+    torch.set_num_threads(args.threads)
+    prompts = read_prompts(args.prompts, "eval")
+    n_new = args.max_new_tokens
+    if args.quick:
+        prompts, n_new = prompts[:2], min(n_new, 12)
+    else:
+        prompts = prompts[: args.num_prompts] if args.num_prompts else prompts
+    report = run_bench(prompts, n_new, model=args.model, assets=args.predictors, seed=args.seed,
+                       repeats=args.repeats, ppl_texts=0 if args.quick else args.ppl_texts, extras=not args.quick)
+    if args.json:
+        write_json(args.json, report)
+    for name, m in report["methods"].items():
+        if "skipped" in m:
+            print(f"{name:>22}: skipped ({m['skipped']})")
+        else:
+            print(f"{name:>22}: {m['tokens_per_s']:.2f} tok/s  x{m['speedup']:.2f}  layers {m['avg_layers']:.2f}  "
+                  f"agreement {m['agreement']:.3f}")
+    print(f"oracle avg layers {report['oracle_avg_layers']:.2f}")
+    return 0
+
+
+def _generate(args) -> int:
+    import torch
+    from transformers import TextStreamer
+
+    from foretell.core.seed import seed_everything
+    from foretell.specee.engine import SpecEE
+    from foretell.specee.loading import chat_ids
+
+    seed_everything(args.seed)
+    ee = SpecEE.from_pretrained(args.model, predictors=args.predictors, threshold=args.threshold,
+                                kv_strategy=args.kv_strategy)
+    ids = chat_ids(ee.tokenizer, args.prompt)
+    streamer = TextStreamer(ee.tokenizer, skip_prompt=True)
+    ee.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
+                top_p=args.top_p, top_k=args.top_k, streamer=streamer, method=args.method,
+                generator=torch.Generator().manual_seed(args.seed))
+    st = ee.last_stats
+    print(f"[{args.method}] avg layers per pass {st.avg_layers:.2f} of {ee.acc.num_layers}, "
+          f"{sum(st.emitted)} tokens in {len(st.layers)} passes")
+    return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("specee", help="SpecEE: speculative early exiting for LLM decoding", description="SpecEE: speculative early exiting for LLM decoding.")
+    p = sub.add_parser("specee", help="SpecEE: speculative early exiting for LLM decoding",
+                       description="SpecEE: speculative early exiting for LLM decoding.")
     p.set_defaults(_parser=p)
-    p.add_subparsers(dest="specee_command", metavar="ACTION")
+    acts = p.add_subparsers(dest="specee_command", metavar="ACTION")
+
+    def common(q):
+        q.add_argument("--model", default=None, help="local transformers model directory (default: embedded SmolLM2-135M-Instruct)")
+        q.add_argument("--seed", type=int, default=0, help="random seed")
+
+    t = acts.add_parser("train", help="collect full-model generations, train the draft head and exit predictors")
+    common(t)
+    t.add_argument("--prompts", default=None, help="training prompts, one per line (default: shipped prompts_train.txt)")
+    t.add_argument("--out", required=True, help="output directory for predictors/draft head/calibration")
+    t.add_argument("--data-dir", default=None, help="where collected trajectories are cached (resumable)")
+    t.add_argument("--max-new-tokens", type=int, default=48, help="greedy tokens generated per training prompt")
+    t.add_argument("--k", type=int, default=4, help="draft candidates per step")
+    t.add_argument("--draft-vocab", type=int, default=4096, help="frequency-ranked vocabulary size of the draft head")
+    t.add_argument("--draft-epochs", type=int, default=6, help="draft head training epochs")
+    t.add_argument("--predictor-epochs", type=int, default=30, help="predictor training epochs")
+    t.add_argument("--threads", type=int, default=1, help="torch threads (the default 1 is kind to shared machines)")
+    t.add_argument("--json", default=None, help="write the training summary JSON here")
+    t.add_argument("--quick", action="store_true", help="8 prompts, 8 tokens, 1-2 epochs (smoke run)")
+    t.set_defaults(func=_train)
+
+    b = acts.add_parser("bench", help="all methods and peers side by side; JSON report")
+    common(b)
+    b.add_argument("--prompts", default=None, help="evaluation prompts, one per line (default: shipped prompts_eval.txt)")
+    b.add_argument("--num-prompts", type=int, default=0, help="use only the first N prompts (0 = all)")
+    b.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per prompt")
+    b.add_argument("--predictors", default=None, help="asset directory (default: the shipped SmolLM2 assets)")
+    b.add_argument("--repeats", type=int, default=1, help="timed repeats per prompt and method (median)")
+    b.add_argument("--ppl-texts", type=int, default=3, help="held-out texts for the teacher-forced perplexity")
+    b.add_argument("--threads", type=int, default=1, help="torch threads")
+    b.add_argument("--json", default=None, help="write the report JSON here")
+    b.add_argument("--quick", action="store_true", help="2 prompts, 12 tokens, main methods only")
+    b.set_defaults(func=_bench)
+
+    g = acts.add_parser("generate", help="generate text for one prompt with SpecEE (streamed)")
+    common(g)
+    g.add_argument("prompt", help="the user message")
+    g.add_argument("--predictors", default=None, help="asset directory (default: the shipped SmolLM2 assets)")
+    g.add_argument("--method", default="specee", choices=["specee", "full", "speculative", "specee+speculative"],
+                   help="decoding method")
+    g.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
+    g.add_argument("--threshold", type=float, default=0.5, help="predictor exit threshold (1.0 = never exit)")
+    g.add_argument("--kv-strategy", default="lazy", choices=["lazy", "fill"], help="KV handling of skipped layers")
+    g.add_argument("--do-sample", action="store_true", help="sample instead of greedy")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    g.add_argument("--top-k", type=int, default=0, help="top-k sampling (0 = off)")
+    g.set_defaults(func=_generate)

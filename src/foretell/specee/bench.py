@@ -1,0 +1,229 @@
+"""`foretell specee bench`: every method side by side on the same prompts, one JSON report.
+
+Timing: one warm-up generation, then for each prompt every method runs in rotating order (so the
+shared machine's load hits all methods alike); per method the per-prompt wall times are summed
+(median over ``repeats``). ``speedup`` = tokens/s over the ``full`` method measured in the same run.
+``agreement`` = generated tokens equal to the full model's greedy output at the same position;
+``first_divergence`` = mean index of the first differing token (the length when none differs).
+``avg_layers`` = decoder layers per target pass (for the speculative methods a pass verifies a
+block; ``layers_per_token`` divides by emitted tokens). ``oracle_avg_layers``: earliest layer whose
+argmax equals the final token, on the full model's own trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from foretell.core.progress import progress
+from foretell.core.seed import seed_everything
+from foretell.specee.adapters import all_layer_states
+from foretell.specee.engine import ASSETS, SpecEE
+from foretell.specee.generate import DecodeStats, TokenPicker, decode
+from foretell.specee.kv import LayerStepper
+from foretell.specee.perplexity import perplexity, teacher_forced_nll
+from foretell.specee.predictor import LayerPredictors
+from foretell.specee.rules import ExitRule, FixedLayerRule, FullVocabRule, GapRule
+from foretell.specee.scheduler import LayerSchedule, oracle_exit_layers
+from foretell.specee.speculative import speculative_decode
+
+
+def oracle_layers(ee: SpecEE, out: torch.Tensor, n_prompt: int) -> torch.Tensor:
+    """Oracle exit layer count (1..N) of every generated token of the full model's output."""
+    acc = ee.acc
+    states = all_layer_states(acc, out[0, :-1])[:, n_prompt - 1:]
+    am = torch.stack([acc.logits(acc.norm(states[i])).argmax(-1) for i in range(acc.num_layers)])
+    return oracle_exit_layers(am) + 1
+
+
+class MethodSet:
+    """Builds each method as ``fn(input_ids, max_new) -> (ids, DecodeStats)``."""
+
+    def __init__(self, ee: SpecEE, assets: Path, fixed_layers: int, assistant_layers: int):
+        self.ee = ee
+        acc = ee.acc
+        cal = json.loads((Path(assets) / "calibration.json").read_text())
+        self.calibration = cal
+        fv = LayerPredictors.load(assets, "full_vocab_predictors")
+        fv.check_compatible(num_layers=acc.num_layers, hidden_size=acc.hidden_size, vocab_size=acc.vocab_size)
+        self.fv = fv
+        sched = lambda: LayerSchedule(list(ee.predictors.config.offline_layers), acc.num_layers)  # noqa: E731
+        self.fixed_layers = fixed_layers
+        self.fill = LayerStepper(acc, "fill")
+        self.lazy = LayerStepper(acc, "lazy")
+        picker = TokenPicker()
+        eos = ee.tokenizer.eos_token_id if ee.tokenizer is not None else None
+        k = ee.config.k
+
+        def dec(rule, draft, stepper=None):
+            return lambda ids, n: decode(acc, stepper or self.lazy, rule, draft, ids, max_new_tokens=n,
+                                         picker=picker, eos_token_id=eos, k=k)
+
+        def spec(rule, stepper=None):
+            return lambda ids, n: speculative_decode(acc, stepper or self.lazy, ee.draft, ids, max_new_tokens=n,
+                                                     gamma=ee.config.gamma, k=k, rule=rule, eos_token_id=eos)
+
+        self.methods = {
+            "full": dec(None, None),
+            "specee": dec(ee.rule(), ee.draft, self.lazy if ee.config.kv_strategy == "lazy" else self.fill),
+            "speculative": spec(None),
+            "specee+speculative": spec(ee.rule(merged=True)),
+            "full_vocab_predictor": dec(FullVocabRule(acc, sched(), fv, ee.config.threshold), None),
+            "adainfer": dec(GapRule(acc, sched(), cal["adainfer_gap"]), None),
+            f"fixed_layer_{fixed_layers}": dec(FixedLayerRule(acc, fixed_layers), None),
+        }
+        self.extra = {
+            "specee_kv_fill": dec(ee.rule(), ee.draft, self.fill),
+            "specee_kv_lazy": dec(ee.rule(), ee.draft, self.lazy),
+            "draft_only_no_exit": dec(ExitRule(acc), ee.draft),
+            "specee_threshold_1": dec(type(ee.rule())(acc, sched(), ee.predictors, 1.0), ee.draft),
+        }
+        self.assistant = None
+        self.assistant_error = None
+        try:
+            from foretell.specee.draft import truncated_assistant
+
+            self.assistant = truncated_assistant(ee.model, assistant_layers)
+            self.methods["assisted_generation"] = self._assisted(eos)
+        except Exception as exc:  # noqa: BLE001 - reported as "skipped" with the reason
+            self.assistant_error = f"{type(exc).__name__}: {exc}"
+
+    def _assisted(self, eos):
+        model, assistant = self.ee.model, self.assistant
+
+        def run(ids, n):
+            out = model.generate(ids, assistant_model=assistant, max_new_tokens=n, do_sample=False,
+                                 eos_token_id=eos, pad_token_id=eos)
+            st = DecodeStats(layers=[model.config.num_hidden_layers], emitted=[out.shape[1] - ids.shape[1]])
+            return out, st
+        return run
+
+
+def _agreement(ref: list[int], got: list[int]) -> tuple[float, int]:
+    same = sum(1 for i, t in enumerate(ref) if i < len(got) and got[i] == t)
+    first = next((i for i, t in enumerate(ref) if i >= len(got) or got[i] != t), len(ref))
+    return same / max(1, len(ref)), first
+
+
+@torch.no_grad()
+def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: str | Path | None = None,
+              seed: int = 0, repeats: int = 1, ppl_texts: int = 3, extras: bool = True,
+              assistant_layers: int = 8, methods_filter: list[str] | None = None, log=print) -> dict:
+    """Run every method on ``prompts``; returns the report dict (see module docstring)."""
+    from foretell.specee.loading import chat_ids
+
+    seed_everything(seed)
+    assets = Path(assets) if assets else ASSETS
+    ee = SpecEE.from_pretrained(model, predictors=assets)
+    tok = ee.tokenizer
+    inputs = [chat_ids(tok, p) for p in prompts]
+    cal = json.loads((assets / "calibration.json").read_text())
+    fixed = max(1, min(ee.acc.num_layers - 1, int(round(cal["oracle_avg_layers"]))))
+    ms = MethodSet(ee, assets, fixed, assistant_layers)
+    if methods_filter:
+        ms.methods = {n: f for n, f in ms.methods.items() if n in methods_filter or n == "full"}
+    methods = dict(ms.methods)
+    if extras:
+        methods.update(ms.extra)
+    names = list(methods)
+    methods["full"](inputs[0], 4)                                        # warm-up
+    times = {n: [] for n in names}
+    outs = {n: [] for n in names}
+    stats = {n: [] for n in names}
+    for pi, ids in enumerate(progress(inputs, desc="bench prompts")):
+        order = names[pi % len(names):] + names[: pi % len(names)]
+        for n in order:
+            rep = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                out, st = methods[n](ids, max_new_tokens)
+                rep.append(time.perf_counter() - t0)
+            times[n].append(statistics.median(rep))
+            outs[n].append(out[0, ids.shape[1]:].tolist())
+            stats[n].append(st)
+    oracle = torch.cat([oracle_layers(ee, torch.tensor([ids[0].tolist() + o]), ids.shape[1])
+                        for ids, o in zip(inputs, outs["full"]) if o])
+    n_layers = ee.acc.num_layers
+
+    def summary(n):
+        new = sum(len(o) for o in outs[n])
+        agr = [_agreement(r, g) for r, g in zip(outs["full"], outs[n])]
+        layers = sum(sum(s.layers) for s in stats[n])
+        passes = sum(len(s.layers) for s in stats[n])
+        emitted = sum(sum(s.emitted) for s in stats[n])
+        return {"tokens_per_s": new / sum(times[n]), "avg_layers": layers / max(1, passes),
+                "agreement": sum(a for a, _ in agr) * 1.0 / len(agr) if agr else None,
+                "first_divergence": statistics.fmean(f for _, f in agr) if agr else None,
+                "layers_per_token": layers / max(1, emitted), "tokens_per_pass": emitted / max(1, passes),
+                "new_tokens": new, "seconds": sum(times[n]),
+                "predictor_evaluations": sum(s.evaluations for s in stats[n]),
+                "head_checks": sum(s.head_checks for s in stats[n])}
+
+    res = {n: summary(n) for n in names}
+    base = res["full"]["tokens_per_s"]
+    for n in names:
+        res[n]["speedup"] = res[n]["tokens_per_s"] / base
+    main = {n: res[n] for n in ms.methods}
+    if ms.assistant_error:
+        main["assisted_generation"] = {"skipped": ms.assistant_error}
+    elif "assisted_generation" in main:
+        main["assisted_generation"]["assistant"] = f"target truncated to its first {assistant_layers} layers"
+    oracle_avg = float(oracle.float().mean())
+    sp = res["specee"]
+    bound = n_layers / sp["avg_layers"]
+    report = {
+        "model": ee.acc.model_id, "prompts": len(prompts), "new_tokens": max_new_tokens,
+        "methods": main, "oracle_avg_layers": oracle_avg,
+        "config": {"k": ee.config.k, "threshold": ee.config.threshold, "kv_strategy": ee.config.kv_strategy,
+                   "gamma": ee.config.gamma, "online_window": ee.config.window, "online_radius": ee.config.radius,
+                   "offline_layers": ee.predictors.config.offline_layers, "num_layers": n_layers, "seed": seed,
+                   "repeats": repeats, "torch_threads": torch.get_num_threads(), "fixed_layer": fixed,
+                   "adainfer_gap": cal["adainfer_gap"]},
+        "oracle_layer_saving": 1 - oracle_avg / n_layers,
+        "specee_layer_saving": 1 - sp["avg_layers"] / n_layers,
+        "specee_fraction_of_oracle_saving": (1 - sp["avg_layers"] / n_layers) / max(1e-9, 1 - oracle_avg / n_layers),
+        "specee_bound_speedup": bound,
+        "specee_speedup_vs_bound": sp["speedup"] / bound,
+        "oracle_bound_speedup": n_layers / oracle_avg,
+        "histograms": {"oracle_layers": torch.bincount(oracle, minlength=n_layers + 1)[1:].tolist(),
+                       "specee_layers": torch.bincount(torch.tensor([x for s in stats["specee"] for x in s.layers[1:]]
+                                                                    or [n_layers]), minlength=n_layers + 1)[1:].tolist()},
+    }
+    if extras:
+        report["kv_strategies"] = {"fill": res["specee_kv_fill"], "lazy": res["specee_kv_lazy"]}
+        t_full = res["full"]["seconds"]
+        report["overhead"] = {
+            "draft_fraction_of_full": res["draft_only_no_exit"]["seconds"] / t_full - 1,
+            "draft_plus_predictor_fraction_of_full": res["specee_threshold_1"]["seconds"] / t_full - 1,
+            "predictor_fraction_of_full": (res["specee_threshold_1"]["seconds"] - res["draft_only_no_exit"]["seconds"]) / t_full,
+        }
+    if ppl_texts:
+        report["perplexity"] = _perplexities(ee, ms, inputs[:ppl_texts], outs["full"][:ppl_texts], fixed)
+    return report
+
+
+def _perplexities(ee: SpecEE, ms: MethodSet, inputs, refs, fixed: int) -> dict:
+    """Teacher-forced perplexity of the full model's continuations under each exit method."""
+    acc = ee.acc
+    sched = lambda: LayerSchedule(list(ee.predictors.config.offline_layers), acc.num_layers)  # noqa: E731
+    rules = {"full": (None, None), "specee": (ee.rule(), ee.draft),
+             "adainfer": (GapRule(acc, sched(), ms.calibration["adainfer_gap"]), None),
+             "full_vocab_predictor": (FullVocabRule(acc, sched(), ms.fv, ee.config.threshold), None),
+             f"fixed_layer_{fixed}": (FixedLayerRule(acc, fixed), None)}
+    out = {}
+    for name, (rule, draft) in progress(list(rules.items()), desc="perplexity"):
+        nll, n, layers = 0.0, 0, []
+        for ids, ref in zip(inputs, refs):
+            if len(ref) < 2:
+                continue
+            seq = torch.tensor(ids[0].tolist() + ref)
+            a, b, c = teacher_forced_nll(acc, ms.lazy, rule, draft, seq, ids.shape[1], ee.config.k)
+            nll, n, layers = nll + a, n + b, layers + c
+        out[name] = {"perplexity": perplexity(nll, n), "tokens": n, "avg_layers": sum(layers) / max(1, len(layers))}
+    out["speculative"] = {"perplexity": out["full"]["perplexity"], "note": "lossless: same distribution as full"}
+    out["text"] = "held-out prompts + the full model's greedy continuation (teacher-forced)"
+    return out
