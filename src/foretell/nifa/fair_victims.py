@@ -39,7 +39,7 @@ class FairConfig:
     fairgnn_beta: float = 0.01
     sens_number: int = 200
     dropout: float = 0.5
-    estimator_epochs: int = 100
+    estimator_epochs: int = 50
     estimator_lr: float = 1e-2
     fairvgnn_alpha: float = 0.5
     fairvgnn_clip: float = 1.0

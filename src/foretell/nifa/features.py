@@ -140,7 +140,7 @@ class FeatureObjective:
             loss = F.cross_entropy(self.surrogate_logits(x_inj), self.y)
             loss.backward()
             opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     # ---- feature loss ----------------------------------------------------------------------
     def loss_from_logits(self, logits, x_inj):
@@ -149,7 +149,7 @@ class FeatureObjective:
         g = self.groups
         l_cf = F.mse_loss(x_inj[g == 1].mean(0), x_inj[g == 0].mean(0))
         total = ce - self.cfg.beta * (l_sp + l_eo) - self.cfg.alpha * l_cf
-        return total, {"ce": float(ce), "sp": float(l_sp), "eo": float(l_eo), "cf": float(l_cf)}
+        return total, {k: float(v.detach()) for k, v in (("ce", ce), ("sp", l_sp), ("eo", l_eo), ("cf", l_cf))}
 
     def full_logits(self, x_inj: torch.Tensor) -> torch.Tensor:
         """Reference: surrogate logits of the training nodes from the whole graph."""

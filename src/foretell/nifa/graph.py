@@ -27,11 +27,16 @@ def gcn_norm(edge_index: torch.Tensor, num_nodes: int) -> sp.csr_matrix:
 
 def to_torch(m: sp.spmatrix) -> torch.Tensor:
     """scipy sparse -> torch sparse CSR (float32)."""
+    import warnings
+
     m = m.tocsr()
     m.sort_indices()
-    return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
-                                   torch.from_numpy(m.indices.astype(np.int64)),
-                                   torch.from_numpy(m.data.astype(np.float32)), size=m.shape)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                       torch.from_numpy(m.indices.astype(np.int64)),
+                                       torch.from_numpy(m.data.astype(np.float32)), size=m.shape,
+                                       check_invariants=False)
 
 
 def to_scipy(x: torch.Tensor) -> sp.csr_matrix:

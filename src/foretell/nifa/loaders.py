@@ -243,9 +243,9 @@ def _build(x, y, sens, edges: np.ndarray, name: str, *, keep_lcc: bool = False):
     if sp.issparse(x):
         x = x.tocsr().astype(np.float32)
         integer = bool(np.all(np.mod(x.data, 1) == 0))
-        xt = torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)),
-                                     torch.from_numpy(x.indices.astype(np.int64)),
-                                     torch.from_numpy(x.data), size=x.shape)
+        from foretell.nifa.graph import to_torch
+
+        xt = to_torch(x)
     else:
         integer = bool(np.all(np.mod(x, 1) == 0))
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
