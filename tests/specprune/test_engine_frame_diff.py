@@ -51,3 +51,18 @@ def test_history_frame_back_skips_current_frame():
     assert torch.equal(hist.frame_back("third", frames[4], 10), frames[0])  # fewer than T: oldest
     hist.reset_state()
     assert hist.frame_back("third", frames[4], 1) is None
+
+
+def test_similarity_matches_unfold_cosine_and_black_patches_are_static():
+    import torch.nn.functional as F
+
+    a, b = _image(3).unsqueeze(0), _image(4).unsqueeze(0)
+    ref = F.cosine_similarity(F.unfold(a, 8, stride=8), F.unfold(b, 8, stride=8), dim=1)[0]
+    assert torch.allclose(patch_similarity(a[0], b[0], 8), ref, atol=1e-5)
+    batch = patch_similarity(torch.cat([a, b]), torch.cat([b, a]), 8)
+    assert batch.shape == (2, 4) and torch.allclose(batch[0], ref, atol=1e-5)
+    black = torch.zeros(3, 16, 16)
+    lit = black.clone()
+    lit[:, :8, :8] = 0.5
+    assert patch_similarity(black, black, 8).tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert patch_similarity(lit, black, 8)[0] == 0.0  # a patch that lit up changed

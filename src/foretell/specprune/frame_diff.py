@@ -10,20 +10,28 @@ from __future__ import annotations
 from collections import deque
 
 import torch
-import torch.nn.functional as F
 
 
 def patch_similarity(current: torch.Tensor, previous: torch.Tensor, patch_size: int) -> torch.Tensor:
     """Cosine similarity per patch between images [3,H,W] -> [num_patches], or batches [V,3,H,W] -> [V, num_patches].
 
-    Patches are numbered row-major, the same order as the model's patch tokens.
+    Patches are numbered row-major, the same order as the model's patch tokens. Two all-zero
+    (black) patches count as identical (similarity 1), not as changed.
     """
     single = current.dim() == 3
     cur = current.reshape(-1, *current.shape[-3:]).float()
     prev = previous.reshape(-1, *previous.shape[-3:]).float()
-    a = F.unfold(cur, kernel_size=patch_size, stride=patch_size)  # [V, 3*p*p, N]
-    b = F.unfold(prev, kernel_size=patch_size, stride=patch_size)
-    sim = F.cosine_similarity(a, b, dim=1, eps=1e-8)  # [V, N]
+    v, c, h, w = cur.shape
+    p = int(patch_size)
+
+    def per_patch(x):  # sum over channels and the pixels of each patch -> [V, h/p * w/p]
+        return x.reshape(v, c, h // p, p, w // p, p).sum(dim=(1, 3, 5)).reshape(v, -1)
+
+    dot = per_patch(cur * prev)
+    sq_cur, sq_prev = per_patch(cur * cur), per_patch(prev * prev)
+    sim = dot / (sq_cur * sq_prev).sqrt().clamp_min(1e-12)
+    both_black = (sq_cur <= 1e-12) & (sq_prev <= 1e-12)
+    sim = torch.where(both_black, torch.ones_like(sim), sim)
     return sim[0] if single else sim
 
 
