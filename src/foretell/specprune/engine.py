@@ -147,7 +147,10 @@ def _run_layer(layer, state: TokenState, cache, capture: bool) -> None:
 
 @dataclass
 class QueryRecord:
+    """Facts about one backbone pass (wall and calling-thread CPU seconds, MACs, visual tokens per layer)."""
+
     seconds: float
+    cpu_seconds: float
     macs: int
     macs_full: int
     visual_per_layer: list
@@ -164,7 +167,7 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
     cuda = prep.embeds.is_cuda
     if cuda:  # time the backbone alone, not queued kernels of earlier work
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     hidden = prep.embeds
     cos, sin = adapter.rotary(hidden, prep.position_ids)
     state = TokenState(hidden=hidden, position_ids=prep.position_ids, cos=cos, sin=sin,
@@ -200,10 +203,10 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
     out = hidden[:, action_rows]
     if cuda:
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.thread_time() - c0
     info = policy.query_info()
     full = sum(layer_macs(prep.layout.length, prep.layout.length, dims) for _ in layers)
-    record = QueryRecord(seconds=seconds, macs=macs, macs_full=full, visual_per_layer=per_layer,
+    record = QueryRecord(seconds=seconds, cpu_seconds=cpu_seconds, macs=macs, macs_full=full, visual_per_layer=per_layer,
                          visual_kept=int(info.get("visual_kept", per_layer[-1])), mode=info.get("mode", "coarse"),
                          extra_keys=extra, info=info)
     return out, record

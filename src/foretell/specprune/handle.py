@@ -63,16 +63,20 @@ class PruningHandle:
         return getattr(self.policy, "mode", "coarse")
 
     # ------------------------------------------------------------------ query
-    @torch.no_grad()
     def predict_action(self, images, instruction_ids, proprio) -> torch.Tensor:
-        """Actions [B, chunk, action_dim] with this handle's pruning inside the backbone."""
-        prep = self.adapter.prepare(images, instruction_ids, proprio)
-        if prep.embeds.shape[0] != 1 and type(self.policy) is not PruningPolicy:
-            raise ForetellError(f"method {self.name!r} prunes per sample and needs batch size 1 (OpenVLA-OFT also queries with batch 1); got {prep.embeds.shape[0]}")
-        hidden, record = run_backbone(self.adapter, prep, self.policy, self.history)
-        self.records.append(record)
-        self._requery = False
-        return self.adapter.decode_actions(hidden)
+        """Actions [B, chunk, action_dim] with this handle's pruning inside the backbone.
+
+        Runs under ``torch.inference_mode`` (less per-op overhead); the returned tensor is a normal one.
+        """
+        with torch.inference_mode():
+            prep = self.adapter.prepare(images, instruction_ids, proprio)
+            if prep.embeds.shape[0] != 1 and type(self.policy) is not PruningPolicy:
+                raise ForetellError(f"method {self.name!r} prunes per sample and needs batch size 1 (OpenVLA-OFT also queries with batch 1); got {prep.embeds.shape[0]}")
+            hidden, record = run_backbone(self.adapter, prep, self.policy, self.history)
+            self.records.append(record)
+            self._requery = False
+            actions = self.adapter.decode_actions(hidden)
+        return actions.clone()
 
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict:
@@ -94,6 +98,10 @@ class PruningHandle:
             "llm_macs_full_mean": statistics.fmean(r.macs_full for r in recs),
             "llm_seconds": [r.seconds for r in recs],
             "llm_seconds_median": statistics.median(r.seconds for r in recs),
+            # CPU time of the calling thread: with torch.set_num_threads(1) this is the backbone's
+            # compute time without the waits a shared machine adds (descheduling by other processes)
+            "llm_cpu_seconds": [r.cpu_seconds for r in recs],
+            "llm_cpu_seconds_median": statistics.median(r.cpu_seconds for r in recs),
             "mode_fraction_fine": sum(r.mode == "fine" for r in recs) / len(recs),
             "reused_tokens_mean": statistics.fmean(r.extra_keys for r in recs),
         }

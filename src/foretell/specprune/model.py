@@ -263,16 +263,18 @@ class OFTStyleVLA(nn.Module):
             raise ForetellError(f"target_actions has shape {tuple(target_actions.shape)}; expected {list(want)}")
         return (pred - target_actions.to(pred.dtype)).abs().mean()
 
-    @torch.no_grad()
     def predict_action(self, images, instruction_ids, proprio) -> torch.Tensor:
         """Inference: one bidirectional pass -> actions [B, chunk, action_dim] (float).
 
-        While a pruning handle is applied (``foretell.specprune.apply``), the handle runs the pass
-        and prunes tokens inside the backbone.
+        Runs under ``torch.inference_mode``; the returned tensor is a normal one. While a pruning
+        handle is applied (``foretell.specprune.apply``), the handle runs the pass and prunes tokens
+        inside the backbone.
         """
         if self._pruning_hook is not None:
             return self._pruning_hook(images, instruction_ids, proprio)
-        return self.forward(images, instruction_ids, proprio).float()
+        with torch.inference_mode():
+            actions = self.forward(images, instruction_ids, proprio).float()
+        return actions.clone()
 
     # -------------------------------------------------------------- save/load
     def save_pretrained(self, directory) -> None:

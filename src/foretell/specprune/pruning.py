@@ -41,7 +41,7 @@ class SpecPrunePolicy(PruningPolicy):
 
     def reset_state(self) -> None:
         self.controller.reset_state()
-        self.speed_xyz = torch.zeros(3)
+        self.speed_xyz = [0.0, 0.0, 0.0]  # sum of executed xyz deltas since the last query
         self.global_origins: dict[int, torch.Tensor] = {}
         self.importance: torch.Tensor | None = None
         self._info = {}
@@ -53,7 +53,7 @@ class SpecPrunePolicy(PruningPolicy):
     def observe(self, images, executed_action, queue_empty: bool) -> bool:
         a = torch.as_tensor(executed_action, dtype=torch.float32).flatten()
         if a.numel() >= 3:
-            self.speed_xyz += a[:3]
+            self.speed_xyz = [s + float(d) for s, d in zip(self.speed_xyz, a[:3].tolist())]
         entered = self.controller.update(a, queue_empty=queue_empty)
         return bool(entered and self.cfg.requery_on_fine)
 
@@ -64,8 +64,8 @@ class SpecPrunePolicy(PruningPolicy):
         self._empty = torch.empty(0, dtype=torch.long, device=dev)
         fine = self.mode == FINE
         self._fine = fine
-        gap = frame_gap(float(self.speed_xyz.norm()), cfg)
-        self.speed_xyz = torch.zeros(3)
+        gap = frame_gap(sum(d * d for d in self.speed_xyz) ** 0.5, cfg)
+        self.speed_xyz = [0.0, 0.0, 0.0]
         cap = int(round((cfg.static_cap_fine if fine else cfg.static_cap_coarse) * n))
         self.dynamic: dict[int, torch.Tensor] = {}
         views = list(prep.layout.views.items())
