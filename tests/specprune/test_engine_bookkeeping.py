@@ -150,3 +150,33 @@ def test_scoring_attention_is_the_layers_own_attention_map():
     assert torch.allclose(captured, eager[0][:, rows], atol=1e-6)
     assert torch.allclose(captured, recomputed, atol=1e-6)
     assert torch.allclose(captured.sum(-1), torch.ones(4, len(rows)))
+
+
+def test_split_layer_equals_full_layer_then_gather():
+    """Layers that prune run split: keys/values from every token, queries/o_proj/MLP only for kept
+    rows. The kept rows must match running the whole layer and gathering afterwards."""
+    from foretell.specprune.engine import PruningPolicy, TokenState, _run_layer, _run_layer_split, token_kinds
+
+    vla = tiny_vla()
+    images, ids, proprio = tiny_inputs()
+    emb = vla.embed_inputs(images, ids, proprio)
+    lay = vla.layout(ids.shape[1])
+    pos = torch.arange(lay.length).unsqueeze(0)
+    cos, sin = vla.backbone.rotary_emb(emb, pos)
+    keep = torch.tensor([0, 3, 5, 8, 20, 33] + list(range(34, lay.length)))
+
+    class KeepSome(PruningPolicy):
+        def after_layer(self, layer_idx, state, probs, rows):
+            return keep
+
+    def state():
+        return TokenState(hidden=emb, position_ids=pos, cos=cos, sin=sin, origin=torch.arange(lay.length),
+                          layout=lay, kinds=token_kinds(lay))
+
+    with torch.no_grad():
+        full, split = state(), state()
+        _run_layer(vla.backbone.layers[0], full, None, capture=False)
+        full.gather(keep)
+        _run_layer_split(vla.backbone.layers[0], split, KeepSome(), 0, None)
+    assert torch.equal(split.origin, keep) and torch.equal(split.position_ids[0], keep)
+    assert torch.allclose(split.hidden, full.hidden, atol=1e-5)

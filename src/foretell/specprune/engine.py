@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import rotate_half
 
 from foretell.specprune.adapter import PreparedInputs
 from foretell.specprune.importance import attention_from_projections, attention_macs
@@ -26,11 +28,20 @@ def layer_macs(n_tokens: int, n_keys: int, dims: dict) -> int:
     return n_tokens * (h * q + 2 * h * kv + q * h + 3 * h * inter) + 2 * n_tokens * n_keys * q
 
 
+_KINDS_CACHE: dict = {}
+
+
 def token_kinds(layout: TokenLayout) -> torch.Tensor:
-    """Long [S]: view index for visual tokens, -1 for every other token."""
-    kind = torch.full((layout.length,), -1, dtype=torch.long)
-    for i, sl in enumerate(layout.views.values()):
-        kind[sl] = i
+    """Long [S]: view index for visual tokens, -1 for every other token (cached per layout; read-only)."""
+    key = (layout.length, tuple((s.start, s.stop) for s in layout.views.values()))
+    kind = _KINDS_CACHE.get(key)
+    if kind is None:
+        kind = torch.full((layout.length,), -1, dtype=torch.long)
+        for i, sl in enumerate(layout.views.values()):
+            kind[sl] = i
+        if len(_KINDS_CACHE) > 64:
+            _KINDS_CACHE.clear()
+        _KINDS_CACHE[key] = kind
     return kind
 
 
@@ -77,10 +88,10 @@ class TokenState:
             table[visual_origins] = True
         return torch.nonzero(table[self.origin] | (self.row_kinds < 0)).flatten()
 
-    def gather(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` (sorted, so original order is preserved)."""
+    def gather(self, rows: torch.Tensor, hidden: torch.Tensor | None = None) -> None:
+        """Keep only ``rows`` (sorted, so original order is preserved); ``hidden``: already gathered states."""
         rows = torch.sort(rows).values
-        self.hidden = self.hidden[:, rows]
+        self.hidden = self.hidden[:, rows] if hidden is None else hidden
         self.position_ids = self.position_ids[:, rows]
         self.cos, self.sin = self.cos[:, rows], self.sin[:, rows]
         self.origin = self.origin[rows]
@@ -110,6 +121,11 @@ class PruningPolicy:
     def after_layer(self, layer_idx: int, state: TokenState, probs, rows) -> torch.Tensor | None:
         """Called after each layer with that layer's attention of ``rows`` (if requested); rows to keep or None."""
         return None
+
+    def prunes_after(self, layer_idx: int) -> bool:
+        """True if ``after_layer(layer_idx, ...)`` may drop rows: the engine then runs that layer split
+        (attention of all tokens, output projection and MLP only for the kept rows)."""
+        return False
 
     def kv_cache(self, state: TokenState):
         """An object with ``update(k, v, layer_idx, **kw)`` injecting extra keys/values, or None."""
@@ -143,6 +159,56 @@ def _run_layer(layer, state: TokenState, cache, capture: bool) -> None:
     finally:
         for h in hooks:
             h.remove()
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """transformers' rotary embedding on [B, heads, n, head_dim] with cos/sin [B, n, head_dim]."""
+    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
+
+
+def _run_layer_split(layer, state: TokenState, policy, layer_idx: int, rows):
+    """Run a Llama decoder layer whose pruned rows are discarded right after it.
+
+    Keys and values come from every current token (exactly the attention the full layer computes),
+    the policy decides on the scores of this very layer, and queries, the output projection and the
+    MLP are computed only for the rows it keeps -- the kept rows' outputs equal the full layer's,
+    without the work for rows that would be dropped anyway. Returns (probs, keep rows or None).
+    """
+    attn = layer.self_attn
+    h = state.hidden
+    n, hd = h.shape[1], attn.head_dim
+    x = layer.input_layernorm(h)
+    q_raw, k_raw, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+    probs = None
+    if rows is not None:
+        state.captured = {"q": q_raw, "k": k_raw}
+        probs = score_rows(layer, state, rows)
+        state.captured = None
+    keep = policy.after_layer(layer_idx, state, probs, rows)
+    cos, sin = state.cos, state.sin
+    if keep is not None:
+        keep = torch.sort(keep).values
+        h, q_raw, cos_q, sin_q = h[:, keep], q_raw[:, keep], cos[:, keep], sin[:, keep]
+    else:
+        cos_q, sin_q = cos, sin
+    m = h.shape[1]
+    q = _rope(q_raw.view(1, m, -1, hd).transpose(1, 2), cos_q, sin_q)
+    k = _rope(k_raw.view(1, n, -1, hd).transpose(1, 2), cos, sin)
+    v = v.view(1, n, -1, hd).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scaling, enable_gqa=attn.num_key_value_groups > 1)
+    h = h + attn.o_proj(out.transpose(1, 2).reshape(1, m, -1))
+    h = h + layer.mlp(layer.post_attention_layernorm(h))
+    if keep is not None:
+        state.gather(keep, hidden=h)
+    else:
+        state.hidden = h
+    return probs, keep
+
+
+def split_layer_macs(n_tokens: int, n_kept: int, dims: dict) -> int:
+    """MACs of :func:`_run_layer_split`: q/k/v for all rows, attention, o_proj and MLP for the kept rows."""
+    h, q, kv, inter = dims["hidden"], dims["q_width"], dims["kv_width"], dims["intermediate"]
+    return n_tokens * (h * q + 2 * h * kv) + n_kept * (q * h + 3 * h * inter) + 2 * n_kept * n_tokens * q
 
 
 @dataclass
@@ -184,13 +250,18 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
         n_keys = n + (cache.extra_keys(i) if cache is not None else 0)
         extra = max(extra, n_keys - n)
         per_layer.append(state.visual_count())
+        if rows is not None:
+            macs += attention_macs(len(rows), n, dims["q_width"])
+        if cache is None and policy.prunes_after(i):
+            _run_layer_split(layer, state, policy, i, rows)
+            macs += split_layer_macs(n, state.hidden.shape[1], dims)
+            continue
         macs += layer_macs(n, n_keys, dims)
         _run_layer(layer, state, cache, capture=rows is not None)
         probs = None
         if rows is not None:
             probs = score_rows(layer, state, rows)
             state.captured = None
-            macs += attention_macs(len(rows), n, dims["q_width"])
         keep = policy.after_layer(i, state, probs, rows)
         if keep is not None:
             state.gather(keep)

@@ -45,6 +45,9 @@ class FastVPolicy(PruningPolicy):
     def query_rows(self, layer_idx, state):
         return _instruction_rows(state) if layer_idx == self.layer else None
 
+    def prunes_after(self, layer_idx):
+        return layer_idx == self.layer
+
     def after_layer(self, layer_idx, state, probs, rows):
         if layer_idx != self.layer:
             return None
@@ -62,6 +65,9 @@ class RandomPolicy(PruningPolicy):
     def __init__(self, budget: int, seed: int = 0):
         self.budget = int(budget)
         self.generator = torch.Generator().manual_seed(int(seed))
+
+    def prunes_after(self, layer_idx):
+        return layer_idx == 0
 
     def after_layer(self, layer_idx, state, probs, rows):
         if layer_idx != 0:

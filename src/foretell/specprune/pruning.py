@@ -103,6 +103,10 @@ class SpecPrunePolicy(PruningPolicy):
     def _table(self, state: TokenState) -> torch.Tensor:
         return torch.zeros(self._length, dtype=torch.bool, device=state.origin.device)
 
+    def prunes_after(self, layer_idx: int) -> bool:
+        return (layer_idx == 0 or (layer_idx == 1 and self.cfg.rescore_layer1)
+                or (self._dynamic_layers_on() and (layer_idx + 1) in self.drop_layers))
+
     def _dynamic_layers_on(self) -> bool:
         return self.cfg.use_dynamic_layers and not self._fine
 
