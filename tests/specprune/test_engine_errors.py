@@ -70,3 +70,13 @@ def test_libero_entry_point_explains_missing_packages():
     with pytest.raises(ForetellError, match="LIBERO and OpenVLA-OFT packages") as err:
         run_libero_eval("ckpt")
     _one_line(err)
+
+
+def test_drop_layers_must_follow_the_static_stage():
+    vla = tiny_vla()
+    with pytest.raises(ForetellError, match=r"drop layers in \[3, 4\]"):
+        apply(vla, SpecPruneConfig(drop_layers=(2,)))
+    h = apply(vla, SpecPruneConfig(drop_layers=(2,), rescore_layer1=False))  # no layer-1 stage: 2 is fine
+    h.remove()
+    assert SpecPruneConfig().resolve_layers(6) == ((0, 1, 2), (3, 4, 5))
+    assert SpecPruneConfig().resolve_layers(32) == ((0, 1, 12), (5, 10, 15, 20, 25))

@@ -46,7 +46,7 @@ def test_disabled_pruning_is_exact_and_pruning_runs_end_to_end():
     assert torch.equal(vla.predict_action(images, ids, proprio), ref)
     h.remove()
     assert vla.predict_action() == "original"  # the model's own method is back
-    h = apply(vla, SpecPruneConfig(drop_layers=(2, 3)), adapter=adapter)
+    h = apply(vla, SpecPruneConfig(drop_layers=(3,)), adapter=adapter)
     h.observe(images, torch.zeros(7))
     out = vla.predict_action(moved(images), ids, proprio)
     assert out.shape == (1, CHUNK, ADIM)

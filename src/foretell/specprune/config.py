@@ -39,7 +39,7 @@ class SpecPruneConfig:
     # --- dynamic layer pruning
     use_dynamic_layers: bool = True
     importance_layers: tuple | None = None  # None: official {0, 1, 12} of 32 layers, scaled to the depth
-    drop_layers: tuple | None = None  # None: official {5, 10, 15, 20, 25} of 32, scaled, >= 2; these layers see the reduced set
+    drop_layers: tuple | None = None  # None: official {5, 10, 15, 20, 25} of 32, scaled, after the static stage; these layers see the reduced set
     drop_keep_fraction: float = 0.8  # keep this fraction of the visual tokens at each drop layer
     drop_floor: float = 60 / 512  # never fewer visual tokens than this fraction of all visual tokens
     importance_alpha: float = 0.2  # EMA weight of the newest rank weights
@@ -97,18 +97,22 @@ class SpecPruneConfig:
         if imp is None:
             imp = tuple(sorted({0, 1, min(num_layers - 1, round(12 / 32 * num_layers))}))
         drop = self.drop_layers
-        if drop is None:
-            drop = tuple(sorted({round(f / 32 * num_layers) for f in (5, 10, 15, 20, 25)} & set(range(2, num_layers))))
+        if drop is None:  # after the static stage (layers 0 and 1)
+            drop = tuple(sorted({round(f / 32 * num_layers) for f in (5, 10, 15, 20, 25)} & set(range(self._first_drop(), num_layers))))
         return imp, drop
+
+    def _first_drop(self) -> int:
+        return 3 if self.rescore_layer1 else 2
 
     def check_model(self, num_layers: int, patches_per_view: int, num_views: int) -> None:
         """Raise ForetellError if the layer indices or the budget do not fit the model."""
         if not self.enabled:
             return
         imp, drop = self.resolve_layers(num_layers)
-        bad = [i for i in imp if not 0 <= i < num_layers] + [i for i in drop if not 1 <= i < num_layers]
+        first = self._first_drop()
+        bad = [i for i in imp if not 0 <= i < num_layers] + [i for i in drop if not first <= i < num_layers]
         if self.use_dynamic_layers and bad:
-            raise ForetellError(f"importance/drop layers {bad} out of range for a {num_layers}-layer backbone; use indices in [0, {num_layers - 1}] (drop layers >= 1)")
+            raise ForetellError(f"importance/drop layers {bad} out of range for a {num_layers}-layer backbone; importance layers in [0, {num_layers - 1}], drop layers in [{first}, {num_layers - 1}] (after the static stage)")
         if self.enabled and num_layers < 2:
             raise ForetellError("SpecPrune needs a backbone with at least 2 layers (scoring after layers 0 and 1)")
         if self.token_budget is not None and self.token_budget > patches_per_view * num_views:
