@@ -6,6 +6,11 @@ current row to its original token index: scores computed on the current rows are
 through it (the released code's layer-1 mapping defect cannot happen), and the action slots are
 found again by their original indices. With a policy that never prunes, the computation is the
 same sequence of operations as ``OFTStyleVLA.run_backbone`` (bit-identical results).
+
+Layers after which the policy prunes run split (``_run_layer_split``): keys/values for every token,
+queries, output projection and MLP only for the rows that are kept. Every other layer is the
+transformers decoder layer itself on SDPA; at scoring layers its q/k projections are captured by
+forward hooks so the instruction rows' attention is formed without recomputation.
 """
 
 from __future__ import annotations
