@@ -5,7 +5,7 @@ Part 1 (same process, same inputs, warm-up + median of repeats, interleaved):
   * Bayesian-GCN epoch: training-node block vs the whole graph (both exact).
 Part 2: one seed end to end: NIFA attack + GCN/SAGE/APPNP/SGC trained on the clean and the attacked
 graph, wall-clock per stage. The target-overlap numbers of the shorter Bayesian schedule come from
-benchmarks/results/nifa_uncertainty_overlap.json (benchmarks/nifa_uncertainty_overlap.py).
+benchmarks/results/nifa_uncertainty_overlap_<dataset>.json (benchmarks/nifa_uncertainty_overlap.py).
 
     python benchmarks/nifa_dblp.py [--uncertainty-epochs 50] [--skip-end-to-end] [--threads 1]
 Writes benchmarks/results/nifa_dblp_timing.json.
@@ -125,7 +125,7 @@ def main() -> None:
                                 "total_seconds": total, "target_total_seconds": 180, "target_attack_seconds": 60,
                                 "met_total": total < 180, "met_attack": attack_s < 60}
     try:
-        ov = json.loads((repo_root() / "benchmarks/results/nifa_uncertainty_overlap.json").read_text())
+        ov = json.loads((repo_root() / "benchmarks/results/nifa_uncertainty_overlap_dblp.json").read_text())
         report["target_overlap_with_500_epochs"] = ov["overlap_with_full"]
     except (OSError, KeyError, json.JSONDecodeError):
         report["target_overlap_with_500_epochs"] = None

@@ -3,7 +3,7 @@
 Trains the Bayesian GCN once for the full schedule on DBLP (seed/split 0, training labels only),
 records the node uncertainties after the epochs listed in --checkpoints, and reports for each the
 fraction of the full-schedule targets (top k=50% per sensitive group) that it also selects.
-Writes benchmarks/results/nifa_uncertainty_overlap.json.
+Writes benchmarks/results/nifa_uncertainty_overlap_<dataset>.json.
 
     python benchmarks/nifa_uncertainty_overlap.py [--epochs 500] [--threads 1]
 """
@@ -37,8 +37,10 @@ def main() -> None:
     ap.add_argument("--checkpoints", default="5,10,20,30,50,75,100,150,200,300,400")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_uncertainty_overlap.json"))
+    ap.add_argument("--json", default=None,
+                    help="default: benchmarks/results/nifa_uncertainty_overlap_<dataset>.json")
     args = ap.parse_args()
+    args.json = args.json or str(repo_root() / f"benchmarks/results/nifa_uncertainty_overlap_{args.dataset}.json")
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
     data = add_split(load_preset(args.dataset), args.seed)

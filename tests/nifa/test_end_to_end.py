@@ -1,6 +1,5 @@
 """One small NIFA attack on a real DBLP subgraph: the victim GCN's fairness gap must grow."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -8,29 +7,14 @@ from foretell.core.errors import ForetellError
 
 
 def dblp_subgraph(num=400):
-    from scipy.sparse.csgraph import breadth_first_order
-    from torch_geometric.data import Data
-    from torch_geometric.utils import subgraph
-
-    from foretell.nifa.graph import adjacency, to_scipy, to_torch
     from foretell.nifa.loaders import load_preset
-    from foretell.nifa.splits import add_split
+    from foretell.nifa.splits import labelled_subgraph
 
     try:
         d = load_preset("dblp")
     except ForetellError as exc:
         pytest.skip(f"shared DBLP data not available: {exc}")
-    keep = np.flatnonzero(((d.y >= 0) & (d.sens >= 0)).numpy())
-    a = adjacency(d.edge_index, d.num_nodes)[keep][:, keep]
-    order = breadth_first_order(a, int(np.argmax(np.asarray(a.sum(1)).ravel())), directed=False,
-                                return_predecessors=False)
-    nodes = torch.as_tensor(np.sort(keep[order[:num]]))
-    ei, _ = subgraph(nodes, d.edge_index, relabel_nodes=True, num_nodes=d.num_nodes)
-    x = to_scipy(d.x)[nodes.numpy()]
-    x = x[:, np.asarray((x != 0).sum(0)).ravel() > 0]
-    g = Data(x=to_torch(x), y=d.y[nodes], sens=d.sens[nodes], edge_index=ei, num_nodes=len(nodes),
-             integer_features=True)
-    return add_split(g, 0)
+    return labelled_subgraph(d, num, seed=0)
 
 
 def test_nifa_raises_gcn_fairness_gap_on_real_subgraph(tmp_path):

@@ -36,3 +36,30 @@ def add_split(data, seed: int = 0, train_frac: float = 0.5, val_frac: float = 0.
     data.train_mask, data.val_mask, data.test_mask = split_masks(data.y, seed, train_frac, val_frac)
     data.split_seed = int(seed)
     return data
+
+
+def labelled_subgraph(data, num_nodes: int, seed: int = 0):
+    """A connected real subgraph for quick runs: breadth-first ``num_nodes`` nodes (from the
+    highest-degree one) of the graph induced by the nodes with known label and sensitive value.
+    Feature columns that are all zero in it are dropped. ``seed`` is only used for the split."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import breadth_first_order
+    from torch_geometric.data import Data
+    from torch_geometric.utils import subgraph
+
+    from foretell.nifa.graph import adjacency, to_scipy, to_torch
+
+    keep = np.flatnonzero(((data.y >= 0) & (data.sens >= 0)).numpy())
+    a = adjacency(data.edge_index, data.num_nodes)[keep][:, keep]
+    order = breadth_first_order(a, int(np.argmax(np.asarray(a.sum(1)).ravel())), directed=False,
+                                return_predecessors=False)
+    nodes = torch.as_tensor(np.sort(keep[order[:num_nodes]]))
+    ei, _ = subgraph(nodes, data.edge_index, relabel_nodes=True, num_nodes=data.num_nodes)
+    sparse = data.x.layout == torch.sparse_csr
+    x = to_scipy(data.x)[nodes.numpy()] if sparse else sp.csr_matrix(data.x[nodes].numpy())
+    cols = np.asarray((x != 0).sum(0)).ravel() > 0
+    x = x[:, cols]
+    xt = to_torch(x) if sparse else torch.from_numpy(x.toarray())
+    g = Data(x=xt, y=data.y[nodes], sens=data.sens[nodes], edge_index=ei, num_nodes=len(nodes),
+             integer_features=bool(getattr(data, "integer_features", False)), name=getattr(data, "name", None))
+    return add_split(g, seed)
