@@ -13,6 +13,10 @@ A new Llama-backbone VLA is supported by a :class:`VLAAdapter` subclass that say
 * ``views`` / ``patch_size``: camera names and the pixel side of one patch (for the frame
   difference on raw images in [0, 1]);
 * ``install(fn)`` / ``uninstall()``: route the model's ``predict_action`` through the engine.
+
+The engine calls decoder layers with ``position_embeddings=(cos, sin)`` (transformers >= 4.48;
+developed against 5.x). OpenVLA-OFT's own transformers fork (4.40) computes rotary embeddings
+inside the attention module and is not supported as is.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ forward hooks so the instruction rows' attention is formed without recomputation
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -150,8 +151,20 @@ def score_rows(layer, state: TokenState, rows: torch.Tensor) -> torch.Tensor:
     return attention_from_projections(layer, state.captured["q"], state.captured["k"], (state.cos, state.sin), rows)
 
 
+_CACHE_KWARG: dict = {}
+
+
+def _cache_kwarg(layer) -> str:
+    """Name of the decoder layer's cache argument (``cache`` in transformers 5, ``past_key_value(s)`` before)."""
+    cls = type(layer)
+    if cls not in _CACHE_KWARG:
+        params = inspect.signature(layer.forward).parameters
+        _CACHE_KWARG[cls] = next((p for p in ("cache", "past_key_values", "past_key_value") if p in params), "cache")
+    return _CACHE_KWARG[cls]
+
+
 def _run_layer(layer, state: TokenState, cache, capture: bool) -> None:
-    kwargs = {"cache": cache} if cache is not None else {}
+    kwargs = {_cache_kwarg(layer): cache} if cache is not None else {}
     hooks = []
     if capture:
         state.captured = {}

@@ -4,7 +4,9 @@ Needs the optional extra ``pip install 'foretell[specprune-libero]'`` plus two p
 not on PyPI: LIBERO (https://github.com/Lifelong-Robot-Learning/LIBERO) and the OpenVLA-OFT repo
 (https://github.com/moojink/openvla-oft, installed with ``pip install -e .``; it provides the
 ``prismatic`` and ``experiments.robot`` modules), and an OFT checkpoint directory or hub id, e.g.
-``moojink/openvla-7b-oft-finetuned-libero-spatial``. Usage::
+``moojink/openvla-7b-oft-finetuned-libero-spatial``. The pruning engine needs transformers >= 4.48
+(decoder layers taking ``position_embeddings``); OFT pins a 4.40 fork, so run OFT's modules with
+a newer transformers (untested here). Usage::
 
     from foretell.specprune.libero import run_libero_eval
     run_libero_eval("moojink/openvla-7b-oft-finetuned-libero-spatial", task_suite="libero_spatial",
