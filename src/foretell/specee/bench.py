@@ -81,6 +81,7 @@ class MethodSet:
             "specee_kv_lazy": dec(ee.rule(), ee.draft, self.lazy),
             "draft_only_no_exit": dec(ExitRule(acc), ee.draft),
             "specee_threshold_1": dec(type(ee.rule())(acc, sched(), ee.predictors, 1.0), ee.draft),
+            "specee_threshold_0.9": dec(type(ee.rule())(acc, sched(), ee.predictors, 0.9), ee.draft),
         }
         self.assistant = None
         self.assistant_error = None
@@ -195,6 +196,7 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
     }
     if extras:
         report["kv_strategies"] = {"fill": res["specee_kv_fill"], "lazy": res["specee_kv_lazy"]}
+        report["specee_threshold_0.9"] = res["specee_threshold_0.9"]
         t_full = res["full"]["seconds"]
         report["overhead"] = {
             "draft_fraction_of_full": res["draft_only_no_exit"]["seconds"] / t_full - 1,

@@ -150,6 +150,26 @@ def calibrate_gap(full_vocab: torch.Tensor, labels: torch.Tensor, layers: list[i
     return 0.99
 
 
+@torch.no_grad()
+def simulate_exits(preds: LayerPredictors, ex: dict, mask: torch.Tensor, layers: list[int],
+                   thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)) -> dict:
+    """Offline replay of the exit rule on held-out tokens (full-model trajectory, no timing):
+    per threshold, the share of exits whose token is the final one and the mean layers used."""
+    n_layers = ex["labels"].shape[0]
+    idx = torch.nonzero(mask).flatten()
+    scores = {l: preds.score(l, ex["feats"][l][idx]) for l in layers}
+    out = {}
+    for thr in thresholds:
+        exit_layer = torch.full((idx.numel(),), n_layers - 1)
+        for l in sorted(layers, reverse=True):          # the earliest firing layer wins
+            fire = (scores[l] > thr) & ex["in_cands"][l][idx]
+            exit_layer = torch.where(fire, torch.full_like(exit_layer, l), exit_layer)
+        correct = ex["labels"][exit_layer, idx] > 0.5
+        out[str(thr)] = {"token_precision": float(correct.float().mean()),
+                         "avg_layers": float((exit_layer + 1).float().mean())}
+    return out
+
+
 def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 4, draft_vocab_size: int = 4096,
               draft_epochs: int = 6, predictor_epochs: int = 30, seed: int = 0, log=print) -> dict:
     """Everything `foretell specee train` builds; writes the asset files into ``out_dir``."""
@@ -173,12 +193,15 @@ def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 
                                             epochs=predictor_epochs, seed=seed)
     gap = calibrate_gap(ex["full_vocab"][:, train_mask], ex["labels"][:, train_mask], offline)
     hist = torch.bincount(oracle, minlength=n_layers).tolist()
+    sweep = simulate_exits(preds, ex, ~train_mask, offline)
     calibration = {
         "tokens": int(oracle.numel()), "prompts": n_prompts, "k": k, "draft_vocab": int(vocab_ids.numel()),
         "oracle_exit_histogram": hist, "oracle_avg_layers": float((oracle + 1).float().mean()),
         "offline_layers": offline, "adainfer_gap": gap,
         "draft_top1_accuracy": float(ex["draft_top1"].float().mean()),
         "final_token_in_draft_topk": float(ex["in_cands"][-1].float().mean()),
+        "exit_replay_val": sweep, "val_oracle_avg_layers": float((oracle[~train_mask] + 1).float().mean()),
+        "draft_top1_accuracy_val": float(ex["draft_top1"][~train_mask].float().mean()),
         "predictor_val": metrics, "full_vocab_predictor_val": fv_metrics,
     }
     preds.config.extra = {"adainfer_gap": gap}
