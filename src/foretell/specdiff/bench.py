@@ -163,6 +163,8 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
             "seconds_all": seconds[name],
             "macs": macs[name],
             "mac_reduction": macs["full"] / macs[name],
+            "speculative_macs_fraction": stats.get(name, {}).get("speculative_macs_fraction"),
+            "cache_mib": (stats[name]["cache_bytes"] / 2 ** 20) if "cache_bytes" in stats.get(name, {}) else None,
             "config": configs.get(name, {}),
             "stats": stats.get(name, {}),
         }
@@ -177,6 +179,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
         "skipped": skipped,
         "config": asdict(cfg),
         "model_config": asdict(model.cfg),
+        "weights_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2 ** 20,
         "classifier": clf_info,
         "threads": torch.get_num_threads(),
         "protocol": "untimed run under FlopCounterMode gives MACs + samples; then interleaved timed rounds "
