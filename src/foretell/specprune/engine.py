@@ -7,10 +7,11 @@ through it (the released code's layer-1 mapping defect cannot happen), and the a
 found again by their original indices. With a policy that never prunes, the computation is the
 same sequence of operations as ``OFTStyleVLA.run_backbone`` (bit-identical results).
 
-Layers after which the policy prunes run split (``_run_layer_split``): keys/values for every token,
-queries, output projection and MLP only for the rows that are kept. Every other layer is the
-transformers decoder layer itself on SDPA; at scoring layers its q/k projections are captured by
-forward hooks so the instruction rows' attention is formed without recomputation.
+Layers that score or after which the policy prunes run split (``_run_layer_split``): keys/values
+for every token, the scoring rows' attention formed from the same q/k projections, then queries,
+output projection and MLP only for the rows that are kept. Every other layer is the transformers
+decoder layer itself on SDPA (with a key/value cache policy, scoring layers capture the layer's q/k
+projections by forward hooks instead).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 
 
 def _run_layer_split(layer, state: TokenState, policy, layer_idx: int, rows):
-    """Run a Llama decoder layer whose pruned rows are discarded right after it.
+    """Run a Llama decoder layer from its modules, scoring ``rows`` and dropping what the policy prunes.
 
     Keys and values come from every current token (exactly the attention the full layer computes),
     the policy decides on the scores of this very layer, and queries, the output projection and the
@@ -270,7 +271,7 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
         per_layer.append(state.visual_count())
         if rows is not None:
             macs += attention_macs(len(rows), n, dims["q_width"])
-        if cache is None and policy.prunes_after(i):
+        if cache is None and (rows is not None or policy.prunes_after(i)):
             _run_layer_split(layer, state, policy, i, rows)
             macs += split_layer_macs(n, state.hidden.shape[1], dims)
             continue
