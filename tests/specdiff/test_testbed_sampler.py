@@ -47,3 +47,14 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         DigitsModelConfig(kind="unet")
     with pytest.raises(ForetellError, match="not a digits model folder"):
         DigitsDiT.load(tmp_path)
+
+
+def test_training_is_deterministic_for_a_seed():
+    from foretell.specdiff.testbed.train import TrainConfig, train_digits_model
+
+    cfg = sd3_digits_config(heads=2, head_dim=16, layers=1)
+    runs = [train_digits_model(cfg, TrainConfig(steps=2, batch_size=4, warmup_steps=1, seed=3)) for _ in range(2)]
+    (a, log_a), (b, log_b) = runs
+    assert log_a["steps_done"] == 2 and not log_a["stopped_early"]
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
