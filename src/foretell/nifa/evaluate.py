@@ -60,8 +60,10 @@ def _defended(graph, cfg: EvalConfig, seed: int):
     return apply_defense(graph, cfg.defense, unc)
 
 
-def run_seed(data, seed: int, cfg: EvalConfig, *, save_poisoned=None, log=print) -> dict:
-    """All runs of one seed: {"seed", "attack_seconds", "runs": {victim: {graph: metrics}}, ...}."""
+def run_seed(data, seed: int, cfg: EvalConfig, *, save_poisoned=None, log=print, on_victim=None) -> dict:
+    """All runs of one seed: {"seed", "attack_seconds", "runs": {victim: {graph: metrics}}, ...}.
+
+    ``on_victim(partial)`` is called after each victim with the seed's result so far."""
     from foretell.core.seed import seed_everything
 
     seed_everything(seed)
@@ -81,6 +83,10 @@ def run_seed(data, seed: int, cfg: EvalConfig, *, save_poisoned=None, log=print)
         graphs["fagnn"], extra["fagnn_edges_added"] = fagnn_injection(data, seed, cfg.fagnn_rate)
     graphs = {k: _defended(g, cfg, seed) for k, g in graphs.items()}
     runs = {}
+    result = {"seed": seed, "attack_seconds": attack_seconds, "attack_info": {
+        "seconds": poisoned.info["seconds"], "uncertainty_epochs_run": poisoned.info["uncertainty_epochs_run"],
+        "num_edges_added": poisoned.info["num_edges_added"]}, "num_injected": poisoned.num_injected, **extra,
+        "runs": runs}
     for victim in cfg.victims:
         runs[victim] = {}
         for gname, graph in graphs.items():
@@ -90,10 +96,9 @@ def run_seed(data, seed: int, cfg: EvalConfig, *, save_poisoned=None, log=print)
             runs[victim][gname] = r
             log(f"seed {seed}: {victim:8s} {gname:6s} acc {100 * r['acc']:.2f} sp {100 * r['sp']:.2f} "
                 f"eo {100 * r['eo']:.2f} ({r['seconds']:.0f} s, {r['epochs']} epochs)")
-    return {"seed": seed, "attack_seconds": attack_seconds, "attack_info": {
-        "seconds": poisoned.info["seconds"], "uncertainty_epochs_run": poisoned.info["uncertainty_epochs_run"],
-        "num_edges_added": poisoned.info["num_edges_added"]}, "num_injected": poisoned.num_injected, **extra,
-        "runs": runs}
+        if on_victim is not None:
+            on_victim(result)
+    return result
 
 
 def build_report(dataset: str, data, cfg: EvalConfig, seed_results: list[dict]) -> dict:
@@ -136,12 +141,20 @@ def evaluate(dataset: str, data, cfg: EvalConfig, *, json_path=None, save_poison
     if bad:
         raise ForetellError(f"unknown baseline(s) {bad}; accepted: {', '.join(BASELINES)}")
     results, t0 = [], time.perf_counter()
-    for i, seed in enumerate(cfg.seeds):
-        results.append(run_seed(data, seed, cfg, save_poisoned=save_poisoned if i == 0 else None, log=log))
-        report = build_report(dataset, data, cfg, results)
-        report["seconds_total"] = time.perf_counter() - t0
+
+    def write(partial=None):
+        done = results + ([partial] if partial is not None else [])
+        rep = build_report(dataset, data, cfg, done)
+        rep["seconds_total"] = time.perf_counter() - t0
+        rep["complete"] = partial is None and len(results) == len(cfg.seeds)
         if json_path:
-            write_json(json_path, report)
+            write_json(json_path, rep)
+        return rep
+
+    for i, seed in enumerate(cfg.seeds):
+        results.append(run_seed(data, seed, cfg, save_poisoned=save_poisoned if i == 0 else None, log=log,
+                                on_victim=(lambda part: write(part)) if json_path else None))
+        report = write()
     return report
 
 
