@@ -21,6 +21,7 @@ from foretell.specdiff.speculative import euler_next_input, guided_velocity, spe
         (dict(score="attention"), "product, history, future"),
         (dict(reuse_mass=1.5), "reuse_mass"),
         (dict(warmup_steps=-1), "warmup_steps"),
+        (dict(feature_source="latest"), "steps, computed"),
     ],
 )
 def test_bad_config_raises_clear_error(kwargs, needle):
@@ -90,3 +91,20 @@ def test_speculative_schedule_and_euler():
     x = torch.tensor([[1.0], [1.0]])
     nxt = euler_next_input(x, v, 1.0, 0.5, 2.0)
     assert torch.allclose(nxt, torch.tensor([[-1.5], [-1.5]]))
+
+
+def test_feature_history_assembles_levels_from_last_step_outputs():
+    from foretell.specdiff.history import FeatureHistory
+
+    hist = FeatureHistory(3)
+    for value, sigma in ((1.0, 0.8), (2.0, 0.7), (4.0, 0.6)):  # outputs of 3 main steps, 3 tokens, F = 2
+        hist.update(torch.full((1, 3, 2), value), None, sigma)
+    levels = torch.tensor([C1, C2, C3])
+    fresh = torch.full((1, 1, 2), 9.0)
+    out = hist.assemble(levels, fresh, torch.tensor([0]), 0.5)
+    raw = [math.exp(-1) * 0.1, math.exp(-2) * 0.2, math.exp(-3) * 0.3]  # slots: 0.6 (4.0), 0.7 (2.0), 0.8 (1.0)
+    blend = (4.0 * raw[0] + 2.0 * raw[1] + 1.0 * raw[2]) / sum(raw)
+    assert torch.allclose(out[0, :, 0], torch.tensor([9.0, 4.0, blend]))
+    # pushing only computed tokens keeps each token's own last computed outputs
+    hist.update(fresh, torch.tensor([0]), 0.5)
+    assert hist.features[:, 0, 0, 0].tolist() == [9.0, 4.0, 2.0] and hist.features[:, 0, 1, 0].tolist() == [4.0, 2.0, 1.0]

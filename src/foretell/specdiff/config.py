@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from foretell.core.errors import ForetellError
 
 SCORE_MODES = ("product", "history", "future")
+FEATURE_SOURCES = ("steps", "computed")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class SpecDiffConfig:
         With one level off its tokens go to the other; with both off every cached token reuses.
     blend_history: how many past features C3 blends (the paper uses 3).
     max_cached_count: cf is clipped here before exp() so scores stay finite.
+    feature_source: what C2 reuses and C3 blends. "steps": every token's outputs at the last
+        ``blend_history`` main steps (fresh, reused or blended), weighted by the main-step timesteps
+        T_{t+i}, so the weights are the same for every token (0.47/0.34/0.19 for uniform steps).
+        "computed": each token's last computed outputs, weighted by the timesteps they were made at.
     speculative_uncond: with CFG, the speculative steps also run the unconditional half (True, as the
         paper describes); False runs only the conditional half there (half the speculative cost; the
         first speculative Euler step still uses the guided velocity of the main run's first step).
@@ -43,6 +48,7 @@ class SpecDiffConfig:
     blend_history: int = 3
     max_cached_count: int = 30
     speculative_uncond: bool = True
+    feature_source: str = "steps"
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache_rate, (int, float)) or not 0.0 <= float(self.cache_rate) < 1.0:
@@ -59,6 +65,10 @@ class SpecDiffConfig:
             raise ForetellError(f"reuse_mass must be a number in [0, 1), got {self.reuse_mass!r}")
         if not isinstance(self.blend_history, int) or self.blend_history < 1:
             raise ForetellError(f"blend_history must be an integer >= 1, got {self.blend_history!r}")
+        if self.feature_source not in FEATURE_SOURCES:
+            raise ForetellError(
+                f"unknown feature_source {self.feature_source!r}; accepted: {', '.join(FEATURE_SOURCES)}"
+            )
         if not isinstance(self.max_cached_count, int) or not 0 <= self.max_cached_count <= 80:
             raise ForetellError(f"max_cached_count must be an integer in [0, 80], got {self.max_cached_count!r}")
 

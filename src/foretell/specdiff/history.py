@@ -1,4 +1,4 @@
-"""Per-token history of the last computed output features, and assembly of a cached step's output."""
+"""Per-token history of output features, and assembly of a cached step's output."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from foretell.specdiff.levels import C3, blend_weights
 
 
 class FeatureHistory:
-    """The last ``depth`` computed outputs of every image token and the sigma each was made at.
+    """The last ``depth`` outputs of every image token and the sigma each was made at.
 
+    Pushing whole outputs (``idx=None``) every step keeps the last main steps' outputs; pushing only
+    the computed tokens keeps each token's last computed outputs.
     features: (depth, B, N, F), slot 0 = most recent; sigmas: (depth, N), NaN where empty.
     """
 

@@ -212,7 +212,10 @@ class SpecDiffHook(ModelHook):
             ctx.mode, ctx.store_kv, ctx.idx = "partial", False, idx
             computed = self.adapter.run(call, idx, ctx)
             tokens = run.history.assemble(levels, computed, idx, sigma)
-            run.history.update(computed, idx, sigma)
+            if cfg.feature_source == "steps":
+                run.history.update(tokens, None, sigma)
+            else:
+                run.history.update(computed, idx, sigma)
             run.importance.update_counts(levels)
             bins = torch.bincount(levels, minlength=3).tolist()
             counts = {name: int(c) for name, c in zip(LEVEL_NAMES, bins)}
