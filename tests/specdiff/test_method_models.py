@@ -1,5 +1,7 @@
 """SpecDiff on tiny random SD3 (incl. SD3.5 dual attention + qk-norm) and FLUX transformers."""
 
+import json
+
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -84,6 +86,7 @@ def test_stats_levels_and_macs_drop(model):
     assert macs < 0.75 * full_macs
     assert st["macs_fraction"] == pytest.approx(macs / full_macs, rel=0.01)
     assert st["full_macs"] == full_macs
+    assert json.loads(json.dumps(st)) == st  # stats are plain JSON
     inner = model.config.attention_head_dim * model.config.num_attention_heads
     rows = [64 + (0 if name.endswith("attn2.processor") else 5) for name in model.attn_processors]  # image + text keys
     kv = sum(2 * 2 * r * inner * 4 for r in rows)  # keys and values, 2 CFG rows, fp32
