@@ -24,7 +24,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ASSET_DIR), help=f"output directory (default: {ASSET_DIR})")
     for f in dataclasses.fields(TrainConfig):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+        kind = type(f.default)
+        parse = (lambda text: text.strip().lower() in ("1", "true", "yes", "on")) if kind is bool else kind
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=parse, default=f.default,
                        help=f"{f.name} (default: {f.default})")
     args = p.parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
