@@ -83,3 +83,25 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny):
         ee.generate(PROMPT, method="specee")
     with pytest.raises(ForetellError, match="kv_strategy"):
         SpecEE(tiny, make_predictors(tiny), None, SpecEEConfig(kv_strategy="copy"))
+
+
+def test_train_all_writes_loadable_assets(tmp_path, tiny):
+    from foretell.specee.train import train_all
+
+    acc = decoder_access(tiny)
+    torch.manual_seed(0)
+    items = [collect_one(acc, torch.randint(0, 256, (1, 6)), 10, None) for _ in range(5)]
+    cal = train_all(acc, items, tmp_path, k=4, draft_vocab_size=64, draft_epochs=1, predictor_epochs=2,
+                    log=lambda *a: None)
+    assert cal["tokens"] == 50 and len(cal["oracle_exit_histogram"]) == 6
+    assert 1.0 <= cal["oracle_avg_layers"] <= 6.0
+    ee = SpecEE.from_pretrained(tiny, predictors=tmp_path, threshold=1.0)
+    assert ee.draft.head.vocab_ids.numel() == 64
+    out = ee.generate(PROMPT, max_new_tokens=6, eos_token_id=None)
+    ref = tiny.generate(PROMPT, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(out, ref)
+    head2 = DraftHead.load(acc, tmp_path)
+    toks, states = PROMPT[0, 1:], acc.norm(torch.randn(PROMPT.shape[1] - 1, 64))
+    a, _ = ee.draft.head(toks.view(1, -1), states.view(1, -1, 64), torch.arange(1, PROMPT.shape[1]))
+    b, _ = head2(toks.view(1, -1), states.view(1, -1, 64), torch.arange(1, PROMPT.shape[1]))
+    torch.testing.assert_close(a, b)

@@ -58,6 +58,7 @@ class MethodSet:
         picker = TokenPicker()
         eos = ee.tokenizer.eos_token_id if ee.tokenizer is not None else None
         k = ee.config.k
+        other_kv = "fill" if ee.config.kv_strategy == "lazy" else "lazy"
 
         def dec(rule, draft, stepper=None):
             return lambda ids, n: decode(acc, stepper or self.lazy, rule, draft, ids, max_new_tokens=n,
@@ -77,8 +78,7 @@ class MethodSet:
             f"fixed_layer_{fixed_layers}": dec(FixedLayerRule(acc, fixed_layers), None),
         }
         self.extra = {
-            "specee_kv_fill": dec(ee.rule(), ee.draft, self.fill),
-            "specee_kv_lazy": dec(ee.rule(), ee.draft, self.lazy),
+            "specee_kv_" + other_kv: dec(ee.rule(), ee.draft, self.fill if other_kv == "fill" else self.lazy),
             "draft_only_no_exit": dec(ExitRule(acc), ee.draft),
             "specee_threshold_1": dec(type(ee.rule())(acc, sched(), ee.predictors, 1.0), ee.draft),
             "specee_threshold_0.9": dec(type(ee.rule())(acc, sched(), ee.predictors, 0.9), ee.draft),
@@ -136,16 +136,18 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
     outs = {n: [] for n in names}
     stats = {n: [] for n in names}
     for pi, ids in enumerate(progress(inputs, desc="bench prompts")):
-        order = names[pi % len(names):] + names[: pi % len(names)]
-        for n in order:
-            rep = []
-            for _ in range(repeats):
+        rep = {n: [] for n in names}
+        for r in range(repeats):                       # repeats interleaved across methods
+            shift = (pi + r) % len(names)
+            for n in names[shift:] + names[:shift]:
                 t0 = time.perf_counter()
                 out, st = methods[n](ids, max_new_tokens)
-                rep.append(time.perf_counter() - t0)
-            times[n].append(statistics.median(rep))
-            outs[n].append(out[0, ids.shape[1]:].tolist())
-            stats[n].append(st)
+                rep[n].append(time.perf_counter() - t0)
+                if r == 0:
+                    outs[n].append(out[0, ids.shape[1]:].tolist())
+                    stats[n].append(st)
+        for n in names:
+            times[n].append(statistics.median(rep[n]))
     oracle = torch.cat([oracle_layers(ee, torch.tensor([ids[0].tolist() + o]), ids.shape[1])
                         for ids, o in zip(inputs, outs["full"]) if o])
     n_layers = ee.acc.num_layers
@@ -173,6 +175,8 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
         main["assisted_generation"] = {"skipped": ms.assistant_error}
     elif "assisted_generation" in main:
         main["assisted_generation"]["assistant"] = f"target truncated to its first {assistant_layers} layers"
+        # transformers runs its own draft/verify loop: passes and layers per token are not observable
+        main["assisted_generation"].update(layers_per_token=None, tokens_per_pass=None)
     oracle_avg = float(oracle.float().mean())
     sp = res["specee"]
     bound = n_layers / sp["avg_layers"]
@@ -195,7 +199,8 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
                                                                     or [n_layers]), minlength=n_layers + 1)[1:].tolist()},
     }
     if extras:
-        report["kv_strategies"] = {"fill": res["specee_kv_fill"], "lazy": res["specee_kv_lazy"]}
+        other = "fill" if ee.config.kv_strategy == "lazy" else "lazy"
+        report["kv_strategies"] = {ee.config.kv_strategy: res["specee"], other: res["specee_kv_" + other]}
         report["specee_threshold_0.9"] = res["specee_threshold_0.9"]
         t_full = res["full"]["seconds"]
         report["overhead"] = {
@@ -229,3 +234,23 @@ def _perplexities(ee: SpecEE, ms: MethodSet, inputs, refs, fixed: int) -> dict:
     out["speculative"] = {"perplexity": out["full"]["perplexity"], "note": "lossless: same distribution as full"}
     out["text"] = "held-out prompts + the full model's greedy continuation (teacher-forced)"
     return out
+
+
+def bench_markdown(report: dict) -> str:
+    """The report's method table (and the headline ratios) as Markdown."""
+    from foretell.core.report import markdown_table
+
+    rows = []
+    for name, m in report["methods"].items():
+        if "skipped" in m:
+            rows.append([name, None, None, None, None, None, None])
+            continue
+        rows.append([name, m["tokens_per_s"], m["speedup"], m["avg_layers"], m["layers_per_token"],
+                     m["agreement"], m["first_divergence"]])
+    text = markdown_table(["method", "tokens/s", "speedup", "avg layers/pass", "layers/token", "agreement",
+                           "first divergence"], rows)
+    text += (f"\noracle avg layers {report['oracle_avg_layers']:.2f} of {report['config']['num_layers']} "
+             f"(saving {report['oracle_layer_saving']:.1%}); SpecEE saving {report['specee_layer_saving']:.1%} "
+             f"= {report['specee_fraction_of_oracle_saving']:.1%} of the oracle's; bound from that saving "
+             f"x{report['specee_bound_speedup']:.3f}, measured/bound {report['specee_speedup_vs_bound']:.2f}\n")
+    return text

@@ -58,7 +58,13 @@ def _bench(args) -> int:
     report = run_bench(prompts, n_new, model=args.model, assets=args.predictors, seed=args.seed,
                        repeats=args.repeats, ppl_texts=0 if args.quick else args.ppl_texts, extras=not args.quick)
     if args.json:
+        from pathlib import Path
+
+        from foretell.core.report import write_text
+        from foretell.specee.bench import bench_markdown
+
         write_json(args.json, report)
+        write_text(Path(args.json).with_suffix(".md"), "# SpecEE bench\n\n" + bench_markdown(report))
     for name, m in report["methods"].items():
         if "skipped" in m:
             print(f"{name:>22}: skipped ({m['skipped']})")
