@@ -49,9 +49,13 @@ def attention_with_received(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     outs, received = [], None
     for h0 in range(0, h, chunk):
         h1 = min(h, h0 + chunk)
-        probs = torch.matmul(q[:, h0:h1].float() * scale, k[:, h0:h1].float().transpose(-1, -2)).softmax(dim=-1)
-        outs.append(torch.matmul(probs, v[:, h0:h1].float()))
-        part = probs.sum(dim=(0, 1, 2))
+        qc = q[:, h0:h1].reshape(-1, sq, d).float() * scale
+        kc = k[:, h0:h1].reshape(-1, sk, d).float()
+        vc = v[:, h0:h1].reshape(-1, sk, v.shape[-1]).float()
+        probs = torch.bmm(qc, kc.transpose(1, 2))
+        torch.softmax(probs, dim=-1, out=probs)
+        outs.append(torch.bmm(probs, vc).view(b, h1 - h0, sq, -1))
+        part = probs.sum(dim=(0, 1))
         received = part if received is None else received + part
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
     return out.to(q.dtype), received.double()
