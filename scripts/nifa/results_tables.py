@@ -1,0 +1,51 @@
+"""Print the Markdown tables and the issue's effect checks for `foretell nifa run` JSON reports.
+
+    python scripts/nifa/results_tables.py benchmarks/results/nifa_dblp.json [...]
+
+Check per victim (metrics x100, mean over seeds): NIFA raises dSP and dEO (as coded) over clean
+by more than the larger seed std of the two, and by more than random injection raises them;
+accuracy falls by at most 2 points.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def checks(report: dict) -> list[list[str]]:
+    rows = []
+    for v, res in report["victims"].items():
+        c, a = res["clean"], res["attacked"]
+        r = report["baselines"].get("random", {}).get(v, {}).get("attacked")
+        out = [v]
+        for key in ("sp", "eo"):
+            rise = a[key] - c[key]
+            std = max(a[f"{key}_std"], c[f"{key}_std"])
+            rrise = (r[key] - c[key]) if r else float("nan")
+            ok = rise > std and (r is None or rise > rrise)
+            out.append(f"{rise:+.2f} (std {std:.2f}, random {rrise:+.2f}) {'yes' if ok else 'no'}")
+        drop = c["acc"] - a["acc"]
+        out.append(f"{drop:.2f} {'yes' if drop <= 2 else 'no'}")
+        rows.append(out)
+    return rows
+
+
+def main() -> None:
+    from foretell.core.report import markdown_table
+    from foretell.nifa.table import markdown
+
+    for path in sys.argv[1:]:
+        rep = json.load(open(path))
+        print(f"### {rep['dataset']}: seeds {rep['seeds']}, {rep['num_injected']} injected x "
+              f"{rep['edges_per_injected']} edges, attack {rep['attack_seconds']:.0f} s/seed"
+              f"{'' if rep.get('complete', True) else ' (partial report)'}\n")
+        print(markdown(rep))
+        print()
+        print(markdown_table(["victim", "ΔSP rise > std and > random", "ΔEO rise > std and > random",
+                              "acc drop ≤ 2"], checks(rep)))
+        print()
+
+
+if __name__ == "__main__":
+    main()
