@@ -74,7 +74,7 @@ def train_digits_model(model_cfg: DigitsModelConfig, cfg: TrainConfig) -> tuple[
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1.0 - decay)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         steps_done = step + 1
         if cfg.max_minutes > 0 and time.perf_counter() - t0 > cfg.max_minutes * 60 and steps_done < cfg.steps:
             stopped_early = True
