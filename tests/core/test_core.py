@@ -82,3 +82,12 @@ def test_cli_bad_flag_is_one_line(capsys):
 def test_demo_rejects_unknown_system(capsys):
     assert main(["demo", "--systems", "nope", "--out", os.devnull]) == 2
     assert "accepted" in capsys.readouterr().err
+
+
+def test_count_macs_sees_sdpa():
+    import torch
+    import torch.nn.functional as F
+
+    q = k = v = torch.randn(1, 2, 16, 8)
+    macs, _ = count_macs(lambda: F.scaled_dot_product_attention(q, k, v))
+    assert macs == 2 * 2 * 16 * 16 * 8  # QK^T and PV, per head

@@ -12,11 +12,13 @@ def count_macs(fn: Callable[[], Any]) -> tuple[int, Any]:
     """Run ``fn`` under ``torch.utils.flop_counter.FlopCounterMode`` and return (MACs, result).
 
     FLOPs are counted as 2 per multiply-accumulate, so MACs = FLOPs // 2. Element-wise ops are
-    not counted, which matches how papers in this field report MACs.
+    not counted, which matches how papers in this field report MACs. Scaled-dot-product attention
+    runs on its math backend while counting: the fused CPU kernel is invisible to the counter.
     """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         result = fn()
     return counter.get_total_flops() // 2, result
 
