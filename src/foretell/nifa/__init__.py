@@ -4,17 +4,25 @@
     data = add_split(load_preset("dblp"), seed=0)
     poisoned = NIFA(NIFAConfig.preset("dblp")).attack(data)     # -> PoisonedGraph
     print(train_victim("gcn", data, seed=0), train_victim("gcn", poisoned.data, seed=0))
+
+Names are imported lazily so that ``foretell nifa --help`` does not import torch.
 """
 
-from foretell.nifa.attack import NIFA, NIFAConfig, PoisonedGraph
-from foretell.nifa.baselines import fagnn_injection, random_injection
-from foretell.nifa.defense import apply_defense
-from foretell.nifa.evaluate import EvalConfig, evaluate
-from foretell.nifa.loaders import load_dblp, load_fairgnn, load_graph, load_preset, load_pygdebias
-from foretell.nifa.metrics import fairness_metrics
-from foretell.nifa.splits import add_split
-from foretell.nifa.victims import VICTIMS, VictimConfig, train_victim
+import importlib
 
-__all__ = ["NIFA", "NIFAConfig", "PoisonedGraph", "EvalConfig", "evaluate", "VictimConfig", "train_victim",
-           "VICTIMS", "fairness_metrics", "add_split", "apply_defense", "random_injection", "fagnn_injection",
-           "load_graph", "load_preset", "load_dblp", "load_fairgnn", "load_pygdebias"]
+_EXPORTS = {
+    "NIFA": "attack", "NIFAConfig": "attack", "PoisonedGraph": "attack",
+    "EvalConfig": "evaluate", "evaluate": "evaluate",
+    "VictimConfig": "victims", "train_victim": "victims", "VICTIMS": "victims",
+    "fairness_metrics": "metrics", "add_split": "splits", "labelled_subgraph": "splits",
+    "apply_defense": "defense", "random_injection": "baselines", "fagnn_injection": "baselines",
+    "load_graph": "loaders", "load_preset": "loaders", "load_dblp": "loaders", "load_fairgnn": "loaders",
+    "load_pygdebias": "loaders",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"foretell.nifa.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'foretell.nifa' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """`foretell demo` part for NIFA: a real DBLP subgraph, one seed, NIFA vs random injection on GCN and SGC.
 
-The subgraph (breadth-first over the labelled authors with known gender: 400 nodes quick, 1500
+The subgraph (breadth-first over the labelled authors with known gender: 400 nodes quick, 1000
 otherwise) keeps the demo short on a CPU; the injection budget is scaled up to 5% of its nodes
 with 10 edges each. Full-size DBLP and German results are in docs/nifa.md.
 """
@@ -31,9 +31,9 @@ def run_demo(out_dir: Path, *, seed: int, quick: bool, shared: str | None) -> li
     torch.set_num_threads(1)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    data = labelled_subgraph(load_preset("dblp", shared=shared), 400 if quick else 1500, seed=0)
+    data = labelled_subgraph(load_preset("dblp", shared=shared), 400 if quick else 1000, seed=0)
     nifa = NIFAConfig(num_injected=max(2, data.num_nodes // 20), edges_per_injected=10,
-                      uncertainty_epochs=20 if quick else 100, max_iter=2 if quick else 5,
+                      uncertainty_epochs=20 if quick else 50, max_iter=2 if quick else 5,
                       max_step=20 if quick else 50, alpha=0.1, beta=8.0)
     victim = VictimConfig(max_epochs=100, min_epochs=40, patience=20) if quick else VictimConfig()
     cfg = EvalConfig(seeds=(seed,), victims=("gcn", "sgc"), baselines=("random",), nifa=nifa, victim=victim)
