@@ -1,0 +1,31 @@
+import pytest
+
+from foretell.core.errors import ForetellError
+from foretell.nifa.attack import NIFAConfig
+from foretell.nifa.evaluate import EvalConfig, build_report, merge_reports
+from foretell.nifa.fair_victims import FairConfig
+from foretell.nifa.victims import VictimConfig
+from test_attack_steps import toy_graph
+
+
+def seed_result(seed, sp):
+    m = lambda s: {"acc": 0.9, "sp": s, "eo": s / 2, "eo_tpr": s, "epochs": 10}  # noqa: E731
+    return {"seed": seed, "attack_seconds": 2.0 + seed, "num_injected": 4,
+            "runs": {"gcn": {"clean": m(0.1), "nifa": m(sp), "random": m(0.1)}}}
+
+
+def test_build_and_merge_reports():
+    data = toy_graph()
+    data.split_seed = 0
+    cfg = EvalConfig(seeds=(0, 1), victims=("gcn",), baselines=("random",), nifa=NIFAConfig(),
+                     victim=VictimConfig(), fair=FairConfig())
+    a = build_report("toy", data, cfg, [seed_result(0, 0.2)])
+    b = build_report("toy", data, cfg, [seed_result(1, 0.4)])
+    merged = merge_reports([a, b])
+    assert merged["seeds"] == [0, 1] and merged["attack_seconds"] == pytest.approx(2.5)
+    att = merged["victims"]["gcn"]["attacked"]
+    assert att["sp"] == pytest.approx(30) and att["sp_std"] == pytest.approx(10) and att["eo"] == pytest.approx(15)
+    assert merged["baselines"]["random"]["gcn"]["attacked"]["sp"] == pytest.approx(10)
+    assert merged["num_edges"] == a["num_edges"] and merged["split"] == a["split"]
+    with pytest.raises(ForetellError, match="share seeds"):
+        merge_reports([a, a])
