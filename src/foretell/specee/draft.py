@@ -189,7 +189,6 @@ class AssistantDraft(Draft):
 
         self.cache = DynamicCache()
         self._len = 0
-        self._first = True
 
     def length(self) -> int:
         return self._len
