@@ -190,14 +190,22 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     """Run the closed-loop comparison; returns the report dict (see module docstring)."""
     import torch
 
+    cfg.check()
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(int(cfg.threads))
+    try:
+        return _evaluate(cfg, log)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _evaluate(cfg: EvalConfig, log) -> dict:
     from foretell.core.progress import progress
     from foretell.core.seed import seed_everything
     from foretell.specprune.methods import PEERS, build_method
     from foretell.specprune.sim import sample_layout
     from foretell.specprune.train import load_policy, training_info
 
-    cfg.check()
-    torch.set_num_threads(int(cfg.threads))
     seed_everything(cfg.seed)
     n = min(cfg.episodes, QUICK_EPISODES) if cfg.quick else cfg.episodes
     horizon = min(cfg.horizon, QUICK_HORIZON) if cfg.quick else cfg.horizon

@@ -158,14 +158,24 @@ def train(cfg: TrainConfig, out_dir: Path = ASSET_DIR, log=print) -> dict:
     """Collect demonstrations, train the VLA by BC, save weights + tokenizer + training log."""
     import torch
 
+    cfg.check()
+    prev = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    torch.set_num_threads(int(cfg.threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(cfg, Path(out_dir), log)
+    finally:  # leave the process as we found it (tests run in one interpreter)
+        torch.set_num_threads(prev[0])
+        torch.use_deterministic_algorithms(prev[1])
+
+
+def _train(cfg: TrainConfig, out_dir: Path, log) -> dict:
+    import torch
+
     from foretell.core.seed import seed_everything
     from foretell.specprune.model import OFTStyleVLA
 
-    cfg.check()
-    torch.set_num_threads(int(cfg.threads))
     seed_everything(cfg.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    out_dir = Path(out_dir)
     t0, cpu0 = time.perf_counter(), time.process_time()
     tok = make_tokenizer()
     data = collect_demonstrations(cfg, tok)

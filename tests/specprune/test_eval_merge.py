@@ -1,0 +1,40 @@
+"""Merging parallel eval reports keeps each method's own-process speed-up and the peers' budget."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from foretell.core.errors import ForetellError
+
+_spec = importlib.util.spec_from_file_location(
+    "merge_eval", Path(__file__).resolve().parents[2] / "scripts" / "specprune" / "merge_eval.py")
+merge_eval = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(merge_eval)
+
+
+def _rep(methods, budget=None, baselines=False):
+    r = {"episodes": 4, "seed": 1, "methods": {m: {"success_rate": s, "llm_latency_ms": ms} for m, (s, ms) in methods.items()},
+         "speedup_vs_full": {m: {"llm_latency": methods["full"][1] / ms} for m, (s, ms) in methods.items()},
+         "token_budget": budget}
+    if baselines:
+        r["baselines"] = {"blind": {"success_rate": 0.0}}
+    return r
+
+
+def test_merge_keeps_first_full_and_per_process_speedups():
+    a = _rep({"full": (0.5, 10.0), "specprune": (0.5, 5.0)})
+    b = _rep({"full": (0.25, 20.0), "fastv": (0.0, 10.0)}, budget=77, baselines=True)
+    m = merge_eval.merge([a, b])
+    assert set(m["methods"]) == {"full", "specprune", "fastv"}
+    assert m["methods"]["full"]["llm_latency_ms"] == 10.0 and m["methods"]["full"]["process"] == 0
+    assert m["speedup_vs_full"]["fastv"]["llm_latency"] == pytest.approx(2.0)
+    assert m["token_budget"] == 77 and m["baselines"]["blind"]["success_rate"] == 0.0
+    assert m["processes"][1]["full_reference"]["llm_latency_ms"] == 20.0
+
+
+def test_merge_refuses_different_layouts():
+    a = _rep({"full": (0.5, 10.0)})
+    b = dict(_rep({"full": (0.5, 10.0)}), seed=2)
+    with pytest.raises(ForetellError, match="same episodes and seed"):
+        merge_eval.merge([a, b])
