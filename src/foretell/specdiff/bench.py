@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from foretell.core.errors import ForetellError
@@ -39,7 +39,6 @@ class BenchConfig:
     repeats: int = 3
     premise: bool = True
     threads: int = 0
-    extra_cache_rates: tuple = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         from foretell.specdiff.testbed.peers import DEFAULT_METHODS, check_method_names

@@ -41,7 +41,7 @@ def make_noise(model: DigitsDiT, n: int, seed: int) -> torch.Tensor:
     return torch.randn((n, c, s, s), generator=torch.Generator().manual_seed(seed))
 
 
-def sample_labels(n: int, seed: int = 0) -> torch.Tensor:
+def sample_labels(n: int) -> torch.Tensor:
     """Requested classes 0..9 cycled, so every digit appears (deterministic)."""
     return torch.arange(n) % 10
 
