@@ -181,6 +181,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
         "weights_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2 ** 20,
         "classifier": clf_info,
         "threads": torch.get_num_threads(),
+        "method_revision": _method_revision(),
         "protocol": "untimed run under FlopCounterMode gives MACs + samples; then interleaved timed rounds "
                     "(install, sample the batch, remove) with medians; speedup = median(full)/median(method)",
         "notes": {"psnr_null_means": "identical to the full output (infinite PSNR)",
@@ -194,6 +195,21 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
                                                 steps=cfg.steps, guidance_scale=cfg.guidance_scale)
     report["images"] = {n: images[n] for n in ran}  # removed before writing JSON; used by plots
     return report
+
+
+def _method_revision() -> dict | None:
+    """The git commit of the checkout and any uncommitted SpecDiff source files (None outside git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src/foretell/specdiff"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head or None, "uncommitted": [line[3:] for line in dirty if line.strip()]}
 
 
 def strip_images(report: dict) -> dict:
