@@ -22,6 +22,8 @@ from foretell.specdiff.speculative import euler_next_input, guided_velocity, spe
         (dict(reuse_mass=1.5), "reuse_mass"),
         (dict(warmup_steps=-1), "warmup_steps"),
         (dict(feature_source="latest"), "steps, computed"),
+        (dict(cf_scale=-0.5), "cf_scale"),
+        (dict(score_norm="softmax"), "mean, rank"),
     ],
 )
 def test_bad_config_raises_clear_error(kwargs, needle):
@@ -63,7 +65,7 @@ def test_importance_modes_and_starvation_counter():
     fut_early, fut_late = torch.tensor([1.0, 1.0, 4.0, 2.0]), torch.tensor([1.0, 4.0, 1.0, 2.0])
     scores = {}
     for mode in ("product", "history", "future"):
-        imp = TokenImportance(SpecDiffConfig(score=mode), n, torch.device("cpu"))
+        imp = TokenImportance(SpecDiffConfig(score=mode, score_norm="mean"), n, torch.device("cpu"))
         imp.set_history(his)
         imp.add_future(1.0, fut_early)
         imp.add_future(0.5, fut_late)
@@ -73,12 +75,31 @@ def test_importance_modes_and_starvation_counter():
     prod = scores["product"] / scores["product"].sum()
     ref = (his * fut_late) / (his * fut_late).sum()
     assert torch.allclose(prod.float(), ref, atol=1e-6)
-    imp = TokenImportance(SpecDiffConfig(score="history"), n, torch.device("cpu"))
+    imp = TokenImportance(SpecDiffConfig(score="history", score_norm="mean"), n, torch.device("cpu"))
     imp.set_history(his)
     imp.update_counts(torch.tensor([C1, C2, C3, C1]))
     imp.update_counts(torch.tensor([C1, C2, C3, C3]))
     assert imp.cached_count.tolist() == [0, 2, 2, 1]
     assert torch.allclose(imp.score(0.5) / imp.history, torch.exp(torch.tensor([0.0, 2, 2, 1])).double())
+
+
+def test_rank_normalisation_and_cf_scale():
+    n = 4
+    his = torch.tensor([0.5, 9.0, 0.1, 0.5])  # ties keep token order (stable)
+    fut = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    imp = TokenImportance(SpecDiffConfig(score="product", score_norm="rank", cf_scale=0.5), n, torch.device("cpu"))
+    imp.set_history(his)
+    assert imp.history.tolist() == [1.0, 2.0, 0.5, 1.5]  # ranks 2, 4, 1, 3 times 2 / N
+    imp.add_future(0.5, fut)
+    imp.update_counts(torch.tensor([C1, C2, C3, C3]))
+    imp.update_counts(torch.tensor([C1, C1, C3, C2]))
+    expected = torch.tensor([1.0 * 0.5, 2.0 * 1.0, 0.5 * 1.5, 1.5 * 2.0]) * torch.exp(0.5 * torch.tensor([0.0, 0, 2, 2]))
+    assert torch.allclose(imp.score(0.5).float(), expected, atol=1e-6)
+    # mean normalisation of the same inputs: his / mean(his); cf_scale 0 switches the starvation term off
+    imp = TokenImportance(SpecDiffConfig(score="history", score_norm="mean", cf_scale=0.0), n, torch.device("cpu"))
+    imp.set_history(his)
+    imp.update_counts(torch.tensor([C1, C2, C3, C3]))
+    assert torch.allclose(imp.score(0.5), (his / his.mean()).double())
 
 
 def test_speculative_schedule_and_euler():

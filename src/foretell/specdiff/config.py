@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from foretell.core.errors import ForetellError
 
 SCORE_MODES = ("product", "history", "future")
+SCORE_NORMS = ("mean", "rank")
 FEATURE_SOURCES = ("steps", "computed")
 
 
@@ -28,6 +29,10 @@ class SpecDiffConfig:
         With one level off its tokens go to the other; with both off every cached token reuses.
     blend_history: how many past features C3 blends (the paper uses 3).
     max_cached_count: cf is clipped here before exp() so scores stay finite.
+    cf_scale: the starvation term is exp(cf_scale * cf) (>= 0; 1 = the paper's exp(cf); 0 = off).
+    score_norm: how his and fut are made comparable before the product: "mean" divides each by its
+        mean over the tokens (mean 1); "rank" replaces each by its rank among the tokens scaled to
+        (0, 2] (mean ~1, robust to a few tokens that take most of the attention).
     feature_source: what C2 reuses and C3 blends. "steps": every token's outputs at the last
         ``blend_history`` main steps (fresh, reused or blended), weighted by the main-step timesteps
         T_{t+i}, so the weights are the same for every token (0.47/0.34/0.19 for uniform steps).
@@ -37,7 +42,7 @@ class SpecDiffConfig:
         first speculative Euler step still uses the guided velocity of the main run's first step).
     """
 
-    cache_rate: float = 0.9
+    cache_rate: float = 0.8
     speculative_steps: int = 2
     warmup_steps: int = 4
     refresh_every: int = 0
@@ -47,7 +52,9 @@ class SpecDiffConfig:
     reuse: bool = True
     blend_history: int = 3
     max_cached_count: int = 30
-    speculative_uncond: bool = True
+    cf_scale: float = 1.0
+    score_norm: str = "rank"
+    speculative_uncond: bool = False
     feature_source: str = "steps"
 
     def __post_init__(self) -> None:
@@ -65,6 +72,10 @@ class SpecDiffConfig:
             raise ForetellError(f"reuse_mass must be a number in [0, 1), got {self.reuse_mass!r}")
         if not isinstance(self.blend_history, int) or self.blend_history < 1:
             raise ForetellError(f"blend_history must be an integer >= 1, got {self.blend_history!r}")
+        if not isinstance(self.cf_scale, (int, float)) or not 0.0 <= float(self.cf_scale) <= 10.0:
+            raise ForetellError(f"cf_scale must be a number in [0, 10], got {self.cf_scale!r}")
+        if self.score_norm not in SCORE_NORMS:
+            raise ForetellError(f"unknown score_norm {self.score_norm!r}; accepted: {', '.join(SCORE_NORMS)}")
         if self.feature_source not in FEATURE_SOURCES:
             raise ForetellError(
                 f"unknown feature_source {self.feature_source!r}; accepted: {', '.join(FEATURE_SOURCES)}"

@@ -2,7 +2,9 @@
 
 his: attention each image token received (summed over heads, queries, layers and the batch) at the
     previous main step. fut: the same quantity at the nearest speculative timestep. cf: how many
-    consecutive main steps the token has been cached (fights starvation).
+    consecutive main steps the token has been cached (fights starvation). his and fut are normalised
+    per step (mean 1, or rank-based) so their product is O(1); ``cf_scale`` sets the weight of the
+    starvation term, exp(cf_scale * cf).
 """
 
 from __future__ import annotations
@@ -13,8 +15,15 @@ from foretell.specdiff.config import SpecDiffConfig
 from foretell.specdiff.levels import C1
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
+def _normalise(x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """"mean": divide by the mean (mean 1). "rank": rank among the tokens (1 = lowest, stable ties)
+    scaled by 2 / N, so values lie in (0, 2] with mean ~1."""
     x = x.double().clamp_min(0.0)
+    if mode == "rank":
+        order = torch.sort(x, stable=True).indices
+        ranks = torch.empty_like(x)
+        ranks[order] = torch.arange(1, x.numel() + 1, dtype=x.dtype, device=x.device)
+        return ranks * (2.0 / x.numel())
     return x / x.mean().clamp_min(1e-300)
 
 
@@ -35,11 +44,11 @@ class TokenImportance:
 
     def set_history(self, received: torch.Tensor) -> None:
         """Record the attention received at the main step just computed."""
-        self.history = _normalise(received)
+        self.history = _normalise(received, self.config.score_norm)
 
     def add_future(self, sigma: float, received: torch.Tensor) -> None:
         """Record the attention received at a speculative timestep ``sigma``."""
-        self.future.append((float(sigma), _normalise(received)))
+        self.future.append((float(sigma), _normalise(received, self.config.score_norm)))
 
     def future_at(self, sigma: float) -> torch.Tensor | None:
         """Speculative scores at the speculative timestep nearest to ``sigma`` (None if none)."""
@@ -57,7 +66,7 @@ class TokenImportance:
             if fut is not None:
                 s = s * fut
         cf = self.cached_count.clamp_max(self.config.max_cached_count).double()
-        return s * torch.exp(cf)
+        return s * torch.exp(self.config.cf_scale * cf)
 
     def update_counts(self, levels: torch.Tensor) -> None:
         """cf = 0 for computed tokens, +1 for every cached one."""
