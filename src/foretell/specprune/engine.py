@@ -180,6 +180,9 @@ def _run_layer(layer, state: TokenState, cache, capture: bool) -> None:
             h.remove()
 
 
+_SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """transformers' rotary embedding on [B, heads, n, head_dim] with cos/sin [B, n, head_dim]."""
     return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
@@ -214,7 +217,12 @@ def _run_layer_split(layer, state: TokenState, policy, layer_idx: int, rows):
     q = _rope(q_raw.view(1, m, -1, hd).transpose(1, 2), cos_q, sin_q)
     k = _rope(k_raw.view(1, n, -1, hd).transpose(1, 2), cos, sin)
     v = v.view(1, n, -1, hd).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scaling, enable_gqa=attn.num_key_value_groups > 1)
+    groups = attn.num_key_value_groups
+    if groups > 1 and not _SDPA_HAS_GQA:  # torch < 2.5: share key/value heads explicitly
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        groups = 1
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scaling, enable_gqa=groups > 1) if _SDPA_HAS_GQA else \
+        F.scaled_dot_product_attention(q, k, v, scale=attn.scaling)
     h = h + attn.o_proj(out.transpose(1, 2).reshape(1, m, -1))
     h = h + layer.mlp(layer.post_attention_layernorm(h))
     if keep is not None:
