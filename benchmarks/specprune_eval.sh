@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 PY="${PYTHON:-.venv/bin/python}"
-EP="${EPISODES:-100}"; SEED="${SEED:-0}"; OUT=benchmarks/results
+EP="${EPISODES:-100}"; SEED="${SEED:-0}"; OUT="${OUT:-benchmarks/results}"; mkdir -p "$OUT"
 "$PY" -m foretell.cli specprune eval --episodes "$EP" --seed "$SEED" --no-baselines \
     --methods full,specprune,specprune_no_global,specprune_no_controller --json "$OUT/specprune_eval_a.json" &
 A=$!
