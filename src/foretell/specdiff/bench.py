@@ -141,8 +141,10 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
                 seconds[name].append(time.perf_counter() - t0)
             finally:
                 method.remove()
-            if not torch.equal(out, images[name]):
-                stats.setdefault(name, {})["nondeterministic"] = True
+            # the MACs pass runs SDPA on its math backend (core.macs), so timed outputs may differ in rounding
+            diff = float((out - images[name]).abs().max())
+            stats.setdefault(name, {})["timed_vs_counted_max_abs_diff"] = max(
+                diff, stats[name].get("timed_vs_counted_max_abs_diff", 0.0))
 
     real_feats = metrics.classifier_features(classifier, load_digits_images()[0])
     ref = images["full"]
