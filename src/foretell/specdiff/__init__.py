@@ -1,7 +1,7 @@
 """SpecDiff: self-speculative multi-level feature caching for diffusion transformers.
 
     from foretell.specdiff import SpecDiffConfig, apply
-    handle = apply(pipe, SpecDiffConfig(cache_rate=0.9))   # or apply(transformer, cfg, scheduler=s, guidance_scale=g)
+    handle = apply(pipe, SpecDiffConfig(cache_rate=0.8))   # or apply(transformer, cfg, scheduler=s, guidance_scale=g)
     images = pipe(...).images
     print(handle.stats()); handle.remove()
 
