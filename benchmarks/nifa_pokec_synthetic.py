@@ -69,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--uncertainty-epochs", type=int, default=5)
     ap.add_argument("--max-iter", type=int, default=2)
+    ap.add_argument("--max-step", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_pokec_synthetic.json"))
@@ -80,17 +81,17 @@ def main() -> None:
     gen_s = time.perf_counter() - t0
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cfg = NIFAConfig.preset("pokec_z", uncertainty_epochs=args.uncertainty_epochs, max_iter=args.max_iter,
-                            seed=args.seed)
+                            max_step=args.max_step, seed=args.seed)
     t1 = time.perf_counter()
     poisoned = NIFA(cfg).attack(data)
     attack_s = time.perf_counter() - t1
     st = poisoned.info["seconds"]
     per_epoch = st["uncertainty"] / args.uncertainty_epochs
-    per_round = st["features"] / max(1, args.max_iter)
+    per_round = st["features"] / max(1, args.max_iter) * (50 / args.max_step)
     full_estimate = 500 * per_epoch + 20 * per_round
     report = {"graph": "synthetic Pokec-z-sized (benchmark only)", "num_nodes": int(data.num_nodes),
               "num_edges": int(data.edge_index.shape[1] // 2), "num_features": int(data.x.shape[1]),
-              "generate_seconds": gen_s, "uncertainty_epochs": args.uncertainty_epochs, "max_iter": args.max_iter,
+              "generate_seconds": gen_s, "uncertainty_epochs": args.uncertainty_epochs, "max_iter": args.max_iter, "max_step": args.max_step,
               "attack_seconds": attack_s, "stages": st, "seconds_per_bayesian_epoch": per_epoch,
               "seconds_per_feature_round": per_round,
               "estimate_full_paper_schedule_seconds": full_estimate,
