@@ -19,8 +19,8 @@ def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, shared: str |
     methods = ("full", "specdiff", "taylorseer") if quick else ("full", "specdiff", "taylorseer", "ras_like")
     rows, table = [], []
     for name in models:
-        cfg = BenchConfig(model=name, steps=10 if quick else 28, samples=4 if quick else 10, methods=methods,
-                          seed=seed, repeats=1 if quick else 2, premise=False)
+        cfg = BenchConfig(model=name, steps=10 if quick else 28, samples=4 if quick else 8, methods=methods,
+                          seed=seed, repeats=1, premise=False)
         report = run_bench(cfg)
         report["plot"] = str(pareto_plot(report, out_dir / f"{name}_pareto.png"))
         report["grid"] = str(sample_grid(report, out_dir / f"{name}_samples.png"))
