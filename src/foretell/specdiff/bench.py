@@ -32,7 +32,7 @@ class BenchConfig:
     steps: int = 28
     samples: int = 16
     guidance_scale: float = 4.0
-    cache_rate: float = 0.9
+    cache_rate: float | None = None  # None: SpecDiffConfig's default
     speculative_steps: int = 2
     methods: tuple = ()
     seed: int = 0
@@ -49,6 +49,10 @@ class BenchConfig:
             raise ForetellError(f"--samples must be >= 2 (Frechet needs two), got {self.samples}")
         if int(self.repeats) < 1:
             raise ForetellError(f"--repeats must be >= 1, got {self.repeats}")
+        if self.cache_rate is None:
+            from foretell.specdiff.config import SpecDiffConfig
+
+            self.cache_rate = SpecDiffConfig().cache_rate
         if not 0.0 <= float(self.cache_rate) < 1.0:
             raise ForetellError(f"--cache-rate must be in [0, 1), got {self.cache_rate}")
         if int(self.speculative_steps) < 1:

@@ -17,7 +17,8 @@ def register(sub) -> None:
     b.add_argument("--steps", type=int, default=28, help="sampling steps (default 28)")
     b.add_argument("--samples", type=int, default=16, help="images per method, one batch (default 16)")
     b.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance scale (default 4.0)")
-    b.add_argument("--cache-rate", type=float, default=0.9, help="SpecDiff cache rate in [0, 1) (default 0.9)")
+    b.add_argument("--cache-rate", type=float, default=None,
+                   help="SpecDiff cache rate in [0, 1) (default: SpecDiffConfig's, 0.8)")
     b.add_argument("--speculative-steps", type=int, default=2, help="SpecDiff speculative steps K >= 1 (default 2)")
     b.add_argument("--methods", default=None,
                    help="comma-separated methods (default: full, specdiff, ablations and every peer)")
