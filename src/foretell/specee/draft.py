@@ -139,12 +139,8 @@ class DraftHead(nn.Module):
         return head.eval()
 
 
-class HeadDraft(Draft):
-    """:class:`Draft` backed by a :class:`DraftHead` with its own one-layer KV cache."""
-
-    def __init__(self, head: DraftHead, k: int = 4):
-        self.head, self.k = head, k
-        self.reset_state()
+class _CachedDraft(Draft):
+    """A draft whose state is one ``DynamicCache`` and the number of tokens fed into it."""
 
     def reset_state(self) -> None:
         from transformers import DynamicCache
@@ -154,6 +150,21 @@ class HeadDraft(Draft):
 
     def length(self) -> int:
         return self._len
+
+    def crop(self, length: int) -> None:
+        for layer in self.cache.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.keys = layer.keys[..., :length, :]
+                layer.values = layer.values[..., :length, :]
+        self._len = length
+
+
+class HeadDraft(_CachedDraft):
+    """:class:`Draft` backed by a :class:`DraftHead` with its own one-layer KV cache."""
+
+    def __init__(self, head: DraftHead, k: int = 4):
+        self.head, self.k = head, k
+        self.reset_state()
 
     @torch.no_grad()
     def feed(self, tokens, states):
@@ -163,18 +174,11 @@ class HeadDraft(Draft):
         self._len += n
         return scores[0, -1], self.head.acc.norm(g[0, -1])
 
-    def crop(self, length: int) -> None:
-        for layer in self.cache.layers:
-            if getattr(layer, "keys", None) is not None and layer.keys.numel():
-                layer.keys = layer.keys[..., :length, :]
-                layer.values = layer.values[..., :length, :]
-        self._len = length
-
     def to_target_ids(self, idx):
         return self.head.vocab_ids[idx]
 
 
-class AssistantDraft(Draft):
+class AssistantDraft(_CachedDraft):
     """:class:`Draft` backed by a smaller causal LM with the same tokenizer (states are ignored)."""
 
     def __init__(self, model, vocab_size: int, k: int = 4):
@@ -184,27 +188,11 @@ class AssistantDraft(Draft):
         self.model, self.k, self.vocab_size = model.eval(), k, vocab_size
         self.reset_state()
 
-    def reset_state(self) -> None:
-        from transformers import DynamicCache
-
-        self.cache = DynamicCache()
-        self._len = 0
-
-    def length(self) -> int:
-        return self._len
-
     @torch.no_grad()
     def feed(self, tokens, states):
         out = self.model(input_ids=tokens.view(1, -1), cache=self.cache, use_cache=True)
         self._len += tokens.numel()
         return out.logits[0, -1, : self.vocab_size], None
-
-    def crop(self, length: int) -> None:
-        for layer in self.cache.layers:
-            if getattr(layer, "keys", None) is not None and layer.keys.numel():
-                layer.keys = layer.keys[..., :length, :]
-                layer.values = layer.values[..., :length, :]
-        self._len = length
 
 
 def truncated_assistant(model, num_layers: int):
