@@ -78,7 +78,10 @@ def print_table(rows: list[dict]) -> None:
             v = r.get(c)
             cells.append("-" if v is None else (f"{v:.2f}x" if c == "speedup" else str(v)))
         table.add_row(*cells)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or logged: don't squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(table)
 
 
 def _cmd_demo(args) -> int:
