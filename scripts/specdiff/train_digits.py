@@ -7,8 +7,8 @@ With --model both the two models train in parallel processes, one thread each (2
 
     python scripts/specdiff/train_digits.py --model both --threads 1 --out src/foretell/specdiff/assets
 
-300 steps of batch 32 take about 1.1 s/step per model on an idle core (about 6 minutes for both in
-parallel); on a machine shared with other jobs the shipped run took 34 minutes.
+300 steps of batch 32: both models in parallel took 4 min 51 s on a quiet 2-core machine and gave
+the shipped weights bit for bit; on a machine shared with other jobs the shipped run took 34 minutes.
 """
 
 from __future__ import annotations
