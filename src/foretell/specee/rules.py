@@ -74,7 +74,12 @@ class SpecEERule(ExitRule):
         self._first = (min(act) - 1) if act else self.acc.num_layers
         self.prev = None
 
-    def __call__(self, layer, h):
+    def _confident(self, layer, h):
+        """Normalised states and per-row "predictor fires" flags at ``layer`` (None: not evaluated).
+
+        The mini-head features run on every layer from just below the first scheduled one, so the
+        "change since the previous layer" feature matches training.
+        """
         if layer < self._first:
             return None
         x = self.acc.norm(h)
@@ -82,8 +87,14 @@ class SpecEERule(ExitRule):
         if layer not in self._active or not self.predictors.has(layer):
             return None
         self.evaluations += 1
-        score = self.predictors.score(layer, feats)
-        if not bool((score > self.threshold).all()):
+        return x, self.predictors.score(layer, feats) > self.threshold
+
+    def __call__(self, layer, h):
+        evaluated = self._confident(layer, h)
+        if evaluated is None:
+            return None
+        x, conf = evaluated
+        if not bool(conf.all()):
             return None
         self.head_checks += 1
         logits = self.acc.logits(x)

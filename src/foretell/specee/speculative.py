@@ -18,7 +18,6 @@ import torch
 
 from foretell.specee.adapters import DecoderAccess
 from foretell.specee.draft import Draft
-from foretell.specee.features import candidate_logits, layer_features
 from foretell.specee.generate import DecodeStats, Emitter, eos_set, prefill
 from foretell.specee.kv import LayerStepper
 from foretell.specee.rules import ExitDecision, SpecEERule
@@ -34,14 +33,10 @@ class MergedVerifyRule(SpecEERule):
         self.chain = chain                           # (gamma,) draft tokens
 
     def __call__(self, layer, h):
-        if layer < self._first:
+        evaluated = self._confident(layer, h)
+        if evaluated is None:
             return None
-        x = self.acc.norm(h)
-        feats, self.prev = layer_features(candidate_logits(x, self.rows), self.prev)
-        if layer not in self._active or not self.predictors.has(layer):
-            return None
-        self.evaluations += 1
-        conf = self.predictors.score(layer, feats) > self.threshold
+        x, conf = evaluated
         lead = int(conf.long().cumprod(0).sum())
         if lead == 0:
             return None
