@@ -110,6 +110,26 @@ def prefill(acc: DecoderAccess, stepper: LayerStepper, draft: Draft | None, prom
     return acc.logits(states[-1:])[0], states[-1]
 
 
+def exit_step(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule | None, draft: Draft | None,
+              tok: torch.Tensor, state: torch.Tensor, k: int):
+    """One target pass for ``tok``: draft candidates, layers with the exit rule, next-token logits.
+
+    Returns (logits, normalised state of the last computed layer, index of that layer).
+    """
+    cands = None
+    if draft is not None:
+        scores, _ = draft.feed(tok, state.view(1, -1))
+        cands = draft.topk(scores, k).view(1, -1)
+    if rule is not None:
+        rule.start_token(cands)
+    h, layer, dec = stepper.run(tok, rule)
+    state = acc.norm(h[-1])
+    if dec:
+        rule.record(layer)
+        return dec.logits[-1], state, layer
+    return acc.logits(state), state, layer
+
+
 @torch.no_grad()
 def decode(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule | None, draft: Draft | None,
            input_ids: torch.Tensor, *, max_new_tokens: int, picker: TokenPicker, eos_token_id=None,
@@ -126,19 +146,7 @@ def decode(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule | None, dra
     stats.layers.append(acc.num_layers)
     stats.emitted.append(1)
     while not em.done:
-        cands = None
-        if draft is not None:
-            scores, _ = draft.feed(torch.tensor([tok]), state.view(1, -1))
-            cands = draft.topk(scores, k).view(1, -1)
-        if rule is not None:
-            rule.start_token(cands)
-        h, layer, dec = stepper.run(torch.tensor([tok]), rule)
-        state = acc.norm(h[-1])
-        if dec:
-            logits = dec.logits[-1]
-            rule.record(layer)
-        else:
-            logits = acc.logits(state)
+        logits, state, layer = exit_step(acc, stepper, rule, draft, torch.tensor([tok]), state, k)
         tok = picker(logits, torch.tensor(em.ids))
         em.emit(tok)
         stats.layers.append(layer + 1)

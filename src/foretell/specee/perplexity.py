@@ -12,7 +12,7 @@ import torch
 
 from foretell.specee.adapters import DecoderAccess
 from foretell.specee.draft import Draft
-from foretell.specee.generate import prefill
+from foretell.specee.generate import exit_step, prefill
 from foretell.specee.kv import LayerStepper
 from foretell.specee.rules import ExitRule
 
@@ -28,20 +28,7 @@ def teacher_forced_nll(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule
     nll = -float(torch.log_softmax(logits.float(), -1)[ids[n_context]])
     layers = [acc.num_layers]
     for pos in range(n_context, ids.numel() - 1):
-        tok = ids[pos].view(1)
-        cands = None
-        if draft is not None:
-            scores, _ = draft.feed(tok, state.view(1, -1))
-            cands = draft.topk(scores, k).view(1, -1)
-        if rule is not None:
-            rule.start_token(cands)
-        h, layer, dec = stepper.run(tok, rule)
-        state = acc.norm(h[-1])
-        if dec:
-            logits = dec.logits[-1]
-            rule.record(layer)
-        else:
-            logits = acc.logits(state)
+        logits, state, layer = exit_step(acc, stepper, rule, draft, ids[pos].view(1), state, k)
         nll -= float(torch.log_softmax(logits.float(), -1)[ids[pos + 1]])
         layers.append(layer + 1)
     return nll, ids.numel() - n_context, layers
