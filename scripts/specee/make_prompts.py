@@ -88,6 +88,70 @@ GENERAL = [
 ]
 
 
+NEW_TOPICS = [
+    "the Great Wall of China", "octopuses", "snowflakes", "the human brain", "hurricanes",
+    "the Moon's phases", "fungi", "the Industrial Revolution", "electricity", "submarines",
+    "the Arctic", "whales", "birds migrating", "sound waves", "the metric system", "cheese making",
+    "the Eiffel Tower", "ancient Greece", "microscopes", "satellites", "the piano", "kites",
+    "the human skeleton", "rivers", "bamboo", "wolves", "Mars", "comets", "the telephone",
+    "photography", "fire", "tornadoes", "the Sahara", "elephants", "butterflies", "chocolate",
+    "the Vikings", "the Aztecs", "calendars", "batteries", "3D printing", "the alphabet",
+    "soccer tactics", "marathons", "yoga", "volcanic islands", "mushrooms", "sharks", "clouds",
+    "the speed of light", "money", "taxes", "museums", "bridges", "skyscrapers", "traffic lights",
+    "the seasons", "rice farming", "compost", "honey",
+]
+
+EXTRA_CODE = [
+    "Write a Python function that returns the sum of the digits of a number.",
+    "Write a Python function that capitalizes every word in a sentence.",
+    "Write a Python function that checks whether two strings are anagrams.",
+    "Write a Python function that flattens a nested list.",
+    "Write a Python function that returns the second largest number in a list.",
+    "Write a JavaScript function that reverses an array.",
+    "Write a Python function that counts word frequencies in a text.",
+    "Write a Python function that computes the greatest common divisor of two numbers.",
+    "Write a SQL query that counts the orders of each customer.",
+    "Explain what a dictionary is in Python with an example.",
+    "Write a Python function that generates a random password.",
+    "Write a Python function that checks if a year is a leap year.",
+    "Explain the difference between a while loop and a for loop.",
+    "Write a Python function that returns the average of a list of numbers.",
+    "Write a Python function that converts a binary string to an integer.",
+    "Explain what an API is with a simple example.",
+    "Write a Python function that finds all even numbers in a list.",
+    "Write a Python function that reads a CSV file and prints each row.",
+    "Explain what a variable is in programming.",
+    "Write a Python function that returns the minimum and maximum of a list.",
+]
+
+EXTRA_GENERAL = [
+    "Give me tips for running my first 5k race.", "How can I be more productive at work?",
+    "Write a short note congratulating a colleague on a promotion.", "Suggest a vegetarian dinner.",
+    "What should I do on a rainy weekend?", "Write a short speech for a school graduation.",
+    "How do I care for a houseplant?", "Give me five ideas for a birthday party.",
+    "Write a polite complaint about a late delivery.", "What are good ways to learn a new language?",
+    "Describe a busy market in the morning.", "Write a short poem about the sea.",
+    "Plan a weekly workout routine for a beginner.", "How do I make a paper airplane?",
+    "Write a short review of a fictional restaurant.", "List ten animals that live in the ocean.",
+    "What is 144 divided by 12? Explain the steps.", "Give me advice for a first day at a new job.",
+    "Write a short story about a lost key.", "How can I reduce stress before an exam?",
+]
+
+
+def draft_prompts(train: list[str], train_topics: list[str], eval_topics: list[str],
+                  evals: list[str]) -> list[str]:
+    """Extra prompts for the draft head: never an eval topic, never an eval or train prompt."""
+    used = set(train)
+    extra = [f.format(t=t) for t in train_topics for f in FORMS if f.format(t=t) not in used]
+    extra += [f.format(t=t) for t in NEW_TOPICS for f in FORMS]
+    extra += EXTRA_CODE + EXTRA_GENERAL
+    banned = set(evals) | used
+    assert not set(NEW_TOPICS) & set(TOPICS)
+    keep = [p for p in extra if p not in banned and not any(t in p for t in eval_topics)]
+    random.Random(1).shuffle(keep)
+    return keep
+
+
 def main(seed: int = 0) -> None:
     rng = random.Random(seed)
     topics = TOPICS[:]
@@ -111,7 +175,9 @@ def main(seed: int = 0) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "prompts_train.txt").write_text("\n".join(train) + "\n")
     (out / "prompts_eval.txt").write_text("\n".join(evals) + "\n")
-    print(f"train {len(train)} prompts, eval {len(evals)} prompts -> {out}")
+    draft = draft_prompts(train, train_topics, eval_topics, evals)
+    (out / "prompts_draft.txt").write_text("\n".join(draft) + "\n")
+    print(f"train {len(train)} prompts, eval {len(evals)} prompts, draft {len(draft)} prompts -> {out}")
 
 
 if __name__ == "__main__":

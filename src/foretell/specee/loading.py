@@ -88,14 +88,17 @@ def _save_plain_copy(model, tok, target: Path) -> None:
         os.replace(tmp, target)
 
 
+def chat_texts(tok, prompts: list[str]) -> list[str]:
+    """Each prompt as a user turn with the generation prompt appended (plain text without a template)."""
+    if not getattr(tok, "chat_template", None):
+        return list(prompts)
+    return [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts]
+
+
 def chat_ids(tok, prompt: str) -> torch.Tensor:
     """Token ids (1, n) of ``prompt`` as a user turn with the generation prompt appended."""
-    if getattr(tok, "chat_template", None):
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True)
-    else:
-        text = prompt
-    return tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+    return tok(chat_texts(tok, [prompt])[0], return_tensors="pt", add_special_tokens=False).input_ids
 
 
 def read_prompts(path: str | os.PathLike | None, which: str = "eval") -> list[str]:

@@ -43,36 +43,109 @@ def draft_vocab(items: list[dict], vocab_size: int, size: int) -> torch.Tensor:
 
 def _draft_inputs(acc: DecoderAccess, it: dict):
     ids = it["ids"].long()
-    states = acc.norm(it["final_h"].float())
+    states = it["final_normed"].float() if "final_normed" in it else acc.norm(it["final_h"].float())
     return ids[1:], states[:-1], torch.arange(1, ids.numel())
 
 
+@torch.no_grad()
+def draft_sequences(acc: DecoderAccess, items: list[dict]) -> list[dict]:
+    """Teacher-forcing pairs of the draft head (EAGLE recipe) for each collected sequence.
+
+    Input j is (token ``ids[j+1]``, the target's normalised state ``f_j``) at position j+1; its
+    labels are the target's argmax after position j+1 (class) and ``f_{j+1}`` (regression). The loss
+    mask keeps the outputs that predict generated tokens (as EAGLE masks the user turns) and drops
+    the last one (nothing follows it in the data).
+    """
+    seqs = []
+    for it in items:
+        tokens, states, pos = _draft_inputs(acc, it)
+        if "target_next" in it:
+            target = it["target_next"].long()
+        else:
+            full = torch.cat([states, acc.norm(it["final_h"][-1:].float())])
+            target = torch.cat([acc.logits(c).argmax(-1) for c in full.split(64)])
+        n = tokens.numel()
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[max(0, it["prompt_len"] - 2): n - 1] = True
+        seqs.append({"tokens": tokens, "states": states, "labels": target[1:], "next_states": states[1:],
+                     "mask": mask})
+    return seqs
+
+
+def _batches(seqs: list[dict], size: int, order: list[int]):
+    """Right-padded batches (causal attention never sees the padding of a valid row)."""
+    for s in range(0, len(order), size):
+        group = [seqs[i] for i in order[s:s + size]]
+        n = max(g["tokens"].numel() for g in group)
+        d = group[0]["states"].shape[-1]
+        out = {"tokens": torch.zeros(len(group), n, dtype=torch.long), "states": torch.zeros(len(group), n, d),
+               "labels": torch.zeros(len(group), n, dtype=torch.long), "next": torch.zeros(len(group), n, d),
+               "mask": torch.zeros(len(group), n, dtype=torch.bool)}
+        for b, g in enumerate(group):
+            m = g["tokens"].numel()
+            out["tokens"][b, :m], out["states"][b, :m] = g["tokens"], g["states"]
+            out["labels"][b, :m], out["mask"][b, :m] = g["labels"], g["mask"]
+            out["next"][b, : m - 1] = g["next_states"]
+        yield out
+
+
+@torch.no_grad()
+def draft_accuracy(head: DraftHead, seqs: list[dict], k: int = 4, batch: int = 16) -> dict:
+    """Teacher-forced top-1 / top-k accuracy of the head on the masked positions of ``seqs``."""
+    head.eval()
+    vocab = head.vocab_ids
+    hit1 = hitk = total = 0
+    order = sorted(range(len(seqs)), key=lambda i: seqs[i]["tokens"].numel())
+    for bt in _batches(seqs, batch, order):
+        n = bt["tokens"].shape[1]
+        scores, _ = head(bt["tokens"], bt["states"], torch.arange(1, n + 1))
+        top = vocab[torch.topk(scores, k, dim=-1).indices]                      # (B, n, k)
+        m = bt["mask"]
+        hit1 += int((top[..., 0] == bt["labels"])[m].sum())
+        hitk += int((top == bt["labels"].unsqueeze(-1)).any(-1)[m].sum())
+        total += int(m.sum())
+    return {"top1": hit1 / max(1, total), f"top{k}": hitk / max(1, total), "tokens": total}
+
+
 def train_draft_head(acc: DecoderAccess, items: list[dict], vocab_ids: torch.Tensor, *, epochs: int = 6,
-                     lr: float = 5e-4, seed: int = 0, log=print) -> DraftHead:
-    """Teacher-forced training of the draft head on the collected sequences."""
+                     lr: float = 5e-4, seed: int = 0, batch: int = 8, reg_weight: float = 1.0,
+                     noise: float = 0.2, val_items: list[dict] | None = None, k: int = 4, log=print) -> DraftHead:
+    """Teacher-forced training of the draft head (EAGLE-1 recipe, adapted).
+
+    Loss on the masked positions: cross-entropy against the target's argmax (over the head's
+    vocabulary subset) + ``reg_weight`` x smooth-L1 between the head's normalised output state and
+    the target's next normalised state; uniform noise of width ``noise`` on the input states (EAGLE's
+    data noise); AdamW, linear decay, gradient clipping; ``batch`` sequences per step.
+    """
     torch.manual_seed(seed)
     head = DraftHead(acc, vocab_ids)
     for p in acc.model.parameters():
         p.requires_grad_(False)
-    head.train()
-    opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    seqs = draft_sequences(acc, items)
+    val = draft_sequences(acc, val_items) if val_items else None
+    opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95),
+                            weight_decay=0.0)
     remap = torch.full((acc.vocab_size,), -100, dtype=torch.long)
     remap[vocab_ids] = torch.arange(vocab_ids.numel())
-    order = list(range(len(items)))
     rng = random.Random(seed)
-    total = epochs * len(items)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.05, 1 - s / max(1, total)))
+    by_len = sorted(range(len(seqs)), key=lambda i: seqs[i]["tokens"].numel())
+    groups = [by_len[s:s + batch] for s in range(0, len(by_len), batch)]       # similar lengths together
+    total = max(1, epochs * len(groups))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.02, 1 - s / total))
+    head.history = []
     for ep in range(epochs):
-        rng.shuffle(order)
+        head.train()
+        rng.shuffle(groups)
         tot, n = 0.0, 0
-        for idx in progress(order, desc=f"draft epoch {ep + 1}/{epochs}"):
-            it = items[idx]
-            tokens, states, pos = _draft_inputs(acc, it)
-            scores, g = head(tokens.view(1, -1), states.view(1, -1, states.shape[-1]), pos)
-            target = remap[tokens[1:]]                  # output at input i predicts token i+1
-            ce = F.cross_entropy(scores[0, :-1], target, ignore_index=-100)
-            reg = F.smooth_l1_loss(acc.norm(g[0, :-1]), states[1:])
-            loss = ce + 0.1 * reg
+        for group in progress(groups, desc=f"draft epoch {ep + 1}/{epochs}"):
+            bt = next(_batches(seqs, len(group), group))
+            L = bt["tokens"].shape[1]
+            states = bt["states"] + (torch.rand_like(bt["states"]) - 0.5) * noise if noise else bt["states"]
+            scores, g = head(bt["tokens"], states, torch.arange(1, L + 1))
+            m = bt["mask"]
+            ce = F.cross_entropy(scores[m], remap[bt["labels"][m]], ignore_index=-100)
+            reg = F.smooth_l1_loss(acc.norm(g)[m], bt["next"][m])
+            loss = ce + reg_weight * reg
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
@@ -80,7 +153,12 @@ def train_draft_head(acc: DecoderAccess, items: list[dict], vocab_ids: torch.Ten
             sched.step()
             tot += float(ce.detach())
             n += 1
-        log(f"draft epoch {ep + 1}: ce {tot / max(1, n):.3f}")
+        rec = {"epoch": ep + 1, "train_ce": tot / max(1, n)}
+        if val:
+            rec.update({f"val_{key}": v for key, v in draft_accuracy(head, val, k).items()})
+        head.history.append(rec)
+        log(f"draft epoch {ep + 1}: " + ", ".join(f"{key} {v:.3f}" if isinstance(v, float) else f"{key} {v}"
+                                                  for key, v in rec.items()))
     return head.eval()
 
 
@@ -171,12 +249,25 @@ def simulate_exits(preds: LayerPredictors, ex: dict, mask: torch.Tensor, layers:
 
 
 def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 4, draft_vocab_size: int = 4096,
-              draft_epochs: int = 6, predictor_epochs: int = 30, seed: int = 0, log=print) -> dict:
-    """Everything `foretell specee train` builds; writes the asset files into ``out_dir``."""
+              draft_epochs: int = 6, predictor_epochs: int = 30, seed: int = 0, draft_items: list[dict] | None = None,
+              draft_val_items: list[dict] | None = None, draft_batch: int = 8, draft_reg_weight: float = 1.0,
+              draft_lr: float = 5e-4, log=print) -> dict:
+    """Everything `foretell specee train` builds; writes the asset files into ``out_dir``.
+
+    ``items``: per-layer collections (:func:`~foretell.specee.collect.collect_one`) for the
+    predictors. ``draft_items``: extra draft-only sequences (:func:`~foretell.specee.collect.
+    collect_draft_batch`); when given, the draft head trains on them ONLY, so the predictor features
+    of ``items`` come from a head that never saw those sequences (as at inference).
+    ``draft_val_items``: held-out sequences that only measure the head.
+    """
     out_dir = Path(out_dir)
     n_layers = acc.num_layers
-    vocab_ids = draft_vocab(items, acc.vocab_size, draft_vocab_size)
-    head = train_draft_head(acc, items, vocab_ids, epochs=draft_epochs, seed=seed, log=log)
+    vocab_ids = draft_vocab(items + list(draft_items or []), acc.vocab_size, draft_vocab_size)
+    head = train_draft_head(acc, draft_items or items, vocab_ids, epochs=draft_epochs, seed=seed, batch=draft_batch,
+                            reg_weight=draft_reg_weight, lr=draft_lr, val_items=draft_val_items, k=k, log=log)
+    draft_eval = {"collected": draft_accuracy(head, draft_sequences(acc, items), k)}
+    if draft_val_items:
+        draft_eval["held_out"] = draft_accuracy(head, draft_sequences(acc, draft_val_items), k)
     ex = build_examples(acc, head, items, k)
     n_prompts = len(items)
     val_prompts = set(range(0, n_prompts, 5))                                   # 80/20 split by prompt
@@ -203,11 +294,14 @@ def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 
         "exit_replay_val": sweep, "val_oracle_avg_layers": float((oracle[~train_mask] + 1).float().mean()),
         "draft_top1_accuracy_val": float(ex["draft_top1"][~train_mask].float().mean()),
         "predictor_val": metrics, "full_vocab_predictor_val": fv_metrics,
+        "draft_accuracy": draft_eval, "draft_history": head.history,
+        "draft_training": {"sequences": len(draft_items or items), "on": "draft_items" if draft_items else "items",
+                           "epochs": draft_epochs, "batch": draft_batch, "reg_weight": draft_reg_weight, "lr": draft_lr},
     }
     preds.config.extra = {"adainfer_gap": gap}
     preds.save(out_dir, "predictors")
     fv_preds.save(out_dir, "full_vocab_predictors")
-    head.save(out_dir, "draft_head", extra={"k": k, "epochs": draft_epochs})
+    head.save(out_dir, "draft_head", extra={"k": k, "epochs": draft_epochs, "accuracy": draft_eval})
     (out_dir / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
     log(f"oracle avg layers {calibration['oracle_avg_layers']:.2f}, offline layers {offline}, "
         f"draft top-1 {calibration['draft_top1_accuracy']:.3f}, top-{k} {calibration['final_token_in_draft_topk']:.3f}")

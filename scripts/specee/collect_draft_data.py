@@ -1,0 +1,42 @@
+"""Step 1b of building the shipped SpecEE assets: extra training text for the draft head.
+
+python scripts/specee/collect_draft_data.py [--limit N] [--max-new-tokens 48] [--batch 16]
+
+The target model's own greedy continuations of ``prompts_draft.txt`` (batched, cheap: only the
+final normalised state and the target's argmax per position are kept) go to
+``~/.cache/foretell/specee/draft/train``; the held-out eval prompts go to ``.../draft/eval`` and are
+only used to MEASURE the draft head (never to train it). Resumable (finished shards are kept).
+"""
+
+import argparse
+import time
+
+import torch
+
+from foretell.core.seed import seed_everything
+from foretell.specee.adapters import decoder_access
+from foretell.specee.collect import collect_draft_data
+from foretell.specee.loading import cache_dir, load_model, read_prompts
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--out", default=str(cache_dir() / "draft"))
+ap.add_argument("--limit", type=int, default=0, help="use only the first N draft prompts (0 = all)")
+ap.add_argument("--max-new-tokens", type=int, default=48)
+ap.add_argument("--batch", type=int, default=16)
+ap.add_argument("--threads", type=int, default=1)
+args = ap.parse_args()
+
+torch.set_num_threads(args.threads)
+seed_everything(0)
+t0 = time.time()
+model, tok = load_model()
+acc = decoder_access(model)
+ev = collect_draft_data(acc, tok, read_prompts(None, "eval"), f"{args.out}/eval", max_new_tokens=args.max_new_tokens,
+                        batch=args.batch)
+print(f"eval: {len(ev)} sequences in {time.time() - t0:.0f} s", flush=True)
+prompts = read_prompts(None, "draft")
+prompts = prompts[: args.limit] if args.limit else prompts
+tr = collect_draft_data(acc, tok, prompts, f"{args.out}/train", max_new_tokens=args.max_new_tokens, batch=args.batch)
+n_tok = sum(int(it["ids"].numel() - it["prompt_len"]) for it in tr)
+print(f"train: {len(tr)} sequences, {n_tok} generated tokens; collected in {time.time() - t0:.0f} s -> {args.out}",
+      flush=True)

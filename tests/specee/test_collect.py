@@ -1,0 +1,64 @@
+"""Data collection: the batched paths give exactly the per-token data they stand for."""
+
+import torch
+from transformers import DynamicCache
+
+from foretell.specee.adapters import all_layer_states, decoder_access
+from foretell.specee.collect import collect_one, draft_pairs
+
+PROMPT = torch.tensor([[5, 17, 99, 3, 250, 42, 7, 8]])
+
+
+@torch.no_grad()
+def per_token_reference(model, prompt: torch.Tensor, n_new: int):
+    """The definition: KV-cached greedy decoding, one token per step, every layer's state of that
+    step from ``output_hidden_states`` and its own full-vocabulary argmax (final norm + LM head)."""
+    acc = decoder_access(model)
+    cache = DynamicCache()
+    out = model(prompt, cache=cache, use_cache=True, output_hidden_states=True)
+    ids, layer_h, layer_am = prompt[0].tolist(), [], []
+    for step in range(n_new):
+        hs = out.hidden_states                      # embeddings, layer 0 .. L-2 outputs, norm(layer L-1)
+        last = [h[0, -1] for h in hs[1:-1]]
+        final_normed = hs[-1][0, -1]
+        am = [int(acc.logits(acc.norm(h)).argmax()) for h in last] + [int(acc.logits(final_normed).argmax())]
+        tok = int(out.logits[0, -1].argmax())
+        assert tok == am[-1]
+        ids.append(tok)
+        layer_h.append(torch.stack(last))
+        layer_am.append(am)
+        if step < n_new - 1:
+            out = model(torch.tensor([[tok]]), cache=cache, use_cache=True, output_hidden_states=True)
+    return torch.tensor(ids), torch.stack(layer_h, 1), torch.tensor(layer_am).T
+
+
+def test_collect_one_equals_per_token_definition(tiny):
+    acc = decoder_access(tiny)
+    n_new = 12
+    ids, layer_h, layer_am = per_token_reference(tiny, PROMPT, n_new)
+    item = collect_one(acc, PROMPT, n_new, None)
+    assert torch.equal(item["ids"].long(), ids)
+    assert item["prompt_len"] == PROMPT.shape[1]
+    assert torch.equal(item["layer_argmax"].long(), layer_am)                # every layer's label source
+    L = tiny.config.num_hidden_layers
+    assert item["layer_h"].shape == (L, n_new, tiny.config.hidden_size) and item["layer_h"].dtype == torch.float16
+    torch.testing.assert_close(item["layer_h"][:-1].float(), layer_h, atol=2e-2, rtol=2e-3)
+    assert item["final_h"].shape == (ids.numel(), tiny.config.hidden_size)
+    assert item["final_h"].untyped_storage().nbytes() == item["final_h"].numel() * 4   # not a view of all layers
+
+
+def test_draft_pairs_of_a_left_padded_batch_match_unpadded_sequences(tiny):
+    acc = decoder_access(tiny)
+    prompts = [PROMPT[0], torch.tensor([9, 31, 200, 4])]
+    n_in = max(p.numel() for p in prompts)
+    ids = torch.stack([torch.cat([torch.zeros(n_in - p.numel(), dtype=torch.long), p]) for p in prompts])
+    mask = torch.stack([torch.cat([torch.zeros(n_in - p.numel()), torch.ones(p.numel())]) for p in prompts]).long()
+    out = tiny.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    items = draft_pairs(acc, out, mask, eos=None)
+    for p, it in zip(prompts, items):
+        seq = it["ids"].long()
+        assert it["prompt_len"] == p.numel() and torch.equal(seq[: p.numel()], p) and seq.numel() == p.numel() + 6
+        ref = acc.norm(all_layer_states(acc, seq)[-1])                     # unpadded teacher-forced pass
+        torch.testing.assert_close(it["final_normed"].float(), ref, atol=5e-2, rtol=2e-3)
+        assert torch.equal(it["target_next"].long(), acc.logits(ref).argmax(-1))
+        assert torch.equal(it["target_next"][p.numel() - 1:-1].long(), seq[p.numel():])   # greedy labels
