@@ -17,12 +17,13 @@ from foretell.specee.train import build_examples, train_predictors
 PROMPT = torch.tensor([[5, 17, 99, 3, 250, 42, 7, 8]])
 
 
-def test_features_equal_between_training_and_inference(tiny):
+@pytest.mark.parametrize("layers", [None, [0, 3]], ids=["all-layers", "sparse-schedule"])
+def test_features_equal_between_training_and_inference(tiny, layers):
     acc = decoder_access(tiny)
     torch.manual_seed(1)
     head = DraftHead(acc, torch.arange(0, 256, 2))             # a subset vocabulary, like the real head
     n_layers = tiny.config.num_hidden_layers
-    preds = make_predictors(tiny, k=4)
+    preds = make_predictors(tiny, layers=layers, k=4)          # sparse: the mini head skips layers 1, 4
     seen = {}
     original = preds.score
 
@@ -37,7 +38,8 @@ def test_features_equal_between_training_and_inference(tiny):
     item = collect_one(acc, PROMPT, 10, None)
     assert torch.equal(item["ids"].long(), out[0])
     ex = build_examples(acc, head, [item], k=4)
-    for layer in range(n_layers - 1):
+    assert sorted(seen) == (layers or list(range(n_layers - 1)))
+    for layer in sorted(seen):
         inference = torch.cat(seen[layer])                   # tokens 2..10 (token 1 comes from the prefill)
         training = ex["feats"][layer, 1:]
         assert inference.shape == training.shape == (9, 12)

@@ -6,9 +6,10 @@ SpecEE feature at layer i for k draft candidates c_1..c_k (12 numbers for k=4):
   * their softmax over the k,
   * the change of that softmax since the previous layer (layer i-1; uniform before layer 0).
 
-The "previous layer" is always i-1, at inference as in training: the mini head is evaluated on
-every layer (k dot products, negligible), the MLP only on scheduled layers. This removes the
-official code's drift (training used layer i-1, inference the previous *evaluated* layer).
+The "previous layer" is always i-1, at inference as in training: inference evaluates the mini head
+on each scheduled layer and on the layer just below it (k dot products), the MLP only on scheduled
+layers. This removes the official code's drift (training used layer i-1, inference the previous
+*evaluated* layer).
 
 :func:`full_vocab_features` is the costly peer's input (needs the full-vocabulary logits).
 """
@@ -27,7 +28,7 @@ def num_features(k: int) -> int:
 
 def candidate_logits(h_normed: torch.Tensor, cand_rows: torch.Tensor) -> torch.Tensor:
     """Mini-head logits: (..., d) normalised states x (..., k, d) LM-head rows -> (..., k)."""
-    return torch.einsum("...d,...kd->...k", h_normed, cand_rows)
+    return torch.matmul(cand_rows, h_normed.unsqueeze(-1)).squeeze(-1)
 
 
 def layer_features(cand_logits: torch.Tensor, prev_probs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

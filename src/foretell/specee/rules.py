@@ -70,22 +70,28 @@ class SpecEERule(ExitRule):
         super().start_token(cands)
         self.cands = cands                                    # (q, k) target ids
         self.rows = self.acc.lm_head.weight[cands]            # (q, k, d) mini head
-        act = [i for i in self._active if self.predictors.has(i)]
-        self._first = (min(act) - 1) if act else self.acc.num_layers
-        self.prev = None
+        act = frozenset(i for i in self._active if self.predictors.has(i))
+        self._scored = act
+        self._mini = act | frozenset(i - 1 for i in act if i > 0)
+        self.prev, self._prev_layer = None, None
 
     def _confident(self, layer, h):
         """Normalised states and per-row "predictor fires" flags at ``layer`` (None: not evaluated).
 
-        The mini-head features run on every layer from just below the first scheduled one, so the
-        "change since the previous layer" feature matches training.
+        The mini head runs on each scheduled layer and on the layer just below it, so the "change
+        since the previous layer" feature is the one of training (layer i-1); all other layers
+        cost nothing.
         """
-        if layer < self._first:
+        if layer not in self._mini:
             return None
         x = self.acc.norm(h)
-        feats, self.prev = layer_features(candidate_logits(x, self.rows), self.prev)
-        if layer not in self._active or not self.predictors.has(layer):
+        prev = self.prev if self._prev_layer == layer - 1 else None    # None only at layer 0
+        cand = candidate_logits(x, self.rows)
+        if layer not in self._scored:
+            self.prev, self._prev_layer = torch.softmax(cand.float(), dim=-1), layer
             return None
+        feats, self.prev = layer_features(cand, prev)
+        self._prev_layer = layer
         self.evaluations += 1
         return x, self.predictors.score(layer, feats) > self.threshold
 
