@@ -4,7 +4,7 @@ import torch
 from transformers import DynamicCache
 
 from foretell.specee.adapters import all_layer_states, decoder_access
-from foretell.specee.collect import collect_one, draft_pairs
+from foretell.specee.collect import collect_many, collect_one, draft_pairs
 
 PROMPT = torch.tensor([[5, 17, 99, 3, 250, 42, 7, 8]])
 
@@ -62,3 +62,15 @@ def test_draft_pairs_of_a_left_padded_batch_match_unpadded_sequences(tiny):
         torch.testing.assert_close(it["final_normed"].float(), ref, atol=5e-2, rtol=2e-3)
         assert torch.equal(it["target_next"].long(), acc.logits(ref).argmax(-1))
         assert torch.equal(it["target_next"][p.numel() - 1:-1].long(), seq[p.numel():])   # greedy labels
+
+
+def test_batched_collection_gives_the_same_items_as_one_by_one(tiny):
+    acc = decoder_access(tiny)
+    prompts = [PROMPT[0], torch.tensor([9, 31, 200, 4]), torch.tensor([77, 12, 5, 130, 64, 1])]
+    items, fallbacks = collect_many(acc, prompts, 9, eos_token_id=None, pad_token_id=0)
+    assert fallbacks == 0
+    for p, got in zip(prompts, items):
+        want = collect_one(acc, p.view(1, -1), 9, None)
+        assert got.keys() == want.keys() and got["prompt_len"] == want["prompt_len"]
+        for key in ("ids", "layer_argmax", "layer_h", "final_h", "full_vocab_feats"):
+            assert torch.equal(got[key], want[key]), key

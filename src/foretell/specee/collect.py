@@ -19,12 +19,11 @@ from foretell.specee.features import full_vocab_features
 
 
 @torch.no_grad()
-def collect_one(acc: DecoderAccess, prompt_ids: torch.Tensor, max_new_tokens: int, eos_token_id=None) -> dict:
-    """Greedy-generate with the full model, then record the per-layer states of that trajectory."""
-    out = acc.model.generate(prompt_ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=eos_token_id, pad_token_id=eos_token_id)
-    ids = out[0]
-    n_prompt = prompt_ids.shape[1]
+def trajectory_item(acc: DecoderAccess, ids: torch.Tensor, n_prompt: int) -> dict:
+    """One teacher-forced pass over a finished trajectory ``ids`` (S,) whose first ``n_prompt`` ids
+    are the prompt: every layer's state at every position at once, then per layer ONE batched
+    norm + LM-head product over the generated positions for its argmax (the label source) and
+    the full-vocabulary features."""
     states = all_layer_states(acc, ids)                      # (L, S, d)
     gen = slice(n_prompt - 1, ids.shape[0] - 1)               # positions predicting generated tokens
     layer_h = states[:, gen]                                  # (L, G, d)
@@ -36,6 +35,45 @@ def collect_one(acc: DecoderAccess, prompt_ids: torch.Tensor, max_new_tokens: in
     return {"ids": ids.to(torch.int32), "prompt_len": n_prompt, "final_h": states[-1].float().clone(),
             "layer_h": layer_h.half(), "layer_argmax": torch.stack(argmax).to(torch.int32),
             "full_vocab_feats": torch.stack(fv).float()}
+
+
+@torch.no_grad()
+def collect_one(acc: DecoderAccess, prompt_ids: torch.Tensor, max_new_tokens: int, eos_token_id=None) -> dict:
+    """Greedy-generate with the full model, then record the per-layer states of that trajectory."""
+    out = acc.model.generate(prompt_ids, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=eos_token_id, pad_token_id=eos_token_id)
+    return trajectory_item(acc, out[0], prompt_ids.shape[1])
+
+
+@torch.no_grad()
+def collect_many(acc: DecoderAccess, prompts: list[torch.Tensor], max_new_tokens: int, eos_token_id=None,
+                 pad_token_id: int = 0) -> tuple[list[dict], int]:
+    """:func:`collect_one` for several prompts (1-D id tensors) with the greedy decoding batched.
+
+    The prompts are generated as one left-padded batch (~6x the throughput of one row on a CPU);
+    each trajectory is then checked against its own unpadded teacher-forced pass: the final
+    layer's argmax must reproduce every generated token (the greedy definition). A trajectory that
+    fails (padding flipped a near-tie) is collected again with :func:`collect_one`. Returns the
+    items (same data as :func:`collect_one`) and the number of such fallbacks.
+    """
+    n_in = max(p.numel() for p in prompts)
+    ids = torch.full((len(prompts), n_in), pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), n_in, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, n_in - p.numel():], mask[b, n_in - p.numel():] = p, 1
+    out = acc.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    items, fallbacks = [], 0
+    for b, p in enumerate(prompts):
+        gen = out[b, n_in:].tolist()
+        if eos_token_id is not None and eos_token_id in gen:
+            gen = gen[: gen.index(eos_token_id) + 1]
+        seq = torch.cat([p.long(), torch.tensor(gen, dtype=torch.long)])
+        item = trajectory_item(acc, seq, p.numel()) if gen else None
+        if item is None or not torch.equal(item["layer_argmax"][-1].long(), seq[p.numel():]):
+            item, fallbacks = collect_one(acc, p.view(1, -1), max_new_tokens, eos_token_id), fallbacks + 1
+        items.append(item)
+    return items, fallbacks
 
 
 def collect(acc: DecoderAccess, tok, prompts: list[str], out_dir: Path, *, max_new_tokens: int = 48,
@@ -52,8 +90,9 @@ def collect(acc: DecoderAccess, tok, prompts: list[str], out_dir: Path, *, max_n
         paths.append(path)
         if path.exists() or path.with_suffix(".tmp").exists():
             continue
-        items = [collect_one(acc, chat_ids(tok, p), max_new_tokens, tok.eos_token_id)
-                 for p in prompts[s:s + shard_size]]
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        items, _ = collect_many(acc, [chat_ids(tok, p)[0] for p in prompts[s:s + shard_size]], max_new_tokens,
+                                tok.eos_token_id, pad)
         tmp = path.with_suffix(".tmp")
         torch.save(items, tmp)
         tmp.rename(path)
