@@ -1,11 +1,23 @@
 """Does a shorter Bayesian-GCN schedule select the same NIFA targets as the paper's 500 epochs?
 
-Trains the Bayesian GCN once for the full schedule on DBLP (seed/split 0, training labels only),
-records the node uncertainties after the epochs listed in --checkpoints, and reports for each the
-fraction of the full-schedule targets (top k=50% per sensitive group) that it also selects.
+Trains the Bayesian GCN for the full schedule twice on the same split and training labels, with two
+different mask/initialisation seeds (``--seed`` and ``--seed + 1``), and records the node
+uncertainties after the epochs listed in ``--checkpoints``. Reports
+
+* ``overlap_full_vs_full``: fraction of run A's full-schedule targets (top k=50% per sensitive group)
+  that run B's full schedule also selects -- how well the method reproduces its own targets;
+* ``overlap_with_full``: for each checkpoint of run A, the overlap with run A's full schedule;
+* ``overlap_with_other_full``: for each checkpoint of run A, the overlap with run B's full schedule
+  (a shortcut is as good as the full schedule when this matches ``overlap_full_vs_full``);
+* ``random_overlap``: the overlap a random choice of the same sizes has in expectation (= k);
+* ``shortcuts``: for each ``--shortcuts`` schedule ``LR:EPOCHS`` (run with seed A), the overlap with
+  run A's and run B's full schedules and its seconds.
+
+``--save-uncertainty PATH.npz`` keeps the full-schedule uncertainties (arrays ``A`` and ``B``).
+
 Writes benchmarks/results/nifa_uncertainty_overlap_<dataset>.json.
 
-    python benchmarks/nifa_uncertainty_overlap.py [--epochs 500] [--threads 1]
+    python benchmarks/nifa_uncertainty_overlap.py --dataset german [--epochs 500] [--threads 1]
 """
 
 from __future__ import annotations
@@ -19,13 +31,14 @@ import torch
 
 
 def overlap(a: dict, b: dict) -> float:
+    """Fraction of the targets in ``b`` that ``a`` also selects (both {group: nodes})."""
     inter = sum(len(np.intersect1d(a[g], b[g])) for g in (0, 1))
     return inter / max(1, sum(len(b[g]) for g in (0, 1)))
 
 
 def main() -> None:
-    from foretell.core.report import write_json
     from foretell.core.paths import repo_root
+    from foretell.core.report import write_json
     from foretell.nifa.loaders import load_preset
     from foretell.nifa.splits import add_split
     from foretell.nifa.uncertainty import UncertaintyConfig, node_uncertainty, top_k_by_group
@@ -34,33 +47,59 @@ def main() -> None:
     ap.add_argument("--dataset", default="dblp")
     ap.add_argument("--epochs", type=int, default=500)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--k", type=float, default=0.5)
     ap.add_argument("--checkpoints", default="5,10,20,30,50,75,100,150,200,300,400")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="mask/init seed of run A (run B uses seed + 1)")
+    ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--shortcuts", default="", help="comma-separated LR:EPOCHS schedules to compare, e.g. 0.01:50")
+    ap.add_argument("--save-uncertainty", default=None, help="npz path for the full-schedule uncertainties")
     ap.add_argument("--json", default=None,
                     help="default: benchmarks/results/nifa_uncertainty_overlap_<dataset>.json")
     args = ap.parse_args()
     args.json = args.json or str(repo_root() / f"benchmarks/results/nifa_uncertainty_overlap_{args.dataset}.json")
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
-    data = add_split(load_preset(args.dataset), args.seed)
+    data = add_split(load_preset(args.dataset), args.split_seed)
     train = np.flatnonzero(data.train_mask.numpy())
     cand = np.flatnonzero(((data.y >= 0) & (data.sens >= 0)).numpy())
-    checks = tuple(int(c) for c in args.checkpoints.split(",") if int(c) < args.epochs)
-    t0 = time.perf_counter()
-    res = node_uncertainty(data, train, cand, UncertaintyConfig(epochs=args.epochs, lr=args.lr), args.seed,
-                           history_at=checks)
-    seconds = time.perf_counter() - t0
     sens = data.sens.numpy()
-    full = top_k_by_group(res["uncertainty"], cand, sens, 0.5)
-    rows = {}
-    for e, unc in sorted(res["history"].items()):
-        rows[str(e)] = overlap(top_k_by_group(unc, cand, sens, 0.5), full)
-        print(f"epoch {e}: target overlap with {args.epochs}-epoch schedule = {rows[str(e)]:.4f}")
-    write_json(args.json, {"dataset": args.dataset, "seed": args.seed, "full_epochs": args.epochs,
-                           "lr": args.lr, "k": 0.5, "num_candidates": int(len(cand)),
-                           "seconds_full_schedule": seconds, "seconds_per_epoch": seconds / args.epochs,
-                           "overlap_with_full": rows})
+    checks = tuple(int(c) for c in args.checkpoints.split(",") if int(c) < args.epochs)
+    runs, seconds = {}, {}
+    for name, seed in (("A", args.seed), ("B", args.seed + 1)):
+        t0 = time.perf_counter()
+        runs[name] = node_uncertainty(data, train, cand, UncertaintyConfig(epochs=args.epochs, lr=args.lr),
+                                      seed, history_at=checks)
+        seconds[name] = time.perf_counter() - t0
+    full = {n: top_k_by_group(r["uncertainty"], cand, sens, args.k) for n, r in runs.items()}
+    same = overlap(full["A"], full["B"])
+    print(f"full vs full ({args.epochs} epochs, seeds {args.seed}/{args.seed + 1}): {same:.4f}")
+    own, other = {}, {}
+    for e, unc in sorted(runs["A"]["history"].items()):
+        top = top_k_by_group(unc, cand, sens, args.k)
+        own[str(e)], other[str(e)] = overlap(top, full["A"]), overlap(top, full["B"])
+        print(f"epoch {e}: overlap with own full schedule {own[str(e)]:.4f}, with the other seed's "
+              f"full schedule {other[str(e)]:.4f}")
+    shortcuts = {}
+    for spec in filter(None, args.shortcuts.split(",")):
+        lr, epochs = float(spec.split(":")[0]), int(spec.split(":")[1])
+        t0 = time.perf_counter()
+        res = node_uncertainty(data, train, cand, UncertaintyConfig(epochs=epochs, lr=lr), args.seed)
+        top = top_k_by_group(res["uncertainty"], cand, sens, args.k)
+        shortcuts[spec] = {"lr": lr, "epochs": epochs, "seconds": time.perf_counter() - t0,
+                           "overlap_with_full": overlap(top, full["A"]),
+                           "overlap_with_other_full": overlap(top, full["B"])}
+        print(f"shortcut lr {lr} x {epochs} epochs: overlap with own full {shortcuts[spec]['overlap_with_full']:.4f}, "
+              f"with other seed's full {shortcuts[spec]['overlap_with_other_full']:.4f}")
+    if args.save_uncertainty:
+        np.savez(args.save_uncertainty, A=runs["A"]["uncertainty"], B=runs["B"]["uncertainty"])
+    write_json(args.json, {"dataset": args.dataset, "seed": args.seed, "split_seed": args.split_seed,
+                           "full_epochs": args.epochs, "lr": args.lr, "k": args.k,
+                           "num_candidates": int(len(cand)), "random_overlap": args.k,
+                           "overlap_full_vs_full": same, "overlap_with_full": own,
+                           "overlap_with_other_full": other, "shortcuts": shortcuts,
+                           "seconds_full_schedule": seconds,
+                           "seconds_per_epoch": seconds["A"] / args.epochs})
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ def _add_attack_args(p) -> None:
     g.add_argument("--max-step", type=int, default=None, help="steps of each phase per round (50)")
     g.add_argument("--uncertainty-epochs", type=int, default=None,
                    help="Bayesian-GCN epochs (paper: 500; our default for presets: see docs/nifa.md)")
+    g.add_argument("--uncertainty-lr", type=float, default=None,
+                   help="Bayesian-GCN Adam learning rate (paper: 1e-3)")
     g.add_argument("--uncertainty-check-every", type=int, default=None,
                    help="stop the Bayesian GCN once the targets stop changing (check every N epochs; 0 = off)")
     g.add_argument("--num-masks", type=int, default=None, help="DropConnect masks T (20)")
@@ -140,7 +142,7 @@ def _nifa_config(args, dataset: str):
 
     over = {k: getattr(args, k) for k in ("num_injected", "injection_rate", "edges_per_injected", "k", "alpha",
                                           "beta", "max_iter", "max_step", "uncertainty_epochs",
-                                          "uncertainty_check_every", "num_masks")
+                                          "uncertainty_lr", "uncertainty_check_every", "num_masks")
             if getattr(args, k) is not None}
     if args.use_all_labels_for_uncertainty:
         over["use_all_labels_for_uncertainty"] = True

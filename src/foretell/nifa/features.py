@@ -38,6 +38,7 @@ class FeatureConfig:
     max_step: int = 50
     lr: float = 1e-3
     hidden: int = 128
+    eo_terms: str = "true_class"  # "true_class" (NIFA code) or "all_logits"
 
 
 def feature_box(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,14 +76,23 @@ class Surrogate(torch.nn.Module):
         self.b2 = torch.nn.Parameter(torch.zeros(num_classes))
 
 
-def fairness_gaps(logits, y, sens, num_classes):
-    """(L_SP, L_EO): squared gaps of group-mean logits, overall and per true class."""
+def fairness_gaps(logits, y, sens, num_classes, eo_terms: str = "true_class"):
+    """(L_SP, L_EO): squared gaps of group-mean logits between the sensitive groups.
+
+    L_SP: MSE between the two groups' mean logit vectors. L_EO, ``"true_class"`` (the NIFA code):
+    for each class c, the gap of the two groups' mean *class-c* logit over their nodes of true class
+    c, squared and averaged over classes; ``"all_logits"``: per class c the MSE of the whole mean
+    logit vectors over the nodes of class c, averaged over classes."""
     s1, s0 = sens == 1, sens == 0
     l_sp = F.mse_loss(logits[s1].mean(0), logits[s0].mean(0))
     terms = []
     for c in range(num_classes):
         a, b = s1 & (y == c), s0 & (y == c)
-        if a.any() and b.any():
+        if not (a.any() and b.any()):
+            terms.append(logits.new_zeros(()))     # the NIFA code's zero entry for an empty class
+        elif eo_terms == "true_class":
+            terms.append((logits[a, c].mean() - logits[b, c].mean()) ** 2)
+        else:
             terms.append(F.mse_loss(logits[a].mean(0), logits[b].mean(0)))
     l_eo = torch.stack(terms).mean() if terms else logits.new_zeros(())
     return l_sp, l_eo
@@ -143,11 +153,13 @@ class FeatureObjective:
         return float(loss.detach())
 
     # ---- feature loss ----------------------------------------------------------------------
-    def loss_from_logits(self, logits, x_inj):
+    def loss_from_logits(self, logits, x_inj, cf_features=None):
+        """Feature loss; L_CF is computed on ``cf_features`` (default ``x_inj``)."""
         ce = F.cross_entropy(logits, self.y)
-        l_sp, l_eo = fairness_gaps(logits, self.y, self.sens, self.num_classes)
+        l_sp, l_eo = fairness_gaps(logits, self.y, self.sens, self.num_classes, self.cfg.eo_terms)
         g = self.groups
-        l_cf = F.mse_loss(x_inj[g == 1].mean(0), x_inj[g == 0].mean(0))
+        cf = x_inj if cf_features is None else cf_features
+        l_cf = F.mse_loss(cf[g == 1].mean(0), cf[g == 0].mean(0))
         total = ce - self.cfg.beta * (l_sp + l_eo) - self.cfg.alpha * l_cf
         return total, {k: float(v.detach()) for k, v in (("ce", ce), ("sp", l_sp), ("eo", l_eo), ("cf", l_cf))}
 
@@ -181,8 +193,16 @@ class FeatureObjective:
         logits[self.t2_pos] = out_t2
         return logits
 
-    def fast_loss(self, x_inj):
-        return self.loss_from_logits(self.fast_logits(x_inj), x_inj)
+    def train_gap(self, x_inj: torch.Tensor) -> dict:
+        """The surrogate's prediction gap on the training nodes: P(yhat=1|s=1) - P(yhat=1|s=0) (signed;
+        binary labels) -- the quantity the feature step should move, logged per round."""
+        with torch.no_grad():
+            pred = self.fast_logits(x_inj).argmax(-1)
+        s1, s0 = self.sens == 1, self.sens == 0
+        return {"train_sp_signed": float((pred[s1] == 1).float().mean() - (pred[s0] == 1).float().mean())}
+
+    def fast_loss(self, x_inj, cf_features=None):
+        return self.loss_from_logits(self.fast_logits(x_inj), x_inj, cf_features)
 
 
 def optimise_features(data, num_real: int, groups: np.ndarray, train: np.ndarray, cfg: FeatureConfig,
@@ -204,5 +224,5 @@ def optimise_features(data, num_real: int, groups: np.ndarray, train: np.ndarray
             opt_x.step()
             with torch.no_grad():
                 x_inj.copy_(torch.max(torch.min(x_inj, hi), lo))
-        history.append({"surrogate_ce": ce_s, **parts})
+        history.append({"surrogate_ce": ce_s, **parts, **obj.train_gap(x_inj.detach())})
     return finalize_features(x_inj, lo, hi, integer), history

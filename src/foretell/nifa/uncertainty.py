@@ -6,8 +6,11 @@ batched product (X @ [W1*M1_1 | ... | W1*M1_T]). Loss = mean over masks of the c
 training labels + (1-p)/T * (mean W1^2 + mean W2^2), Adam. Uncertainty of a node = variance over
 the T softmax outputs, averaged over classes.
 
-Exact shortcut: the loss only reads the outputs of the training nodes, so each epoch evaluates
+Exact shortcuts: the loss only reads the outputs of the training nodes, so each epoch evaluates
 layer 2 on those rows and layer 1 on their 1-hop region only (same numbers as the full graph).
+Layer 2 is linear, so the propagation runs before the per-mask weights (P2 H1_t W2_t =
+(P2 H1_t) W2_t: the per-mask product then touches only the output rows), and the constant sparse
+products use a precomputed transpose in the backward pass (``ConstSpMM``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 
 from foretell.core.errors import ForetellError
 from foretell.core.progress import progress
-from foretell.nifa.graph import feature_mm, gcn_norm, neighbourhood, rows, to_torch
+from foretell.nifa.graph import gcn_norm, neighbourhood, to_torch
 
 
 @dataclass
@@ -38,15 +41,45 @@ class UncertaintyConfig:
     k: float = 0.5                # target fraction used by the stability check
 
 
+class ConstSpMM(torch.autograd.Function):
+    """``a @ w`` for a constant sparse CSR ``a`` whose transpose ``at`` is precomputed: the backward
+    pass is one more CSR product instead of transposing ``a`` on every call."""
+
+    @staticmethod
+    def forward(ctx, a, at, w):
+        ctx.at = at
+        return torch.sparse.mm(a, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, torch.sparse.mm(ctx.at, grad)
+
+
+class _ConstSparse:
+    """A constant sparse matrix with its transpose, both torch CSR; ``self @ w`` is differentiable in w."""
+
+    def __init__(self, m):
+        import scipy.sparse as sp
+
+        m = m if sp.issparse(m) else sp.csr_matrix(m)
+        self.a, self.at = to_torch(m.tocsr()), to_torch(m.T.tocsr())
+
+    def __matmul__(self, w: torch.Tensor) -> torch.Tensor:
+        return ConstSpMM.apply(self.a, self.at, w)
+
+
 class _Block:
     """Row block of the propagation needed to compute the outputs of ``out_nodes`` exactly."""
 
     def __init__(self, prop, x, out_nodes):
+        from foretell.nifa.graph import to_scipy
+
         r1 = neighbourhood(prop, out_nodes)          # layer-1 rows
         r2 = neighbourhood(prop, r1)                 # feature rows
-        self.x = rows(x, r2)
-        self.p1 = to_torch(prop[r1][:, r2])
-        self.p2 = to_torch(prop[np.asarray(out_nodes)][:, r1])
+        xs = to_scipy(x)[r2] if (x.layout == torch.sparse_csr or x.is_sparse) else x[torch.as_tensor(r2)].numpy()
+        self.x = _ConstSparse(xs)
+        self.p1 = _ConstSparse(prop[r1][:, r2])
+        self.p2 = _ConstSparse(prop[np.asarray(out_nodes)][:, r1])
 
 
 class BayesianGCN(torch.nn.Module):
@@ -67,10 +100,9 @@ class BayesianGCN(torch.nn.Module):
         """Logits (nodes, T, C) of the block's output nodes under every mask."""
         t, f, h = self.m1.shape
         w1 = (self.w1.unsqueeze(0) * self.m1).permute(1, 0, 2).reshape(f, t * h)
-        h1 = torch.relu(torch.sparse.mm(block.p1, feature_mm(block.x, w1))).view(-1, t, h)
-        z = torch.einsum("nth,thc->ntc", h1, self.w2.unsqueeze(0) * self.m2)
-        out = torch.sparse.mm(block.p2, z.reshape(z.shape[0], -1))
-        return out.view(out.shape[0], t, -1)
+        h1 = torch.relu(block.p1 @ (block.x @ w1))              # (r1, T*H)
+        g = (block.p2 @ h1).view(-1, t, h)                      # propagate first: layer 2 is linear
+        return torch.einsum("nth,thc->ntc", g, self.w2.unsqueeze(0) * self.m2)
 
     def regulariser(self) -> torch.Tensor:
         return (1 - self.cfg.keep_prob) / self.cfg.num_masks * (self.w1.pow(2).mean() + self.w2.pow(2).mean())
