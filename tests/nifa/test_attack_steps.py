@@ -110,6 +110,33 @@ def test_two_hop_cache_is_exact(sparse):
     assert torch.allclose(obj.fast_loss(x2)[0], obj.full_loss(x2)[0], atol=1e-5)
 
 
+def test_fairness_gaps_hand_computed():
+    from foretell.nifa.features import fairness_gaps
+
+    logits = torch.tensor([[1., 2.], [3., 0.], [0., 1.], [2., 2.]])
+    y, sens = torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1, 0, 0])
+    l_sp, l_eo = fairness_gaps(logits, y, sens, 2)
+    # group means [2, 1] vs [1, 1.5]; NIFA code's L_EO: class-c logit over true class c: (1-0)^2, (0-2)^2
+    assert float(l_sp) == pytest.approx(0.625) and float(l_eo) == pytest.approx(2.5)
+    assert float(fairness_gaps(logits, y, sens, 2, "all_logits")[1]) == pytest.approx(1.75)
+
+
+def test_block_gradient_matches_dense():
+    data = toy_graph(sparse=True)
+    cfg = UncertaintyConfig(hidden=16, num_masks=4)
+    model = BayesianGCN(8, 2, cfg, torch.Generator().manual_seed(1))
+    prop = gcn_norm(data.edge_index, data.num_nodes)
+    nodes = np.arange(0, 60, 3)
+    model(_Block(prop, data.x, nodes)).square().sum().backward()
+    g_block = model.w1.grad.clone()
+    model.w1.grad = None
+    p, x = torch.from_numpy(prop.toarray()), data.x.to_dense()
+    ref = sum((p @ torch.relu(p @ x @ (model.w1 * model.m1[t])) @ (model.w2 * model.m2[t]))[nodes].square().sum()
+              for t in range(4))
+    ref.backward()
+    assert torch.allclose(g_block, model.w1.grad, atol=1e-4)
+
+
 def test_feature_box_and_rounding():
     lo, hi = torch.tensor([0., -1., 2.]), torch.tensor([1., 1., 5.])
     x0 = init_features(200, lo, hi, torch.Generator().manual_seed(0))

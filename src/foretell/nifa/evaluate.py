@@ -85,7 +85,8 @@ def run_seed(data, seed: int, cfg: EvalConfig, *, save_poisoned=None, log=print,
     runs = {}
     result = {"seed": seed, "attack_seconds": attack_seconds, "attack_info": {
         "seconds": poisoned.info["seconds"], "uncertainty_epochs_run": poisoned.info["uncertainty_epochs_run"],
-        "num_edges_added": poisoned.info["num_edges_added"]}, "num_injected": poisoned.num_injected, **extra,
+        "num_edges_added": poisoned.info["num_edges_added"],
+        "feature_history": poisoned.info["feature_history"]}, "num_injected": poisoned.num_injected, **extra,
         "runs": runs}
     for victim in cfg.victims:
         runs[victim] = {}
