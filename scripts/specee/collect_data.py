@@ -2,6 +2,8 @@
 
 python scripts/specee/collect_data.py [--out ~/.cache/foretell/specee/collect] [--max-new-tokens 48]
 Single-threaded by default (the build machine is shared); resumable (finished shards are kept).
+Each shard of 20 prompts is decoded as one batch and checked token by token against its unpadded
+teacher-forced pass (see foretell.specee.collect.collect_many).
 """
 import argparse
 import time

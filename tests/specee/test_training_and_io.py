@@ -107,3 +107,29 @@ def test_train_all_writes_loadable_assets(tmp_path, tiny):
     a, _ = ee.draft.head(toks.view(1, -1), states.view(1, -1, 64), torch.arange(1, PROMPT.shape[1]))
     b, _ = head2(toks.view(1, -1), states.view(1, -1, 64), torch.arange(1, PROMPT.shape[1]))
     torch.testing.assert_close(a, b)
+
+
+def test_draft_head_trains_on_draft_only_sequences(tmp_path, tiny):
+    from foretell.specee.collect import draft_pairs
+    from foretell.specee.train import draft_accuracy, draft_sequences, train_all
+
+    acc = decoder_access(tiny)
+    torch.manual_seed(0)
+    prompts = torch.randint(0, 256, (24, 6))
+    out = tiny.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=12,
+                        do_sample=False, pad_token_id=0)
+    draft_items = draft_pairs(acc, out, torch.ones_like(prompts), eos=None)
+    seqs = draft_sequences(acc, draft_items)
+    # the loss mask covers exactly the 12 outputs that predict generated tokens
+    assert all(int(s["mask"].sum()) == 12 for s in seqs)
+    items = [collect_one(acc, torch.randint(0, 256, (1, 6)), 8, None) for _ in range(5)]
+    cal = train_all(acc, items, tmp_path, k=4, draft_vocab_size=256, draft_epochs=8, predictor_epochs=1,
+                    draft_items=draft_items[:20], draft_val_items=draft_items[20:], draft_batch=2, draft_lr=2e-3,
+                    log=lambda *a: None)
+    hist = cal["draft_history"]
+    assert cal["draft_training"]["on"] == "draft_items" and cal["draft_training"]["sequences"] == 20
+    assert hist[-1]["train_ce"] < 0.8 * hist[0]["train_ce"]          # it learns the target's argmax
+    head = DraftHead.load(acc, tmp_path)
+    acc_train = draft_accuracy(head, draft_sequences(acc, draft_items[:20]), k=4)
+    assert acc_train["tokens"] == 240 and acc_train["top1"] > 0.3
+    assert set(cal["draft_accuracy"]) == {"collected", "held_out"}

@@ -11,7 +11,7 @@ def _train(args) -> int:
     from foretell.core.errors import ForetellError
     from foretell.core.seed import seed_everything
     from foretell.specee.adapters import decoder_access
-    from foretell.specee.collect import collect, load_shards
+    from foretell.specee.collect import collect, collect_draft_data, load_shards
     from foretell.specee.loading import cache_dir, load_model, read_prompts
     from foretell.specee.train import train_all
 
@@ -29,9 +29,16 @@ def _train(args) -> int:
     items = load_shards(data)[: len(prompts)]
     if not items:
         raise ForetellError(f"no collected data in {data}; check --prompts")
+    draft_items = None
+    if args.draft_prompts:
+        extra = read_prompts(args.draft_prompts, "draft")
+        extra = extra[:8] if args.quick else extra
+        draft_items = collect_draft_data(acc, tok, extra, f"{data}/draft", max_new_tokens=8 if args.quick
+                                         else args.max_new_tokens)
     cal = train_all(acc, items, args.out, k=args.k, draft_vocab_size=args.draft_vocab,
                     draft_epochs=1 if args.quick else args.draft_epochs,
-                    predictor_epochs=2 if args.quick else args.predictor_epochs, seed=args.seed)
+                    predictor_epochs=2 if args.quick else args.predictor_epochs, seed=args.seed,
+                    draft_items=draft_items)
     cal["seconds"] = time.time() - t0
     if args.json:
         from foretell.core.report import write_json
@@ -113,6 +120,9 @@ def register(sub) -> None:
     t.add_argument("--out", required=True, help="output directory for predictors/draft head/calibration")
     t.add_argument("--data-dir", default=None, help="where collected trajectories are cached (resumable)")
     t.add_argument("--max-new-tokens", type=int, default=48, help="greedy tokens generated per training prompt")
+    t.add_argument("--draft-prompts", default=None,
+                   help="extra prompts whose greedy continuations train the draft head ONLY (batched, cheap); "
+                        "then the head never sees the predictors' sequences (default: train it on --prompts)")
     t.add_argument("--k", type=int, default=4, help="draft candidates per step")
     t.add_argument("--draft-vocab", type=int, default=4096, help="frequency-ranked vocabulary size of the draft head")
     t.add_argument("--draft-epochs", type=int, default=6, help="draft head training epochs")
