@@ -133,3 +133,18 @@ def test_draft_head_trains_on_draft_only_sequences(tmp_path, tiny):
     acc_train = draft_accuracy(head, draft_sequences(acc, draft_items[:20]), k=4)
     assert acc_train["tokens"] == 240 and acc_train["top1"] > 0.3
     assert set(cal["draft_accuracy"]) == {"collected", "held_out"}
+
+
+def test_draft_labels_agree_between_collected_and_draft_only_data(tiny):
+    from foretell.specee.collect import draft_pairs
+    from foretell.specee.train import draft_sequences
+
+    acc = decoder_access(tiny)
+    item = collect_one(acc, PROMPT, 9, None)
+    ids = item["ids"].long().view(1, -1)
+    # draft_pairs of the finished trajectory (prompt part = PROMPT, "generated" = the 9 greedy tokens)
+    pairs = draft_pairs(acc, ids, torch.ones(1, PROMPT.shape[1], dtype=torch.long), eos=None)
+    a, b = draft_sequences(acc, [item])[0], draft_sequences(acc, pairs)[0]
+    assert torch.equal(a["mask"], b["mask"]) and int(a["mask"].sum()) == 9
+    assert torch.equal(a["labels"][a["mask"]], b["labels"][b["mask"]])
+    assert torch.equal(a["tokens"], b["tokens"])

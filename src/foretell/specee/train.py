@@ -59,12 +59,12 @@ def draft_sequences(acc: DecoderAccess, items: list[dict]) -> list[dict]:
     seqs = []
     for it in items:
         tokens, states, pos = _draft_inputs(acc, it)
+        n = tokens.numel()
         if "target_next" in it:
             target = it["target_next"].long()
-        else:
-            full = torch.cat([states, acc.norm(it["final_h"][-1:].float())])
-            target = torch.cat([acc.logits(c).argmax(-1) for c in full.split(64)])
-        n = tokens.numel()
+        else:                        # collected trajectory: the final layer's argmax at generated positions
+            target = torch.zeros(n + 1, dtype=torch.long)             # (masked elsewhere)
+            target[it["prompt_len"] - 1: n] = it["layer_argmax"][-1].long()
         mask = torch.zeros(n, dtype=torch.bool)
         mask[max(0, it["prompt_len"] - 2): n - 1] = True
         seqs.append({"tokens": tokens, "states": states, "labels": target[1:], "next_states": states[1:],
