@@ -31,6 +31,20 @@ def checks(report: dict) -> list[list[str]]:
     return rows
 
 
+def timing(report: dict) -> list[list[str]]:
+    """Per seed: Bayesian GCN, feature attack, attack total, the 4 plain victims clean + attacked, sum."""
+    rows = []
+    for r in report.get("per_seed", []):
+        sec = r["attack_info"]["seconds"]
+        plain = [r["runs"][v][g]["seconds"] for v in ("gcn", "sage", "appnp", "sgc") for g in ("clean", "nifa")
+                 if v in r["runs"] and g in r["runs"][v]]
+        if len(plain) < 8:
+            continue
+        rows.append([str(r["seed"]), f"{sec['uncertainty']:.0f}", f"{sec['features']:.0f}", f"{sec['total']:.0f}",
+                     f"{sum(plain):.0f}", f"{sec['total'] + sum(plain):.0f}"])
+    return rows
+
+
 def main() -> None:
     from foretell.core.report import markdown_table
     from foretell.nifa.table import markdown
@@ -45,6 +59,11 @@ def main() -> None:
         print(markdown_table(["victim", "ΔSP rise > std and > random", "ΔEO rise > std and > random",
                               "acc drop ≤ 2"], checks(rep)))
         print()
+        rows = timing(rep)
+        if rows:
+            print(markdown_table(["seed", "Bayesian GCN s", "feature attack s", "attack s (target 60)",
+                                  "4 plain victims clean + attacked s", "total s (target 180)"], rows))
+            print()
 
 
 if __name__ == "__main__":
