@@ -55,6 +55,9 @@ class VLAConfig:
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
     max_positions: int = 2048
+    stem: str = "patch"          # "patch": one conv of kernel = stride = patch_size; "conv": see ConvStem
+    film: bool = False           # OFT+-style FiLM: the instruction modulates the vision features (LanguageFiLM)
+    coord_embed: bool = False    # add a learned linear embedding of each patch's (x, y) centre to its visual token
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -65,6 +68,12 @@ class VLAConfig:
             raise ForetellError(f"views={self.views!r} must be a non-empty tuple of distinct names, e.g. ('third', 'wrist')")
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ForetellError("hidden_size must be divisible by num_heads and num_heads by num_kv_heads")
+        if self.stem not in ("patch", "conv"):
+            raise ForetellError(f"stem={self.stem!r} is not supported; accepted: patch, conv")
+        if self.film and self.stem != "conv":
+            raise ForetellError("film=True needs stem='conv' (FiLM modulates the conv stem's stages)")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ForetellError(f"stem='conv' needs a power-of-two patch_size >= 2, got {self.patch_size}")
 
     @property
     def patches_per_view(self) -> int:
@@ -104,18 +113,101 @@ def token_layout(cfg: VLAConfig, instruction_len: int) -> TokenLayout:
     return TokenLayout(views=views, proprio=proprio, instruction=instruction, actions=actions, length=actions.stop + 1)
 
 
-class PatchEncoder(nn.Module):
-    """Shared conv patchify for every camera view, plus learned patch-position and view embeddings."""
+def _grid_sincos(grid: int, dim: int) -> torch.Tensor:
+    """2-D sine/cosine position table [grid*grid, dim] (row-major; half the channels per axis), the
+    initial value of the learned patch positions with the conv stem, so patch coordinates are
+    linearly readable by attention from the first step."""
+    quarter = dim // 4
+    freqs = 1.0 / (16.0 ** (torch.arange(quarter, dtype=torch.float32) / max(1, quarter)))
+    pos = torch.arange(grid, dtype=torch.float32) / grid * torch.pi
+    ang = pos[:, None] * freqs[None] * 2                          # [grid, quarter]
+    axis = torch.cat([ang.sin(), ang.cos()], dim=1)               # [grid, 2*quarter]
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    table = torch.cat([axis[rows.flatten()], axis[cols.flatten()]], dim=1)
+    return nn.functional.pad(table, (0, dim - table.shape[1]))
+
+
+class ConvStem(nn.Module):
+    """Small conv stem: pixel-coordinate channels, then log2(patch_size) 3x3 stride-2 convolutions.
+
+    Produces the same grid of one token per ``patch_size`` x ``patch_size`` patch as the plain
+    patchify, but every token sees its neighbours (overlapping receptive fields) and knows where it
+    is in the image, which a from-scratch policy needs to localise small objects quickly.
+    """
 
     def __init__(self, cfg: VLAConfig):
         super().__init__()
-        self.patchify = nn.Conv2d(3, cfg.vision_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.patch_pos = nn.Parameter(torch.randn(cfg.patches_per_view, cfg.vision_dim) * 0.02)
+        stages = cfg.patch_size.bit_length() - 1
+        widths = [5] + [min(cfg.vision_dim, 32 * 2 ** i) for i in range(stages - 1)] + [cfg.vision_dim]
+        layers: list[nn.Module] = []
+        for i in range(stages):
+            layers.append(nn.Conv2d(widths[i], widths[i + 1], kernel_size=3, stride=2, padding=1))
+            if i < stages - 1:
+                layers.append(nn.GELU())
+        self.net = nn.Sequential(*layers)
+        c = torch.linspace(-1.0, 1.0, cfg.image_size)
+        self.register_buffer("coords", torch.stack(torch.meshgrid(c, c, indexing="ij")).unsqueeze(0), persistent=False)
+
+    @property
+    def hidden_widths(self) -> list:
+        """Channels after each GELU (the places FiLM modulates)."""
+        return [m.out_channels for m in self.net if isinstance(m, nn.Conv2d)][:-1]
+
+    def forward(self, x: torch.Tensor, film: list | None = None) -> torch.Tensor:
+        x = torch.cat([x, self.coords.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
+        stage = 0
+        for m in self.net:
+            x = m(x)
+            if isinstance(m, nn.GELU) and film is not None:
+                gamma, beta = film[stage]
+                x = x * (1.0 + gamma[:, :, None, None]) + beta[:, :, None, None]
+                stage += 1
+        return x
+
+
+class LanguageFiLM(nn.Module):
+    """OFT+-style FiLM conditioning of the vision encoder on the instruction.
+
+    OpenVLA-OFT+ modulates its vision features with the average instruction embedding. An average
+    is a bag of words ("red block ... green pad" = "green block ... red pad"), so the pooled vector
+    here is the masked mean of a width-2 convolution over the word embeddings (adjacent-word pairs
+    such as "red block"), mapped to one per-channel scale and shift per conv stage.
+    """
+
+    def __init__(self, hidden_size: int, widths: list):
+        super().__init__()
+        self.pairs = nn.Conv1d(hidden_size, hidden_size, kernel_size=2)
+        self.heads = nn.ModuleList(nn.Linear(hidden_size, 2 * w) for w in widths)
+        for head in self.heads:  # start as the identity modulation
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, words: torch.Tensor, mask: torch.Tensor) -> list:
+        """words [B, L, H], mask [B, L] (True = real word) -> [(gamma, beta) [B, C] per stage]."""
+        pair = nn.functional.gelu(self.pairs(words.transpose(1, 2))).transpose(1, 2)  # [B, L-1, H]
+        m = (mask[:, 1:] & mask[:, :-1]).to(pair.dtype).unsqueeze(-1)
+        pooled = (pair * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return [tuple(head(pooled).chunk(2, dim=-1)) for head in self.heads]
+
+
+class PatchEncoder(nn.Module):
+    """Shared patch encoder for every camera view, plus learned patch-position and view embeddings."""
+
+    def __init__(self, cfg: VLAConfig):
+        super().__init__()
+        if cfg.stem == "conv":
+            self.patchify = ConvStem(cfg)
+        else:
+            self.patchify = nn.Conv2d(3, cfg.vision_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        init = _grid_sincos(cfg.image_size // cfg.patch_size, cfg.vision_dim) if cfg.stem == "conv" else \
+            torch.randn(cfg.patches_per_view, cfg.vision_dim) * 0.02
+        self.patch_pos = nn.Parameter(init)
         self.view_embed = nn.Parameter(torch.randn(len(cfg.views), cfg.vision_dim) * 0.02)
         self.norm = nn.LayerNorm(cfg.vision_dim)
 
-    def forward(self, image: torch.Tensor, view_index: int) -> torch.Tensor:
-        x = self.patchify((image - 0.5) * 4.0)  # [B, D, h, w]
+    def forward(self, image: torch.Tensor, view_index: int, film: list | None = None) -> torch.Tensor:
+        x = (image - 0.5) * 4.0
+        x = self.patchify(x, film) if film is not None else self.patchify(x)  # [B, D, h, w]
         x = x.flatten(2).transpose(1, 2)  # [B, h*w, D]
         return self.norm(x + self.patch_pos + self.view_embed[view_index])
 
@@ -186,6 +278,15 @@ class OFTStyleVLA(nn.Module):
         self.backbone = LlamaModel(_llama_config(cfg))
         make_bidirectional(self.backbone)
         self.action_head = L1ActionHead(cfg)
+        self.film = LanguageFiLM(cfg.hidden_size, self.vision.patchify.hidden_widths) if cfg.film else None
+        if cfg.coord_embed:  # one linear map per view: token += W_view @ (x, y) of the patch centre, in [-1, 1]
+            grid = cfg.image_size // cfg.patch_size
+            c = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid * 2 - 1
+            yy, xx = torch.meshgrid(c, c, indexing="ij")
+            self.register_buffer("patch_xy", torch.stack([xx.flatten(), yy.flatten()], dim=1), persistent=False)
+            self.coord_proj = nn.ModuleList(nn.Linear(2, cfg.hidden_size, bias=False) for _ in cfg.views)
+        else:
+            self.coord_proj = None
         self._pruning_hook = None  # set by foretell.specprune.apply(); see predict_action
 
     # ----------------------------------------------------------------- inputs
@@ -228,11 +329,16 @@ class OFTStyleVLA(nn.Module):
         """Backbone input embeddings [B, S, H] in the documented layout."""
         b = self.check_inputs(images, instruction_ids, proprio)
         dtype = self.bos.dtype
+        words = self.backbone.embed_tokens(instruction_ids)
+        film = self.film(words, instruction_ids != 0) if self.film is not None else None  # id 0 = <pad>
         parts = [self.bos.expand(b, 1, -1)]
         for i, v in enumerate(self.config.views):
-            parts.append(self.projector(self.vision(images[v].to(dtype), i)))
+            tokens = self.projector(self.vision(images[v].to(dtype), i, film))
+            if self.coord_proj is not None:
+                tokens = tokens + self.coord_proj[i](self.patch_xy.to(dtype))
+            parts.append(tokens)
         parts.append(self.proprio_proj(proprio.to(dtype)).unsqueeze(1))
-        parts.append(self.backbone.embed_tokens(instruction_ids))
+        parts.append(words)
         parts.append(self.action_slots.expand(b, -1, -1))  # zero embedding + learned slot embedding
         parts.append(self.stop.expand(b, 1, -1))
         return torch.cat(parts, dim=1)

@@ -36,13 +36,13 @@ class TrainConfig:
     episodes: int = 300
     noise_max: float = 0.25          # per-episode noise std ~ U(0, noise_max) on the executed xyz/yaw
     clean_fraction: float = 0.25     # episodes executed without noise
-    steps: int = 900
+    steps: int = 2400
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.01
-    warmup: int = 60
+    warmup: int = 100
     threads: int = 1
-    image_size: int = 96
+    image_size: int = 64
     patch_size: int = 8
     hidden_size: int = 96
     num_layers: int = 6
@@ -56,6 +56,17 @@ class TrainConfig:
     checkpoint_every: int = 0        # also write the weights every N steps (0: only at the end)
     loss: str = "mse"                # "mse" or "l1" (OFT's objective, vla.loss); see docs/specprune.md
     fan_in_init: bool = True         # re-initialise the backbone for faster attention learning (see reinit_for_training)
+    slot_init_std: float = 0.05      # std of the action-slot embeddings at the fan-in re-initialisation
+    coord_embed: bool = True         # learned linear (x, y) patch-centre embedding on the visual tokens
+    stem: str = "conv"               # vision stem of the VLA ("conv": overlapping 3x3 convs + coordinates; "patch")
+    film: bool = True                # OFT+-style FiLM conditioning of the vision stem on the instruction
+    action_weight: float = 5.0       # weight of the behaviour-cloning (action chunk) loss
+    aux_seg: float = 1.0             # weight of the training-only target-segmentation loss (bc_aux; 0 = off)
+    aux_attn: float = 1.0            # weight of the training-only action-slot attention loss (bc_aux; 0 = off)
+    aux_attn_layers: str = "0,1"     # layers whose action-slot attention (heads 0-2) is pulled to block / pad / proprio
+    aux_rel: float = 1.0             # weight of the training-only relative-position loss (bc_aux; 0 = off)
+    dagger_at: str = "1200,1800"     # comma-separated steps after which on-policy data is added (DAgger)
+    dagger_episodes: int = 100       # policy episodes relabelled by the expert per DAgger round
 
     def check(self) -> None:
         for name in ("episodes", "steps", "batch_size", "threads", "image_size", "chunk", "horizon"):
@@ -65,6 +76,16 @@ class TrainConfig:
             raise ForetellError(f"loss={self.loss!r} is not supported; accepted: l1, mse")
         if not 0.0 <= self.clean_fraction <= 1.0 or self.noise_max < 0:
             raise ForetellError("clean_fraction must be in [0, 1] and noise_max >= 0")
+        if self.aux_seg < 0 or self.aux_rel < 0:
+            raise ForetellError("aux_seg and aux_rel are loss weights and must be >= 0")
+        try:
+            self.dagger_steps()
+        except ValueError:
+            raise ForetellError(f"dagger_at={self.dagger_at!r} must be comma-separated step numbers, e.g. '600,900'") from None
+
+    def dagger_steps(self) -> list:
+        """The steps after which a DAgger round runs (sorted)."""
+        return sorted(int(x) for x in str(self.dagger_at).split(",") if x.strip())
 
 
 def vla_config(cfg: TrainConfig, vocab_size: int):
@@ -76,7 +97,7 @@ def vla_config(cfg: TrainConfig, vocab_size: int):
                      hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
                      num_kv_heads=cfg.num_kv_heads, intermediate_size=cfg.intermediate_size,
                      vocab_size=vocab_size, proprio_dim=PROPRIO_DIM, action_dim=ACTION_DIM, chunk=cfg.chunk,
-                     vision_dim=cfg.vision_dim, action_head_hidden=cfg.action_head_hidden)
+                     vision_dim=cfg.vision_dim, action_head_hidden=cfg.action_head_hidden, stem=cfg.stem, film=cfg.film, coord_embed=cfg.coord_embed)
 
 
 def make_tokenizer():
@@ -87,17 +108,39 @@ def make_tokenizer():
     return InstructionTokenizer(vocabulary())
 
 
+_COLUMNS = ("third", "wrist", "proprio", "ids", "actions", "episode", "rel", "mask_third", "mask_wrist")
+
+
+def _record(cols: dict, state, views: dict, ids, episode: int, cfg: "TrainConfig") -> None:
+    """Append one training sample: both views, proprio, instruction, the clean expert chunk (label)
+    and the training-only auxiliary targets (bc_aux)."""
+    from foretell.specprune.bc_aux import relative_target, target_masks
+    from foretell.specprune.sim import expert_chunk, proprio
+
+    cols["third"].append(views["third"])
+    cols["wrist"].append(views["wrist"])
+    cols["proprio"].append(proprio(state, cfg.horizon))
+    cols["ids"].append(ids)
+    cols["actions"].append(expert_chunk(state, cfg.chunk, cfg.horizon).astype(np.float32))
+    cols["episode"].append(episode)
+    cols["rel"].append(relative_target(state))
+    masks = target_masks(state, cfg.image_size, cfg.patch_size)
+    cols["mask_third"].append(masks["third"])
+    cols["mask_wrist"].append(masks["wrist"])
+
+
 def collect_demonstrations(cfg: TrainConfig, tokenizer, progress_desc: str = "demos") -> dict:
     """Roll out the expert (with seeded execution noise) and return stacked training arrays.
 
     Keys: ``third``/``wrist`` uint8 [N, H, W, 3], ``proprio`` float32 [N, 8], ``ids`` int64 [N, L],
-    ``actions`` float32 [N, chunk, 7], ``episode`` int32 [N]; plus ``expert_success``.
+    ``actions`` float32 [N, chunk, 7], ``episode`` int32 [N], the auxiliary targets ``rel``
+    float32 [N, 5] and ``mask_third``/``mask_wrist`` float16 [N, 2, grid, grid]; plus ``expert_success``.
     """
     from foretell.core.progress import progress
-    from foretell.specprune.sim import expert_action, expert_chunk, initial_state, proprio, render_views, sample_layout, transition
+    from foretell.specprune.sim import expert_action, initial_state, render_views, sample_layout, transition
 
     rng = np.random.default_rng([cfg.seed, 77])
-    cols = {k: [] for k in ("third", "wrist", "proprio", "ids", "actions", "episode")}
+    cols = {k: [] for k in _COLUMNS}
     successes = 0
     for ep in progress(range(cfg.episodes), desc=progress_desc):
         layout = sample_layout(TRAIN_SEED_BASE + cfg.seed, ep)
@@ -105,13 +148,7 @@ def collect_demonstrations(cfg: TrainConfig, tokenizer, progress_desc: str = "de
         sigma = 0.0 if rng.random() < cfg.clean_fraction else rng.uniform(0.0, cfg.noise_max)
         state = initial_state(layout)
         while not state.done:
-            views = render_views(state, cfg.image_size)
-            cols["third"].append(views["third"])
-            cols["wrist"].append(views["wrist"])
-            cols["proprio"].append(proprio(state, cfg.horizon))
-            cols["ids"].append(ids)
-            cols["actions"].append(expert_chunk(state, cfg.chunk, cfg.horizon).astype(np.float32))
-            cols["episode"].append(ep)
+            _record(cols, state, render_views(state, cfg.image_size), ids, ep, cfg)
             act = expert_action(state)
             if sigma > 0:
                 noise = rng.normal(0.0, sigma, size=4)
@@ -123,7 +160,37 @@ def collect_demonstrations(cfg: TrainConfig, tokenizer, progress_desc: str = "de
     return data
 
 
-def reinit_for_training(model) -> None:
+def collect_on_policy(model, tokenizer, cfg: TrainConfig, first_episode: int, episodes: int) -> tuple[dict, float]:
+    """DAgger: run the current policy closed loop (8-step chunks executed open loop, as in the
+    evaluation) on fresh training layouts and label every visited state with the expert's chunk
+    (the expert is a pure function of the state). Returns (arrays, policy success rate)."""
+    import torch
+
+    from foretell.core.progress import progress
+    from foretell.specprune.sim import initial_state, proprio, render_views, sample_layout, transition
+
+    cols = {k: [] for k in _COLUMNS}
+    successes = 0
+    model.eval()
+    for ep in progress(range(first_episode, first_episode + episodes), desc="dagger"):
+        layout = sample_layout(TRAIN_SEED_BASE + cfg.seed, ep)
+        ids = tokenizer.encode_batch([layout.instruction], length=INSTRUCTION_LEN)[0].numpy()
+        state, queue = initial_state(layout), []
+        while not state.done:
+            views = render_views(state, cfg.image_size)
+            _record(cols, state, views, ids, ep, cfg)
+            if not queue:
+                images, tid, prop = to_model_inputs(views["third"][None], views["wrist"][None], ids[None],
+                                                    proprio(state, cfg.horizon)[None])
+                with torch.no_grad():
+                    queue = list(model(images, tid, prop)[0].double().numpy())
+            transition(state, np.clip(queue.pop(0), -1.0, 1.0), cfg.horizon)
+        successes += int(state.success)
+    model.train()
+    return {k: np.stack(v) for k, v in cols.items()}, successes / max(1, episodes)
+
+
+def reinit_for_training(model, slot_std: float = 1.0) -> None:
     """Give the from-scratch backbone a fan-in initialisation before training.
 
     transformers initialises Llama linears with std 0.02 (meant for pretrained-size models); at width
@@ -139,8 +206,9 @@ def reinit_for_training(model) -> None:
         if isinstance(mod, torch.nn.Linear):
             mod.reset_parameters()
     with torch.no_grad():
-        for p in (model.action_slots, model.bos, model.stop, model.backbone.embed_tokens.weight):
+        for p in (model.bos, model.stop, model.backbone.embed_tokens.weight):
             p.normal_(0.0, 1.0)
+        model.action_slots.normal_(0.0, slot_std)
 
 
 def to_model_inputs(third, wrist, ids, prop):
@@ -154,8 +222,9 @@ def to_model_inputs(third, wrist, ids, prop):
             torch.as_tensor(prop, dtype=torch.float32))
 
 
-def train(cfg: TrainConfig, out_dir: Path = ASSET_DIR, log=print) -> dict:
-    """Collect demonstrations, train the VLA by BC, save weights + tokenizer + training log."""
+def train(cfg: TrainConfig, out_dir: Path = ASSET_DIR, log=print, data: dict | None = None) -> dict:
+    """Collect demonstrations (or use ``data`` from :func:`collect_demonstrations` with the same
+    ``cfg``), train the VLA by BC, save weights + tokenizer + training log."""
     import torch
 
     cfg.check()
@@ -163,31 +232,35 @@ def train(cfg: TrainConfig, out_dir: Path = ASSET_DIR, log=print) -> dict:
     torch.set_num_threads(int(cfg.threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(cfg, Path(out_dir), log)
+        return _train(cfg, Path(out_dir), log, data)
     finally:  # leave the process as we found it (tests run in one interpreter)
         torch.set_num_threads(prev[0])
         torch.use_deterministic_algorithms(prev[1])
 
 
-def _train(cfg: TrainConfig, out_dir: Path, log) -> dict:
+def _train(cfg: TrainConfig, out_dir: Path, log, data: dict | None) -> dict:
     import torch
 
     from foretell.core.seed import seed_everything
+    from foretell.specprune.bc_aux import ROUTED_HEADS, AuxHeads, attention_target_loss, run_with_action_attention
     from foretell.specprune.model import OFTStyleVLA
 
     seed_everything(cfg.seed)
     t0, cpu0 = time.perf_counter(), time.process_time()
     tok = make_tokenizer()
-    data = collect_demonstrations(cfg, tok)
+    if data is None:
+        data = collect_demonstrations(cfg, tok)
     n = len(data["actions"])
     log(f"demonstrations: {cfg.episodes} episodes, {n} samples, expert success {data['expert_success']:.3f}, "
         f"{time.perf_counter() - t0:.0f}s")
     t_data = time.perf_counter() - t0
     model = OFTStyleVLA(vla_config(cfg, tok.vocab_size)).train()
     if cfg.fan_in_init:
-        reinit_for_training(model)
-    decay = [p for name, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for name, p in model.named_parameters() if p.dim() < 2]
+        reinit_for_training(model, cfg.slot_init_std)
+    aux = AuxHeads(model.config.hidden_size)
+    params = list(model.named_parameters()) + [("aux." + k, v) for k, v in aux.named_parameters()]
+    decay = [p for name, p in params if p.dim() >= 2]
+    no_decay = [p for name, p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
 
@@ -198,31 +271,56 @@ def _train(cfg: TrainConfig, out_dir: Path, log) -> dict:
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    losses, running = [], None
+    lay = model.layout(INSTRUCTION_LEN)
+    attn_layers = tuple(int(x) for x in cfg.aux_attn_layers.split(",") if x.strip())
+    losses, running, dagger_log = [], None, []
+    dagger_steps, next_layout = cfg.dagger_steps(), cfg.episodes
     for step in range(cfg.steps):
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen).numpy()
         images, ids, prop = to_model_inputs(data["third"][idx], data["wrist"][idx], data["ids"][idx], data["proprio"][idx])
         target = torch.from_numpy(data["actions"][idx])
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        if cfg.loss == "l1":
-            loss = model.loss(images, ids, prop, target)
+        embeds = model.embed_inputs(images, ids, prop)
+        masks = {v: torch.from_numpy(data[f"mask_{v}"][idx].astype(np.float32)) for v in lay.views}
+        if cfg.aux_attn > 0:
+            hidden, maps = run_with_action_attention(model, embeds, lay, attn_layers, heads=ROUTED_HEADS)
+            attn_loss = attention_target_loss(maps, lay, masks)
         else:
-            loss = (model(images, ids, prop) - target).pow(2).mean()
+            hidden, attn_loss = model.run_backbone(embeds), embeds.new_zeros(())
+        pred = model.action_head(hidden[:, lay.actions])
+        act_loss = (pred - target).abs().mean() if cfg.loss == "l1" else (pred - target).pow(2).mean()
+        seg_loss, rel_loss = aux.losses(embeds, hidden, lay, masks, torch.from_numpy(data["rel"][idx]))
+        loss = cfg.action_weight * act_loss + cfg.aux_seg * seg_loss + cfg.aux_rel * rel_loss.mean() + cfg.aux_attn * attn_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        rel_parts = rel_loss.detach()
+        vals = (act_loss.item(), seg_loss.item(), rel_parts.mean().item(), rel_parts[:2].mean().item(),
+                rel_parts[2].item(), rel_parts[3:].mean().item(), attn_loss.item())
+        running = vals if running is None else tuple(0.98 * r + 0.02 * v for r, v in zip(running, vals))
         if step % 25 == 0 or step == cfg.steps - 1:
-            losses.append({"step": step, "loss": round(running, 5), "seconds": round(time.perf_counter() - t0, 1)})
-            log(f"step {step}/{cfg.steps} loss {running:.4f} lr {lr_at(step):.2e} {time.perf_counter() - t0:.0f}s")
+            losses.append({"step": step, "loss": round(running[0], 5), "seg": round(running[1], 5),
+                           "rel": round(running[2], 5), "seconds": round(time.perf_counter() - t0, 1)})
+            log(f"step {step}/{cfg.steps} action {running[0]:.4f} seg {running[1]:.4f} rel {running[2]:.4f} "
+                f"(block {running[3]:.4f} yaw {running[4]:.4f} pad {running[5]:.4f}) attn {running[6]:.3f} "
+                f"lr {lr_at(step):.2e} {time.perf_counter() - t0:.0f}s")
+        if dagger_steps and step + 1 == dagger_steps[0]:
+            dagger_steps.pop(0)
+            new, rate = collect_on_policy(model, tok, cfg, next_layout, cfg.dagger_episodes)
+            next_layout += cfg.dagger_episodes
+            data = {k: (np.concatenate([data[k], new[k]]) if k in new else v) for k, v in data.items()}
+            n = len(data["actions"])
+            dagger_log.append({"step": step + 1, "policy_success_train_layouts": rate, "samples": n})
+            log(f"dagger after step {step + 1}: policy success {rate:.2f} on training layouts, {n} samples")
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             save(model, tok, out_dir / f"step{step + 1}", cfg, losses, {})
     model.eval()
     summary = {"samples": n, "expert_success": data["expert_success"], "data_seconds": round(t_data, 1),
                "wall_seconds": round(time.perf_counter() - t0, 1),
-               "process_cpu_seconds": round(time.process_time() - cpu0, 1), "final_loss": running}
+               "process_cpu_seconds": round(time.process_time() - cpu0, 1), "final_loss": running[0],
+               "final_aux_losses": {"seg": running[1], "rel": running[2]}, "dagger": dagger_log}
     save(model, tok, out_dir, cfg, losses, summary)
     log(f"saved {out_dir}: {summary}")
     return summary
