@@ -57,6 +57,10 @@ made = {"script": "scripts/specee/build_assets.py", "predictor_prompts": "prompt
         "draft_held_out": "prompts_eval.txt (measured only)" if draft_val else None,
         "build_seconds": round(time.time() - t0, 1), "threads": args.threads,
         "args": {k: v for k, v in vars(args).items() if k not in ("data", "draft_data", "out")}}
+for key, d in (("collect_info", args.data), ("draft_collect_info", args.draft_data)):
+    info = Path(d) / "collect_info.json" if d else None
+    if info is not None and info.is_file():
+        made[key] = json.loads(info.read_text())
 cal["made"] = made
 cal["build_seconds"] = made["build_seconds"]
 cal["shards"] = sorted(p.name for p in Path(args.data).glob("shard_*.pt"))

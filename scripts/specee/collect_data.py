@@ -6,7 +6,9 @@ Each shard of 20 prompts is decoded as one batch and checked token by token agai
 teacher-forced pass (see foretell.specee.collect.collect_many).
 """
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -27,4 +29,9 @@ t0 = time.time()
 model, tok = load_model()
 collect(decoder_access(model), tok, read_prompts(None, "train"), args.out, max_new_tokens=args.max_new_tokens,
         reverse=args.reverse)
-print(f"collected in {time.time() - t0:.0f} s -> {args.out}", flush=True)
+secs = time.time() - t0
+print(f"collected in {secs:.0f} s -> {args.out}", flush=True)
+info = Path(args.out) / "collect_info.json"
+info.write_text(json.dumps({"script": "scripts/specee/collect_data.py", "prompts": "prompts_train.txt",
+                            "max_new_tokens": args.max_new_tokens, "threads": args.threads,
+                            "last_run_seconds": round(secs, 1)}, indent=2) + "\n")

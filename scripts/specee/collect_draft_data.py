@@ -9,7 +9,9 @@ only used to MEASURE the draft head (never to train it). Resumable (finished sha
 """
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -38,5 +40,9 @@ prompts = read_prompts(None, "draft")
 prompts = prompts[: args.limit] if args.limit else prompts
 tr = collect_draft_data(acc, tok, prompts, f"{args.out}/train", max_new_tokens=args.max_new_tokens, batch=args.batch)
 n_tok = sum(int(it["ids"].numel() - it["prompt_len"]) for it in tr)
-print(f"train: {len(tr)} sequences, {n_tok} generated tokens; collected in {time.time() - t0:.0f} s -> {args.out}",
-      flush=True)
+secs = time.time() - t0
+print(f"train: {len(tr)} sequences, {n_tok} generated tokens; collected in {secs:.0f} s -> {args.out}", flush=True)
+(Path(args.out) / "collect_info.json").write_text(json.dumps(
+    {"script": "scripts/specee/collect_draft_data.py", "prompts": "prompts_draft.txt", "limit": args.limit,
+     "sequences": len(tr), "generated_tokens": n_tok, "max_new_tokens": args.max_new_tokens, "batch": args.batch,
+     "threads": args.threads, "last_run_seconds": round(secs, 1)}, indent=2) + "\n")
