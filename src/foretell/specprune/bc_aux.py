@@ -27,7 +27,7 @@ from foretell.specprune.sim.task import BLOCK_HALF, PAD_HALF
 REL_DIM = 5
 # Typical spread of each relative target on the expert's demonstrations; the regression is on
 # targets divided by these, so every dimension weighs about the same as a unit-variance target.
-REL_SCALE = (0.15, 0.15, 0.1, 0.5, 0.5)
+REL_SCALE = (0.15, 0.15, 0.5, 0.5, 0.5)
 
 
 def relative_target(state) -> np.ndarray:

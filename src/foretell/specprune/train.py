@@ -65,7 +65,7 @@ class TrainConfig:
     aux_attn: float = 1.0            # weight of the training-only action-slot attention loss (bc_aux; 0 = off)
     aux_attn_layers: str = "0,1"     # layers whose action-slot attention (heads 0-2) is pulled to block / pad / proprio
     aux_rel: float = 1.0             # weight of the training-only relative-position loss (bc_aux; 0 = off)
-    dagger_at: str = "1200,1800"     # comma-separated steps after which on-policy data is added (DAgger)
+    dagger_at: str = "800,1400,2000" # comma-separated steps after which on-policy data is added (DAgger)
     dagger_episodes: int = 100       # policy episodes relabelled by the expert per DAgger round
 
     def check(self) -> None:
