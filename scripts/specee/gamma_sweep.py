@@ -1,0 +1,57 @@
+"""Side-by-side timing of `speculative` and `specee+speculative` for several draft chain lengths.
+
+python scripts/specee/gamma_sweep.py [--num-prompts 6] [--max-new-tokens 48] [--gammas 1,2,3,4] --json OUT
+
+Same protocol as the bench: one warm-up, then per prompt every variant in rotating order
+(one torch thread); speed-up = tokens/s against `full` measured in the same run.
+"""
+
+import argparse
+import time
+
+import torch
+
+from foretell.core.report import write_json
+from foretell.specee.engine import SpecEE
+from foretell.specee.loading import chat_ids, read_prompts
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--num-prompts", type=int, default=6)
+ap.add_argument("--max-new-tokens", type=int, default=48)
+ap.add_argument("--gammas", default="1,2,3,4")
+ap.add_argument("--json", required=True)
+args = ap.parse_args()
+
+torch.set_num_threads(1)
+ee = SpecEE.from_pretrained(None)
+inputs = [chat_ids(ee.tokenizer, p) for p in read_prompts(None, "eval")[: args.num_prompts]]
+variants = [("full", None)] + [(f"{m}_gamma{g}", (m, int(g))) for g in args.gammas.split(",")
+                                for m in ("speculative", "specee+speculative")]
+ee.generate(inputs[0], max_new_tokens=4, method="full")
+secs = {n: 0.0 for n, _ in variants}
+toks = {n: 0 for n, _ in variants}
+passes = {n: 0 for n, _ in variants}
+ref, agree = [], {n: 0 for n, _ in variants}
+for pi, ids in enumerate(inputs):
+    order = variants[pi % len(variants):] + variants[: pi % len(variants)]
+    outs = {}
+    for name, spec in order:
+        if spec:
+            ee.config.gamma = spec[1]
+        t0 = time.perf_counter()
+        out = ee.generate(ids, max_new_tokens=args.max_new_tokens, method=spec[0] if spec else "full")
+        secs[name] += time.perf_counter() - t0
+        outs[name] = out[0, ids.shape[1]:].tolist()
+        toks[name] += len(outs[name])
+        passes[name] += len(ee.last_stats.layers)
+    full = outs["full"]
+    for name in outs:
+        agree[name] += sum(1 for i, t in enumerate(full) if i < len(outs[name]) and outs[name][i] == t)
+    ref.append(len(full))
+base = toks["full"] / secs["full"]
+res = {n: {"tokens_per_s": toks[n] / secs[n], "speedup": toks[n] / secs[n] / base,
+           "tokens_per_pass": toks[n] / max(1, passes[n]), "agreement": agree[n] / sum(ref)} for n, _ in variants}
+write_json(args.json, {"prompts": len(inputs), "new_tokens": args.max_new_tokens, "methods": res,
+                       "config": {"torch_threads": 1, "k": ee.config.k, "threshold": ee.config.threshold}})
+for n, m in res.items():
+    print(f"{n:>28}: x{m['speedup']:.3f}  {m['tokens_per_pass']:.2f} tokens/pass  agreement {m['agreement']:.3f}")
