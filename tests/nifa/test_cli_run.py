@@ -21,13 +21,16 @@ def test_cli_run_writes_issue_schema_and_poisoned_graph(tmp_path, capsys):
     rc = main(["nifa", "run", "--format", "pygdebias", "--data-dir", str(tmp_path), "--name", "toy",
                "--label-column", "label", "--sensitive-column", "sex", "--quick", "--seeds", "0,1",
                "--victims", "gcn,fairgnn", "--num-injected", "2", "--edges-per-injected", "3",
-               "--max-epochs", "15", "--json", str(out), "--save-poisoned", str(pois)])
+               "--max-epochs", "15", "--uncertainty-lr", "0.01", "--json", str(out), "--save-poisoned", str(pois)])
     assert rc == 0, capsys.readouterr().err
     rep = json.loads(out.read_text())
     assert {"dataset", "num_nodes", "num_edges", "num_injected", "edges_per_injected", "seeds",
             "attack_seconds", "victims", "baselines"} <= set(rep)
     assert rep["num_nodes"] == 40 and rep["num_edges"] == 120 and rep["num_injected"] == 2
     assert rep["seeds"] == [0, 1] and rep["complete"] is True
+    assert rep["config"]["nifa"]["uncertainty_lr"] == 0.01
+    hist = rep["per_seed"][0]["attack_info"]["feature_history"]
+    assert hist and {"ce", "sp", "eo", "cf", "train_sp_signed"} <= set(hist[0])
     assert set(rep["victims"]) == {"gcn", "fairgnn"}
     for res in rep["victims"].values():
         assert KEYS <= set(res["clean"]) and KEYS <= set(res["attacked"])
