@@ -3,23 +3,18 @@ cache (`full`) or with SpecDiff (default config unless a JSON config is given). 
 process: prints the peak RSS (ru_maxrss), the RSS before the run (model + noise loaded) and SpecDiff's
 cache_bytes. Usage: python specdiff_method_memory.py sd3|flux full|specdiff [CONFIG_JSON]"""
 import json, resource, sys, torch
-torch.set_num_threads(1)
 from foretell.specdiff import SpecDiffConfig, apply
-from foretell.specdiff.testbed.models import DigitsDiT
-from foretell.specdiff.testbed.sampler import make_scheduler, make_noise, sample_labels, sample
+from specdiff_digits_setup import GUIDANCE, digits_setup
 kind, mode = sys.argv[1], sys.argv[2]
 cfg = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 def rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
-m = DigitsDiT.load(f"src/foretell/specdiff/assets/{kind}-digits")
-s = make_scheduler(m, 28)
-noise = make_noise(m, 8, 0); labels = sample_labels(8)
+m, s, run = digits_setup(kind, 8)
 before = rss()
-h = apply(m.transformer, SpecDiffConfig(**cfg), scheduler=s, guidance_scale=4.0) if mode == "specdiff" else None
-s.set_timesteps(28)
+h = apply(m.transformer, SpecDiffConfig(**cfg), scheduler=s, guidance_scale=GUIDANCE) if mode == "specdiff" else None
 with torch.no_grad():
-    sample(m, noise, labels, scheduler=s, guidance_scale=4.0)
+    run()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"model": kind, "mode": mode, "config": cfg, "rss_before_run": before, "peak_rss": peak,
                   "peak_rise": peak - before, "cache_bytes": h.stats()["cache_bytes"] if h else 0,

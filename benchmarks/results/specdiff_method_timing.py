@@ -1,25 +1,18 @@
 """Side-by-side timing + PSNR + MACs of SpecDiff variants vs full on a shipped digits model (1 thread,
 interleaved repeats after a warm-up round, medians)."""
-import sys, json, time, torch, statistics
-torch.set_num_threads(1)
+import sys, json, time, statistics
 from foretell.specdiff import SpecDiffConfig, apply
-from foretell.specdiff.testbed.models import DigitsDiT
-from foretell.specdiff.testbed.sampler import make_scheduler, make_noise, sample_labels, sample
 from foretell.specdiff.testbed.metrics import psnr
 from foretell.core.report import write_json
+from specdiff_digits_setup import GUIDANCE, STEPS, digits_setup
 kind = sys.argv[1]; n = int(sys.argv[2]); configs = json.loads(sys.argv[3]); reps = int(sys.argv[4]); out_path = sys.argv[5]
-m = DigitsDiT.load(f"src/foretell/specdiff/assets/{kind}-digits")
-s = make_scheduler(m, 28)
-noise = make_noise(m, n, 0); labels = sample_labels(n)
-def run():
-    s.set_timesteps(28)
-    return sample(m, noise, labels, scheduler=s, guidance_scale=4.0)
+m, s, run = digits_setup(kind, n)
 names = ["full"] + list(configs)
 times = {k: [] for k in names}; res = {}
 for rep in range(reps + 1):
     for name in names:
         c = configs.get(name)
-        h = apply(m.transformer, SpecDiffConfig(**c), scheduler=s, guidance_scale=4.0) if c is not None else None
+        h = apply(m.transformer, SpecDiffConfig(**c), scheduler=s, guidance_scale=GUIDANCE) if c is not None else None
         t = time.perf_counter(); out = run(); dt = time.perf_counter() - t
         if rep: times[name].append(dt)
         if h is not None:
@@ -37,5 +30,5 @@ for name in names:
     rows[name] = {"seconds": med, "seconds_all": times[name], "speedup": full / med,
                   "psnr": psnr(o, ref) if name != "full" else None, **r}
     print(kind, name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[name].items() if k != "config"}, flush=True)
-write_json(out_path, {"model": f"{kind}-digits", "samples": n, "steps": 28, "guidance_scale": 4.0, "seed": 0,
+write_json(out_path, {"model": f"{kind}-digits", "samples": n, "steps": STEPS, "guidance_scale": GUIDANCE, "seed": 0,
                       "threads": 1, "repeats": reps, "command": " ".join(sys.argv), "methods": rows})
