@@ -67,6 +67,8 @@ class TrainConfig:
     aux_rel: float = 1.0             # weight of the training-only relative-position loss (bc_aux; 0 = off)
     dagger_at: str = "800,1400,2000" # comma-separated steps after which on-policy data is added (DAgger)
     dagger_episodes: int = 100       # policy episodes relabelled by the expert per DAgger round
+    warm_start_size: int = 0         # progressive resizing: train the first warm_start_steps at this image size (0 = off)
+    warm_start_steps: int = 0        # steps at warm_start_size before the model, data and optimizer move to image_size
 
     def check(self) -> None:
         for name in ("episodes", "steps", "batch_size", "threads", "image_size", "chunk", "horizon"):
@@ -82,18 +84,30 @@ class TrainConfig:
             self.dagger_steps()
         except ValueError:
             raise ForetellError(f"dagger_at={self.dagger_at!r} must be comma-separated step numbers, e.g. '600,900'") from None
+        if self.warm_start_size:
+            if self.warm_start_size < 0 or self.warm_start_size % self.patch_size or self.warm_start_size == self.image_size:
+                raise ForetellError(f"warm_start_size={self.warm_start_size} must be 0 (off) or a multiple of patch_size="
+                                    f"{self.patch_size} different from image_size={self.image_size}, e.g. 64")
+            if not 0 < self.warm_start_steps < self.steps:
+                raise ForetellError(f"warm_start_steps={self.warm_start_steps} must be in [1, steps={self.steps}) "
+                                    "when warm_start_size is set")
+
+    def size_at(self, step: int) -> int:
+        """The image size trained at ``step`` (progressive resizing: warm_start_size first)."""
+        return self.warm_start_size if self.warm_start_size and step < self.warm_start_steps else self.image_size
 
     def dagger_steps(self) -> list:
         """The steps after which a DAgger round runs (sorted)."""
         return sorted(int(x) for x in str(self.dagger_at).split(",") if x.strip())
 
 
-def vla_config(cfg: TrainConfig, vocab_size: int):
-    """The :class:`VLAConfig` the testbed trains (sizes chosen for CPU training in minutes)."""
+def vla_config(cfg: TrainConfig, vocab_size: int, image_size: int | None = None):
+    """The :class:`VLAConfig` the testbed trains (sizes chosen for CPU training in minutes);
+    ``image_size`` overrides ``cfg.image_size`` (the warm-start phase)."""
     from foretell.specprune.model import VLAConfig
     from foretell.specprune.sim import ACTION_DIM, PROPRIO_DIM
 
-    return VLAConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, views=("third", "wrist"),
+    return VLAConfig(image_size=image_size or cfg.image_size, patch_size=cfg.patch_size, views=("third", "wrist"),
                      hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
                      num_kv_heads=cfg.num_kv_heads, intermediate_size=cfg.intermediate_size,
                      vocab_size=vocab_size, proprio_dim=PROPRIO_DIM, action_dim=ACTION_DIM, chunk=cfg.chunk,
@@ -108,12 +122,12 @@ def make_tokenizer():
     return InstructionTokenizer(vocabulary())
 
 
-_COLUMNS = ("third", "wrist", "proprio", "ids", "actions", "episode", "rel", "mask_third", "mask_wrist")
+_COLUMNS = ("third", "wrist", "proprio", "ids", "actions", "episode", "rel", "mask_third", "mask_wrist", "state")
 
 
-def _record(cols: dict, state, views: dict, ids, episode: int, cfg: "TrainConfig") -> None:
-    """Append one training sample: both views, proprio, instruction, the clean expert chunk (label)
-    and the training-only auxiliary targets (bc_aux)."""
+def _record(cols: dict, state, views: dict, ids, episode: int, cfg: "TrainConfig", image_size: int) -> None:
+    """Append one training sample: both views, proprio, instruction, the clean expert chunk (label),
+    the training-only auxiliary targets (bc_aux) and a copy of the simulator state (re-rendering)."""
     from foretell.specprune.bc_aux import relative_target, target_masks
     from foretell.specprune.sim import expert_chunk, proprio
 
@@ -124,21 +138,49 @@ def _record(cols: dict, state, views: dict, ids, episode: int, cfg: "TrainConfig
     cols["actions"].append(expert_chunk(state, cfg.chunk, cfg.horizon).astype(np.float32))
     cols["episode"].append(episode)
     cols["rel"].append(relative_target(state))
-    masks = target_masks(state, cfg.image_size, cfg.patch_size)
+    masks = target_masks(state, image_size, cfg.patch_size)
     cols["mask_third"].append(masks["third"])
     cols["mask_wrist"].append(masks["wrist"])
+    cols["state"].append(state.copy())
 
 
-def collect_demonstrations(cfg: TrainConfig, tokenizer, progress_desc: str = "demos") -> dict:
-    """Roll out the expert (with seeded execution noise) and return stacked training arrays.
+def _stack(cols: dict) -> dict:
+    out = {k: np.stack(v) for k, v in cols.items() if k != "state"}
+    states = np.empty(len(cols["state"]), dtype=object)
+    states[:] = cols["state"]
+    out["state"] = states
+    return out
+
+
+def rerender(data: dict, image_size: int, patch_size: int) -> dict:
+    """``data`` with both views and the segmentation targets rendered again at ``image_size`` from
+    the recorded simulator states (labels, proprio and the other targets do not depend on it)."""
+    from foretell.core.progress import progress
+    from foretell.specprune.bc_aux import target_masks
+    from foretell.specprune.sim import render_views
+
+    cols = {k: [] for k in ("third", "wrist", "mask_third", "mask_wrist")}
+    for state in progress(data["state"], desc=f"render {image_size}px", total=len(data["state"])):
+        views, masks = render_views(state, image_size), target_masks(state, image_size, patch_size)
+        for v in ("third", "wrist"):
+            cols[v].append(views[v])
+            cols[f"mask_{v}"].append(masks[v])
+    return {**data, **{k: np.stack(v) for k, v in cols.items()}}
+
+
+def collect_demonstrations(cfg: TrainConfig, tokenizer, progress_desc: str = "demos", image_size: int | None = None) -> dict:
+    """Roll out the expert (with seeded execution noise) and return stacked training arrays, images
+    at ``image_size`` (default ``cfg.image_size``).
 
     Keys: ``third``/``wrist`` uint8 [N, H, W, 3], ``proprio`` float32 [N, 8], ``ids`` int64 [N, L],
     ``actions`` float32 [N, chunk, 7], ``episode`` int32 [N], the auxiliary targets ``rel``
-    float32 [N, 5] and ``mask_third``/``mask_wrist`` float16 [N, 2, grid, grid]; plus ``expert_success``.
+    float32 [N, 5] and ``mask_third``/``mask_wrist`` float16 [N, 2, grid, grid], ``state`` (object
+    array of :class:`SimState` copies); plus ``expert_success``.
     """
     from foretell.core.progress import progress
     from foretell.specprune.sim import expert_action, initial_state, render_views, sample_layout, transition
 
+    size = image_size or cfg.image_size
     rng = np.random.default_rng([cfg.seed, 77])
     cols = {k: [] for k in _COLUMNS}
     successes = 0
@@ -148,14 +190,14 @@ def collect_demonstrations(cfg: TrainConfig, tokenizer, progress_desc: str = "de
         sigma = 0.0 if rng.random() < cfg.clean_fraction else rng.uniform(0.0, cfg.noise_max)
         state = initial_state(layout)
         while not state.done:
-            _record(cols, state, render_views(state, cfg.image_size), ids, ep, cfg)
+            _record(cols, state, render_views(state, size), ids, ep, cfg, size)
             act = expert_action(state)
             if sigma > 0:
                 noise = rng.normal(0.0, sigma, size=4)
                 act[[0, 1, 2, 5]] += noise
             transition(state, act, cfg.horizon)
         successes += int(state.success)
-    data = {k: np.stack(v) for k, v in cols.items()}
+    data = _stack(cols)
     data["expert_success"] = successes / cfg.episodes
     return data
 
@@ -163,22 +205,23 @@ def collect_demonstrations(cfg: TrainConfig, tokenizer, progress_desc: str = "de
 def collect_on_policy(model, tokenizer, cfg: TrainConfig, first_episode: int, episodes: int) -> tuple[dict, float]:
     """DAgger: run the current policy closed loop (8-step chunks executed open loop, as in the
     evaluation) on fresh training layouts and label every visited state with the expert's chunk
-    (the expert is a pure function of the state). Returns (arrays, policy success rate)."""
+    (the expert is a pure function of the state). Images at the model's own size. Returns (arrays,
+    policy success rate)."""
     import torch
 
     from foretell.core.progress import progress
     from foretell.specprune.sim import initial_state, proprio, render_views, sample_layout, transition
 
     cols = {k: [] for k in _COLUMNS}
-    successes = 0
+    successes, size = 0, model.config.image_size
     model.eval()
     for ep in progress(range(first_episode, first_episode + episodes), desc="dagger"):
         layout = sample_layout(TRAIN_SEED_BASE + cfg.seed, ep)
         ids = tokenizer.encode_batch([layout.instruction], length=INSTRUCTION_LEN)[0].numpy()
         state, queue = initial_state(layout), []
         while not state.done:
-            views = render_views(state, cfg.image_size)
-            _record(cols, state, views, ids, ep, cfg)
+            views = render_views(state, size)
+            _record(cols, state, views, ids, ep, cfg, size)
             if not queue:
                 images, tid, prop = to_model_inputs(views["third"][None], views["wrist"][None], ids[None],
                                                     proprio(state, cfg.horizon)[None])
@@ -187,7 +230,7 @@ def collect_on_policy(model, tokenizer, cfg: TrainConfig, first_episode: int, ep
             transition(state, np.clip(queue.pop(0), -1.0, 1.0), cfg.horizon)
         successes += int(state.success)
     model.train()
-    return {k: np.stack(v) for k, v in cols.items()}, successes / max(1, episodes)
+    return _stack(cols), successes / max(1, episodes)
 
 
 def reinit_for_training(model, slot_std: float = 1.0) -> None:
@@ -244,25 +287,22 @@ def _train(cfg: TrainConfig, out_dir: Path, log, data: dict | None) -> dict:
     from foretell.core.seed import seed_everything
     from foretell.specprune.bc_aux import ROUTED_HEADS, AuxHeads, attention_target_loss, run_with_action_attention
     from foretell.specprune.model import OFTStyleVLA
+    from foretell.specprune.resize import carry_optimizer_state, resized_vla
 
     seed_everything(cfg.seed)
     t0, cpu0 = time.perf_counter(), time.process_time()
     tok = make_tokenizer()
     if data is None:
-        data = collect_demonstrations(cfg, tok)
+        data = collect_demonstrations(cfg, tok, image_size=cfg.size_at(0))
     n = len(data["actions"])
     log(f"demonstrations: {cfg.episodes} episodes, {n} samples, expert success {data['expert_success']:.3f}, "
         f"{time.perf_counter() - t0:.0f}s")
     t_data = time.perf_counter() - t0
-    model = OFTStyleVLA(vla_config(cfg, tok.vocab_size)).train()
+    model = OFTStyleVLA(vla_config(cfg, tok.vocab_size, cfg.size_at(0))).train()
     if cfg.fan_in_init:
         reinit_for_training(model, cfg.slot_init_std)
     aux = AuxHeads(model.config.hidden_size)
-    params = list(model.named_parameters()) + [("aux." + k, v) for k, v in aux.named_parameters()]
-    decay = [p for name, p in params if p.dim() >= 2]
-    no_decay = [p for name, p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    opt, named = _optimizer(model, aux, cfg)
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup:
@@ -273,7 +313,7 @@ def _train(cfg: TrainConfig, out_dir: Path, log, data: dict | None) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     lay = model.layout(INSTRUCTION_LEN)
     attn_layers = tuple(int(x) for x in cfg.aux_attn_layers.split(",") if x.strip())
-    losses, running, dagger_log = [], None, []
+    losses, running, dagger_log, warm_log = [], None, [], None
     dagger_steps, next_layout = cfg.dagger_steps(), cfg.episodes
     for step in range(cfg.steps):
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen).numpy()
@@ -312,8 +352,22 @@ def _train(cfg: TrainConfig, out_dir: Path, log, data: dict | None) -> dict:
             next_layout += cfg.dagger_episodes
             data = {k: (np.concatenate([data[k], new[k]]) if k in new else v) for k, v in data.items()}
             n = len(data["actions"])
-            dagger_log.append({"step": step + 1, "policy_success_train_layouts": rate, "samples": n})
+            entry = {"step": step + 1, "policy_success_train_layouts": rate, "samples": n}
+            if cfg.warm_start_size:
+                entry["image_size"] = model.config.image_size
+            dagger_log.append(entry)
             log(f"dagger after step {step + 1}: policy success {rate:.2f} on training layouts, {n} samples")
+        if cfg.warm_start_size and step + 1 == cfg.warm_start_steps:
+            t_switch = time.perf_counter()
+            data = rerender(data, cfg.image_size, cfg.patch_size)
+            model = resized_vla(model, cfg.image_size)
+            new_opt, new_named = _optimizer(model, aux, cfg)
+            carry_optimizer_state(opt, named, new_opt, new_named)
+            opt, named, lay = new_opt, new_named, model.layout(INSTRUCTION_LEN)
+            warm_log = {"size": cfg.warm_start_size, "steps": cfg.warm_start_steps,
+                        "switch_seconds": round(time.perf_counter() - t_switch, 1)}
+            log(f"after step {step + 1}: image size {cfg.warm_start_size} -> {cfg.image_size} "
+                f"({warm_log['switch_seconds']}s to re-render {n} samples)")
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             save(model, tok, out_dir / f"step{step + 1}", cfg, losses, {})
     model.eval()
@@ -321,9 +375,23 @@ def _train(cfg: TrainConfig, out_dir: Path, log, data: dict | None) -> dict:
                "wall_seconds": round(time.perf_counter() - t0, 1),
                "process_cpu_seconds": round(time.process_time() - cpu0, 1), "final_loss": running[0],
                "final_aux_losses": {"seg": running[1], "rel": running[2]}, "dagger": dagger_log}
+    if warm_log is not None:
+        summary["warm_start"] = warm_log
     save(model, tok, out_dir, cfg, losses, summary)
     log(f"saved {out_dir}: {summary}")
     return summary
+
+
+def _optimizer(model, aux, cfg: TrainConfig):
+    """AdamW over the model and the auxiliary heads (no decay on vectors); also returns name -> parameter."""
+    import torch
+
+    params = list(model.named_parameters()) + [("aux." + k, v) for k, v in aux.named_parameters()]
+    decay = [p for name, p in params if p.dim() >= 2]
+    no_decay = [p for name, p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    return opt, dict(params)
 
 
 def save(model, tok, out_dir: Path, cfg: TrainConfig, losses: list, summary: dict) -> None:
