@@ -27,7 +27,7 @@ from foretell.specee.generate import DecodeStats, TokenPicker, decode
 from foretell.specee.kv import LayerStepper
 from foretell.specee.perplexity import perplexity, teacher_forced_nll
 from foretell.specee.predictor import LayerPredictors
-from foretell.specee.rules import ExitRule, FixedLayerRule, FullVocabRule, GapRule
+from foretell.specee.rules import ExitRule, FixedLayerRule, FullVocabRule, GapRule, SpecEERule
 from foretell.specee.scheduler import LayerSchedule, oracle_exit_layers
 from foretell.specee.speculative import speculative_decode
 
@@ -80,8 +80,11 @@ class MethodSet:
         self.extra = {
             "specee_kv_" + other_kv: dec(ee.rule(), ee.draft, self.fill if other_kv == "fill" else self.lazy),
             "draft_only_no_exit": dec(ExitRule(acc), ee.draft),
-            "specee_threshold_1": dec(type(ee.rule())(acc, sched(), ee.predictors, 1.0), ee.draft),
-            "specee_threshold_0.9": dec(type(ee.rule())(acc, sched(), ee.predictors, 0.9), ee.draft),
+            "specee_threshold_1": dec(SpecEERule(acc, sched(), ee.predictors, 1.0), ee.draft),
+            "specee_threshold_0.9": dec(SpecEERule(acc, sched(), ee.predictors, 0.9), ee.draft),
+            "specee_threshold_0.5": dec(SpecEERule(acc, sched(), ee.predictors, 0.5), ee.draft),
+            "specee_full_product_check": dec(SpecEERule(acc, sched(), ee.predictors, ee.config.threshold,
+                                                        screen=False), ee.draft),
         }
         self.assistant = None
         self.assistant_error = None
@@ -183,7 +186,10 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
     report = {
         "model": ee.acc.model_id, "prompts": len(prompts), "new_tokens": max_new_tokens,
         "methods": main, "oracle_avg_layers": oracle_avg,
-        "config": {"k": ee.config.k, "threshold": ee.config.threshold, "kv_strategy": ee.config.kv_strategy,
+        "config": {"k": ee.config.k, "threshold": ee.config.threshold if ee.config.threshold is not None
+                   else "calibrated per layer", "thresholds": {str(l): t for l, t in ee.rule().thresholds.items()},
+                   "threshold_calibration": ee.predictors.config.calibration or None,
+                   "kv_strategy": ee.config.kv_strategy,
                    "gamma": ee.config.gamma, "online_window": ee.config.window, "online_radius": ee.config.radius,
                    "offline_layers": ee.predictors.config.offline_layers, "num_layers": n_layers, "seed": seed,
                    "repeats": repeats, "torch_threads": torch.get_num_threads(), "fixed_layer": fixed,
@@ -202,6 +208,12 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
         other = "fill" if ee.config.kv_strategy == "lazy" else "lazy"
         report["kv_strategies"] = {ee.config.kv_strategy: res["specee"], other: res["specee_kv_" + other]}
         report["specee_threshold_0.9"] = res["specee_threshold_0.9"]
+        report["specee_threshold_0.5"] = res["specee_threshold_0.5"]
+        report["exit_check"] = {
+            "screened": res["specee"], "full_product": res["specee_full_product_check"],
+            "speedup_of_screen": res["specee"]["tokens_per_s"] / res["specee_full_product_check"]["tokens_per_s"],
+            "note": "same thresholds; the candidate check by the int8 screen + exact survivors vs the fp32 "
+                    "full-vocabulary product (same decisions, so same tokens)"}
         t_full = res["full"]["seconds"]
         report["overhead"] = {
             "draft_fraction_of_full": res["draft_only_no_exit"]["seconds"] / t_full - 1,

@@ -152,7 +152,9 @@ def register(sub) -> None:
     g.add_argument("--method", default="specee", choices=["specee", "full", "speculative", "specee+speculative"],
                    help="decoding method")
     g.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
-    g.add_argument("--threshold", type=float, default=0.5, help="predictor exit threshold (1.0 = never exit)")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="predictor exit threshold on every layer (0.5 = the paper's, 1.0 = never exit); "
+                        "default: the per-layer thresholds calibrated into the predictors' JSON")
     g.add_argument("--kv-strategy", default="lazy", choices=["lazy", "fill"], help="KV handling of skipped layers")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")

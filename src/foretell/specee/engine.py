@@ -28,10 +28,12 @@ METHODS = ("specee", "full", "speculative", "specee+speculative")
 
 @dataclass
 class SpecEEConfig:
-    """Knobs of SpecEE (defaults = the paper's, KV strategy chosen by measurement)."""
+    """Knobs of SpecEE (the paper's, except: KV strategy chosen by measurement, and the exit
+    threshold: None = the per-layer thresholds calibrated into the predictors' config (the paper's
+    0.5 where there are none); a number (e.g. 0.5, the paper's) overrides them on every layer)."""
 
     k: int = 4
-    threshold: float = 0.5
+    threshold: float | None = None
     kv_strategy: str = "lazy"
     online: bool = True
     window: int = 5
@@ -41,8 +43,8 @@ class SpecEEConfig:
     def validate(self, vocab_size: int) -> None:
         if not 1 <= int(self.k) <= vocab_size:
             raise ForetellError(f"k must be between 1 and the vocabulary size {vocab_size}, got {self.k}")
-        if not 0.0 <= float(self.threshold) <= 1.0:
-            raise ForetellError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
+            raise ForetellError(f"threshold must be in [0, 1] or None (calibrated per layer), got {self.threshold}")
         if self.kv_strategy not in KV_STRATEGIES:
             raise ForetellError(f"kv_strategy must be one of {', '.join(KV_STRATEGIES)}, got {self.kv_strategy!r}")
         if int(self.gamma) < 1:

@@ -15,7 +15,7 @@ from foretell.core.errors import ForetellError
 from foretell.specee.adapters import DecoderAccess
 from foretell.specee.draft import Draft
 from foretell.specee.kv import LayerStepper
-from foretell.specee.rules import ExitRule
+from foretell.specee.rules import ExitDecision, ExitRule
 
 
 @dataclass
@@ -55,7 +55,13 @@ class TokenPicker:
         self.warpers = LogitsProcessorList(warpers)
         self.generator = generator
 
-    def __call__(self, logits: torch.Tensor, ids: torch.Tensor) -> int:
+    def __call__(self, logits, ids: torch.Tensor) -> int:
+        """Next token from ``logits`` (V,) or from an :class:`ExitDecision` (its last row; greedy
+        then uses the exact token the exit check found, without the full-vocabulary product)."""
+        if isinstance(logits, ExitDecision):
+            if not self.do_sample:
+                return int(logits.argmax()[-1])
+            logits = logits.logits[-1]
         if not self.do_sample:
             return int(logits.argmax(-1))
         scores = self.warpers(ids.view(1, -1), logits.view(1, -1).float())
@@ -114,7 +120,8 @@ def exit_step(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule | None, 
               tok: torch.Tensor, state: torch.Tensor, k: int):
     """One target pass for ``tok``: draft candidates, layers with the exit rule, next-token logits.
 
-    Returns (logits, normalised state of the last computed layer, index of that layer).
+    Returns (next-token scores: logits (V,) or the :class:`ExitDecision`, normalised state of the
+    last computed layer, index of that layer).
     """
     cands = None
     if draft is not None:
@@ -126,7 +133,7 @@ def exit_step(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule | None, 
     state = acc.norm(h[-1])
     if dec:
         rule.record(layer)
-        return dec.logits[-1], state, layer
+        return dec, state, layer
     return acc.logits(state), state, layer
 
 

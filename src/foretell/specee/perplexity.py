@@ -14,7 +14,7 @@ from foretell.specee.adapters import DecoderAccess
 from foretell.specee.draft import Draft
 from foretell.specee.generate import exit_step, prefill
 from foretell.specee.kv import LayerStepper
-from foretell.specee.rules import ExitRule
+from foretell.specee.rules import ExitRule, row_logits
 
 
 @torch.no_grad()
@@ -28,7 +28,8 @@ def teacher_forced_nll(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule
     nll = -float(torch.log_softmax(logits.float(), -1)[ids[n_context]])
     layers = [acc.num_layers]
     for pos in range(n_context, ids.numel() - 1):
-        logits, state, layer = exit_step(acc, stepper, rule, draft, ids[pos].view(1), state, k)
+        scores, state, layer = exit_step(acc, stepper, rule, draft, ids[pos].view(1), state, k)
+        logits = row_logits(scores)
         nll -= float(torch.log_softmax(logits.float(), -1)[ids[pos + 1]])
         layers.append(layer + 1)
     return nll, ids.numel() - n_context, layers

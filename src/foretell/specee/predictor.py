@@ -1,8 +1,10 @@
 """Per-layer exit predictors: MLP (features -> 512 -> 1, ReLU, sigmoid), one per decoder layer.
 
 Saved as ``<name>.safetensors`` plus ``<name>.json`` (model id, layer count, hidden size, vocab
-size, k, feature kind, trained layers, offline schedule). Loading checks the JSON against the
-model and k so a predictor file built for another model is a clear error, not silent garbage.
+size, k, feature kind, trained layers, offline schedule, and optionally calibrated per-layer exit
+thresholds). Loading checks the JSON against the model and k so a predictor file built for another
+model is a clear error, not silent garbage. Configs written before the thresholds existed still
+load (no thresholds: the paper's 0.5 everywhere).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch
 from torch import nn
 
 from foretell.core.errors import ForetellError
+
+PAPER_THRESHOLD = 0.5
 
 
 @dataclass
@@ -32,6 +36,8 @@ class PredictorConfig:
     layers: list[int] = field(default_factory=list)
     offline_layers: list[int] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)   # layer -> calibrated exit threshold
+    calibration: dict = field(default_factory=dict)              # how the thresholds were chosen
 
 
 class LayerPredictors(nn.Module):
@@ -47,6 +53,19 @@ class LayerPredictors(nn.Module):
 
     def has(self, layer: int) -> bool:
         return str(layer) in self.mlps
+
+    def threshold(self, layer: int, override: float | None = None) -> float:
+        """Exit threshold of ``layer``: ``override`` when given, else the calibrated one from the
+        config, else the paper's 0.5."""
+        if override is not None:
+            return float(override)
+        return float(self.config.thresholds.get(str(layer), PAPER_THRESHOLD))
+
+    def set_thresholds(self, thresholds: dict[int, float], calibration: dict | None = None) -> None:
+        """Store calibrated per-layer thresholds (saved with the config by :meth:`save`)."""
+        self.config.thresholds = {str(int(l)): float(t) for l, t in sorted(thresholds.items())}
+        if calibration is not None:
+            self.config.calibration = dict(calibration)
 
     def logit(self, layer: int, feats: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid score (...,) of ``feats`` (..., in_features) at ``layer``."""

@@ -1,14 +1,12 @@
 """Exit rules, called by :class:`~foretell.specee.kv.LayerStepper` after each layer.
 
 A rule sees the new tokens' hidden states after a layer and returns an :class:`ExitDecision`
-(full-vocabulary logits of the exiting rows) or None. ``SpecEERule`` is the paper's rule;
+(the exiting rows' greedy tokens and/or full-vocabulary logits) or None. ``SpecEERule`` is the paper's rule;
 the others are the peers of the benchmark (full-vocabulary predictor, AdaInfer gap, fixed layer).
 Each rule has explicit per-token state and ``start_token``/``reset_state``.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
@@ -19,15 +17,39 @@ from foretell.specee.predictor import LayerPredictors
 from foretell.specee.scheduler import LayerSchedule
 
 
-@dataclass
 class ExitDecision:
-    """Exit after ``layer`` with ``logits`` (rows, V) of the rows that exit (all new tokens)."""
+    """Exit after ``layer`` for the rows that exit (all new tokens, or a leading run of a block).
 
-    layer: int
-    logits: torch.Tensor
+    Carries either the rows' full-vocabulary ``logits`` (rows, V), or their exact greedy tokens
+    ``top`` (rows,) plus the normalised ``states`` and the LM head to compute the logits only when
+    someone needs the distribution (sampling, perplexity): a greedy exit then never pays the
+    full-vocabulary product.
+    """
+
+    def __init__(self, layer: int, logits: torch.Tensor | None = None, *, top: torch.Tensor | None = None,
+                 states: torch.Tensor | None = None, lm_head=None):
+        if logits is None and (top is None or states is None or lm_head is None):
+            raise ValueError("ExitDecision needs logits, or top + states + lm_head")
+        self.layer, self._logits, self.top, self.states, self.lm_head = layer, logits, top, states, lm_head
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """Full-vocabulary logits (rows, V) of the exiting rows (computed on first use)."""
+        if self._logits is None:
+            self._logits = self.lm_head(self.states)
+        return self._logits
+
+    def argmax(self) -> torch.Tensor:
+        """Greedy token (rows,) of each exiting row."""
+        return self.top if self.top is not None else self.logits.argmax(-1)
 
     def __bool__(self) -> bool:
         return True
+
+
+def row_logits(scores) -> torch.Tensor:
+    """The last row's logits (V,) of a pass result: a logits tensor (V,) or an :class:`ExitDecision`."""
+    return scores.logits[-1] if isinstance(scores, ExitDecision) else scores
 
 
 class ExitRule:
@@ -58,19 +80,34 @@ class ExitRule:
 
 
 class SpecEERule(ExitRule):
-    """Predictor score > threshold AND the layer's full-vocab argmax is one of the k candidates."""
+    """Predictor score > the layer's threshold AND the layer's full-vocab argmax is one of the k
+    candidates.
+
+    ``threshold``: one number for every layer (the paper: 0.5), or None for the per-layer
+    thresholds calibrated into the predictors' config (0.5 where a layer has none). A layer that
+    calibration disabled (threshold >= 1: sigmoid <= 1 never fires) is not even evaluated; an
+    explicit 1.0 still evaluates every predictor (it measures their overhead, equals the full model).
+    ``screen``: check the candidate condition with :class:`~foretell.specee.screen.LMHeadScreen`
+    (exact, no full-vocabulary product); False = the full product (the reference path).
+    """
 
     name = "specee"
 
-    def __init__(self, acc, schedule, predictors: LayerPredictors, threshold: float = 0.5):
+    def __init__(self, acc, schedule, predictors: LayerPredictors, threshold: float | None = 0.5,
+                 screen: bool = True):
         super().__init__(acc, schedule)
-        self.predictors, self.threshold = predictors, float(threshold)
+        self.predictors = predictors
+        self.threshold = None if threshold is None else float(threshold)
+        self.thresholds = {l: predictors.threshold(l, self.threshold) for l in predictors.config.layers}
+        self.disabled = frozenset(l for l, t in self.thresholds.items() if t >= 1.0) if threshold is None \
+            else frozenset()
+        self.screen = lm_head_screen(acc) if screen else None
 
     def start_token(self, cands):
         super().start_token(cands)
         self.cands = cands                                    # (q, k) target ids
         self.rows = self.acc.lm_head.weight[cands]            # (q, k, d) mini head
-        act = frozenset(i for i in self._active if self.predictors.has(i))
+        act = frozenset(i for i in self._active if self.predictors.has(i) and i not in self.disabled)
         self._scored = act
         self._mini = act | frozenset(i - 1 for i in act if i > 0)
         self.prev, self._prev_layer = None, None
@@ -93,7 +130,18 @@ class SpecEERule(ExitRule):
         feats, self.prev = layer_features(cand, prev)
         self._prev_layer = layer
         self.evaluations += 1
-        return x, self.predictors.score(layer, feats) > self.threshold
+        return x, self.predictors.score(layer, feats) > self.thresholds[layer]
+
+    def candidate_argmax(self, x: torch.Tensor, cands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(ok (q,), top (q,), full logits or None): is each row's full-vocab argmax among its
+        candidates, and which token it is. Counts one head check."""
+        self.head_checks += 1
+        if self.screen is not None:
+            ok, top = self.screen.argmax_among(x, cands)
+            return ok, top, None
+        logits = self.acc.logits(x)
+        top = logits.argmax(-1)
+        return (top.unsqueeze(-1) == cands).any(-1), top, logits
 
     def __call__(self, layer, h):
         evaluated = self._confident(layer, h)
@@ -102,12 +150,28 @@ class SpecEERule(ExitRule):
         x, conf = evaluated
         if not bool(conf.all()):
             return None
-        self.head_checks += 1
-        logits = self.acc.logits(x)
-        top = logits.argmax(-1, keepdim=True)
-        if not bool((top == self.cands).any(-1).all()):
+        ok, top, logits = self.candidate_argmax(x, self.cands)
+        if not bool(ok.all()):
             return None
-        return ExitDecision(layer, logits)
+        return ExitDecision(layer, logits, top=top, states=x, lm_head=self.acc.logits)
+
+
+def lm_head_screen(acc: DecoderAccess):
+    """One :class:`LMHeadScreen` per LM head (built once and kept on the module, shared by all
+    rules, rebuilt if the weight is replaced or changed in place); None when the head has a bias
+    (the bound covers ``W h`` only)."""
+    from foretell.specee.screen import LMHeadScreen
+
+    head = acc.lm_head
+    if getattr(head, "bias", None) is not None:
+        return None
+    w = head.weight
+    key = (w.data_ptr(), tuple(w.shape), w._version)
+    cached = head.__dict__.get("_foretell_screen")
+    if cached is None or cached[0] != key:
+        cached = (key, LMHeadScreen(w))
+        head.__dict__["_foretell_screen"] = cached
+    return cached[1]
 
 
 class FullVocabRule(ExitRule):
@@ -115,17 +179,19 @@ class FullVocabRule(ExitRule):
 
     name = "full_vocab_predictor"
 
-    def __init__(self, acc, schedule, predictors: LayerPredictors, threshold: float = 0.5):
+    def __init__(self, acc, schedule, predictors: LayerPredictors, threshold: float | None = 0.5):
         super().__init__(acc, schedule)
-        self.predictors, self.threshold = predictors, float(threshold)
+        self.predictors = predictors
+        self.threshold = None if threshold is None else float(threshold)   # None: calibrated per layer
+        self.thresholds = {l: predictors.threshold(l, self.threshold) for l in predictors.config.layers}
 
     def __call__(self, layer, h):
-        if layer not in self._active or not self.predictors.has(layer):
+        if layer not in self._active or not self.predictors.has(layer) or self.thresholds[layer] >= 1.0:
             return None
         self.evaluations += 1
         self.head_checks += 1
         logits = self.acc.logits(self.acc.norm(h))
-        if bool((self.predictors.score(layer, full_vocab_features(logits)) > self.threshold).all()):
+        if bool((self.predictors.score(layer, full_vocab_features(logits)) > self.thresholds[layer]).all()):
             return ExitDecision(layer, logits)
         return None
 

@@ -40,15 +40,14 @@ class MergedVerifyRule(SpecEERule):
         lead = int(conf.long().cumprod(0).sum())
         if lead == 0:
             return None
-        self.head_checks += 1
-        logits = self.acc.logits(x[:lead])
-        top = logits.argmax(-1)
+        ok, top, logits = self.candidate_argmax(x[:lead], self.cands[:lead])
         q = h.shape[0]
         for j in range(lead):
-            if not bool((self.cands[j] == top[j]).any()):
+            if not bool(ok[j]):
                 return None
             if j == q - 1 or int(top[j]) != int(self.chain[j]):
-                return ExitDecision(layer, logits[: j + 1])
+                return ExitDecision(layer, None if logits is None else logits[: j + 1], top=top[: j + 1],
+                                    states=x[: j + 1], lm_head=self.acc.logits)
         return None
 
 
@@ -86,7 +85,7 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
             rule.start_chain(torch.stack(cands), torch.tensor(chain))
         h, layer, dec = stepper.run(block, rule)
         if dec:
-            y = dec.logits.argmax(-1)
+            y = dec.argmax()
             rule.record(layer)
         else:
             y = acc.logits(acc.norm(h)).argmax(-1)

@@ -5,7 +5,9 @@ teacher forcing on the target's states (CE on the target's next token + feature 
 (3) per-layer predictor features from the draft's top-k candidates with
 :func:`foretell.specee.features.all_layer_features` (the same code as inference), labels
 "layer argmax == final argmax", BCE training, (4) offline layer set from the oracle exits,
-(5) the peers' calibration: full-vocab predictors and the AdaInfer gap threshold.
+(5) the peers' calibration: full-vocab predictors and the AdaInfer gap threshold, (6) per-layer
+exit thresholds of both predictor kinds calibrated on the held-out 20% of the prompts
+(:mod:`foretell.specee.calibrate`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ import torch.nn.functional as F
 
 from foretell.core.progress import progress
 from foretell.specee.adapters import DecoderAccess
+from foretell.specee.calibrate import calibrate_thresholds, replay_exits
 from foretell.specee.draft import DraftHead
 from foretell.specee.features import NUM_FULL_VOCAB_FEATURES, all_layer_features, num_features
 from foretell.specee.predictor import LayerPredictors, PredictorConfig
 from foretell.specee.scheduler import choose_offline_layers, oracle_exit_layers
+
+
+DEFAULT_PRECISION_TARGET = 0.99
 
 
 def draft_vocab(items: list[dict], vocab_size: int, size: int) -> torch.Tensor:
@@ -251,14 +257,15 @@ def simulate_exits(preds: LayerPredictors, ex: dict, mask: torch.Tensor, layers:
 def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 4, draft_vocab_size: int = 4096,
               draft_epochs: int = 6, predictor_epochs: int = 30, seed: int = 0, draft_items: list[dict] | None = None,
               draft_val_items: list[dict] | None = None, draft_batch: int = 8, draft_reg_weight: float = 1.0,
-              draft_lr: float = 5e-4, log=print) -> dict:
+              draft_lr: float = 5e-4, threshold_target: float = DEFAULT_PRECISION_TARGET, log=print) -> dict:
     """Everything `foretell specee train` builds; writes the asset files into ``out_dir``.
 
     ``items``: per-layer collections (:func:`~foretell.specee.collect.collect_one`) for the
     predictors. ``draft_items``: extra draft-only sequences (:func:`~foretell.specee.collect.
     collect_draft_batch`); when given, the draft head trains on them ONLY, so the predictor features
     of ``items`` come from a head that never saw those sequences (as at inference).
-    ``draft_val_items``: held-out sequences that only measure the head.
+    ``draft_val_items``: held-out sequences that only measure the head. ``threshold_target``:
+    exit precision each layer's calibrated threshold must reach on the held-out 20% of ``items``.
     """
     out_dir = Path(out_dir)
     n_layers = acc.num_layers
@@ -298,6 +305,15 @@ def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 
         "draft_training": {"sequences": len(draft_items or items), "on": "draft_items" if draft_items else "items",
                            "epochs": draft_epochs, "batch": draft_batch, "reg_weight": draft_reg_weight, "lr": draft_lr},
     }
+    val = ~train_mask
+    thr = calibrate_thresholds(preds, ex["feats"], ex["labels"], ex["in_cands"], val, threshold_target)
+    fv_thr = calibrate_thresholds(fv_preds, ex["full_vocab"], ex["labels"], None, val, threshold_target)
+    how = {"target_precision": threshold_target, "on": "held-out 20% of the training prompts (every 5th)",
+           "tokens": int(val.sum())}
+    preds.set_thresholds(thr, how)
+    fv_preds.set_thresholds(fv_thr, how)
+    calibration["calibrated_thresholds"] = {"target_precision": threshold_target, "thresholds": thr,
+                                            "replay_val": replay_exits(preds, ex, val, offline, thr)}
     preds.config.extra = {"adainfer_gap": gap}
     preds.save(out_dir, "predictors")
     fv_preds.save(out_dir, "full_vocab_predictors")
