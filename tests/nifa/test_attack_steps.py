@@ -32,13 +32,16 @@ def toy_graph(n=60, f=8, seed=0, sparse=False):
     return data
 
 
-def test_block_forward_matches_full_graph():
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+def test_block_forward_matches_full_graph(mode):
     data = toy_graph()
     cfg = UncertaintyConfig(hidden=16, num_masks=5)
     model = BayesianGCN(8, 2, cfg, torch.Generator().manual_seed(1))
     prop = gcn_norm(data.edge_index, data.num_nodes)
     nodes = np.array([3, 10, 20])
-    out = model(_Block(prop, data.x, nodes))
+    block = _Block(prop, data.x, nodes, mode)
+    assert block.layer1.mode == mode
+    out = model(block)
     p = torch.from_numpy(prop.toarray())
     ref = []
     for t in range(5):
@@ -110,6 +113,28 @@ def test_two_hop_cache_is_exact(sparse):
     assert torch.allclose(obj.fast_loss(x2)[0], obj.full_loss(x2)[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+def test_surrogate_block_matches_whole_graph(mode):
+    """The surrogate's training-node logits from the cached 2-hop block equal the whole-graph GCN,
+    and so do the gradients of the surrogate's weights and of the injected features."""
+    data = toy_graph(sparse=True)
+    groups = injected_groups(4)
+    tg = {g: np.flatnonzero(data.sens.numpy() == g)[:10] for g in (0, 1)}
+    edges = injection_edges(data.num_nodes, groups, tg, 3, np.random.default_rng(0))
+    pois = append_nodes(data, edges, torch.zeros(4, 8), 4)
+    train = np.flatnonzero(data.train_mask.numpy())
+    obj = FeatureObjective(pois, data.num_nodes, groups, train, FeatureConfig(hidden=16),
+                           torch.Generator().manual_seed(0), block_mode=mode)
+    assert obj.block.layer1.mode == mode and len(obj.block.var_nodes) > 0
+    x = torch.rand(4, 8, requires_grad=True)
+    grads = []
+    for fn in (obj.surrogate_logits, obj.full_logits):
+        out = fn(x)
+        grads.append((out, *torch.autograd.grad(out.square().sum(), [x, obj.model.w1, obj.model.b2])))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_fairness_gaps_hand_computed():
     from foretell.nifa.features import fairness_gaps
 
@@ -121,13 +146,14 @@ def test_fairness_gaps_hand_computed():
     assert float(fairness_gaps(logits, y, sens, 2, "all_logits")[1]) == pytest.approx(1.75)
 
 
-def test_block_gradient_matches_dense():
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+def test_block_gradient_matches_dense(mode):
     data = toy_graph(sparse=True)
     cfg = UncertaintyConfig(hidden=16, num_masks=4)
     model = BayesianGCN(8, 2, cfg, torch.Generator().manual_seed(1))
     prop = gcn_norm(data.edge_index, data.num_nodes)
     nodes = np.arange(0, 60, 3)
-    model(_Block(prop, data.x, nodes)).square().sum().backward()
+    model(_Block(prop, data.x, nodes, mode)).square().sum().backward()
     g_block = model.w1.grad.clone()
     model.w1.grad = None
     p, x = torch.from_numpy(prop.toarray()), data.x.to_dense()

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from foretell.core.progress import progress
+from foretell.nifa.blocks import GCNBlock
 from foretell.nifa.graph import feature_mm, gcn_norm, neighbourhood, rows, to_torch
 
 
@@ -102,7 +103,7 @@ class FeatureObjective:
     """The surrogate, the poisoned graph and the feature loss, with the 2-hop cache for feature steps."""
 
     def __init__(self, data, num_real: int, groups: np.ndarray, train: np.ndarray, cfg: FeatureConfig,
-                 gen: torch.Generator):
+                 gen: torch.Generator, block_mode: str = "auto"):
         self.cfg, self.num_real, self.train = cfg, num_real, train
         self.groups = torch.as_tensor(groups)
         self.prop = gcn_norm(data.edge_index, data.num_nodes)
@@ -112,13 +113,9 @@ class FeatureObjective:
         self.num_classes = int(data.y.max()) + 1
         self.model = Surrogate(data.x.shape[1], cfg.hidden, self.num_classes, gen)
         inj = np.arange(num_real, data.num_nodes)
-        # surrogate block: train rows <- r1 <- r2 (real rows r2_real, injected rows r2_inj)
-        r1 = neighbourhood(self.prop, train)
-        r2 = neighbourhood(self.prop, r1)
-        self.r2_real, self.r2_inj = r2[r2 < num_real], r2[r2 >= num_real] - num_real
-        self.x_r2 = rows(self.x_real, self.r2_real)
-        self.p1 = to_torch(self.prop[r1][:, r2])
-        self.p2 = to_torch(self.prop[train][:, r1])
+        # surrogate block: train rows <- r1 <- r2; A_hat X of the real rows is constant for the attack
+        self.block = GCNBlock(self.prop, self.x_real, train, mode=block_mode, num_const=num_real)
+        self.r2_inj = torch.as_tensor(self.block.var_nodes - num_real)
         # feature block: injected -> R1 (1 hop) -> affected train rows T2
         self.R1 = neighbourhood(self.prop, inj)
         in_r1 = np.zeros(data.num_nodes, dtype=bool)
@@ -137,10 +134,12 @@ class FeatureObjective:
 
     # ---- surrogate -------------------------------------------------------------------------
     def surrogate_logits(self, x_inj: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        xw = torch.cat([feature_mm(self.x_r2, m.w1), x_inj[torch.as_tensor(self.r2_inj)] @ m.w1], 0)
-        h = torch.relu(torch.sparse.mm(self.p1, xw) + m.b1)
-        return torch.sparse.mm(self.p2, h @ m.w2) + m.b2
+        """Surrogate logits of the training nodes (exact; only their 2-hop rows are computed)."""
+        m, blk = self.model, self.block
+        pre = blk.layer1 @ m.w1
+        if blk.p1_var is not None:
+            pre = pre + blk.p1_var @ (x_inj[self.r2_inj] @ m.w1)
+        return blk.p2 @ (torch.relu(pre + m.b1) @ m.w2) + m.b2
 
     def train_surrogate(self, x_inj: torch.Tensor, steps: int, opt) -> float:
         x_inj = x_inj.detach()

@@ -1,16 +1,16 @@
 """Node uncertainty from a Bayesian GCN with T fixed DropConnect masks (NIFA step 1).
 
 Two GCN layers without bias, Xavier-initialised weights W1 (F x H) and W2 (H x C). T Bernoulli(p)
-masks per weight matrix are drawn once and kept fixed; the T masked networks are evaluated in one
-batched product (X @ [W1*M1_1 | ... | W1*M1_T]). Loss = mean over masks of the cross-entropy on the
+masks per weight matrix are drawn once and kept fixed; every epoch evaluates the T masked networks.
+Loss = mean over masks of the cross-entropy on the
 training labels + (1-p)/T * (mean W1^2 + mean W2^2), Adam. Uncertainty of a node = variance over
 the T softmax outputs, averaged over classes.
 
 Exact shortcuts: the loss only reads the outputs of the training nodes, so each epoch evaluates
-layer 2 on those rows and layer 1 on their 1-hop region only (same numbers as the full graph).
+layer 2 on those rows and layer 1 on their 1-hop region only (same numbers as the full graph; the
+constant ``A_hat X`` part is cached dense or as sparse factors, see :mod:`foretell.nifa.blocks`).
 Layer 2 is linear, so the propagation runs before the per-mask weights (P2 H1_t W2_t =
-(P2 H1_t) W2_t: the per-mask product then touches only the output rows), and the constant sparse
-products use a precomputed transpose in the backward pass (``ConstSpMM``).
+(P2 H1_t) W2_t), and the masks are evaluated one after the other.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from foretell.core.errors import ForetellError
 from foretell.core.progress import progress
-from foretell.nifa.graph import gcn_norm, neighbourhood, to_torch
+from foretell.nifa.blocks import GCNBlock
+from foretell.nifa.graph import gcn_norm
 
 
 @dataclass
@@ -41,45 +42,9 @@ class UncertaintyConfig:
     k: float = 0.5                # target fraction used by the stability check
 
 
-class ConstSpMM(torch.autograd.Function):
-    """``a @ w`` for a constant sparse CSR ``a`` whose transpose ``at`` is precomputed: the backward
-    pass is one more CSR product instead of transposing ``a`` on every call."""
-
-    @staticmethod
-    def forward(ctx, a, at, w):
-        ctx.at = at
-        return torch.sparse.mm(a, w)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return None, None, torch.sparse.mm(ctx.at, grad)
-
-
-class _ConstSparse:
-    """A constant sparse matrix with its transpose, both torch CSR; ``self @ w`` is differentiable in w."""
-
-    def __init__(self, m):
-        import scipy.sparse as sp
-
-        m = m if sp.issparse(m) else sp.csr_matrix(m)
-        self.a, self.at = to_torch(m.tocsr()), to_torch(m.T.tocsr())
-
-    def __matmul__(self, w: torch.Tensor) -> torch.Tensor:
-        return ConstSpMM.apply(self.a, self.at, w)
-
-
-class _Block:
-    """Row block of the propagation needed to compute the outputs of ``out_nodes`` exactly."""
-
-    def __init__(self, prop, x, out_nodes):
-        from foretell.nifa.graph import to_scipy
-
-        r1 = neighbourhood(prop, out_nodes)          # layer-1 rows
-        r2 = neighbourhood(prop, r1)                 # feature rows
-        xs = to_scipy(x)[r2] if (x.layout == torch.sparse_csr or x.is_sparse) else x[torch.as_tensor(r2)].numpy()
-        self.x = _ConstSparse(xs)
-        self.p1 = _ConstSparse(prop[r1][:, r2])
-        self.p2 = _ConstSparse(prop[np.asarray(out_nodes)][:, r1])
+def _Block(prop, x, out_nodes, mode: str = "auto") -> GCNBlock:
+    """The rows needed for the outputs of ``out_nodes`` (see :class:`foretell.nifa.blocks.GCNBlock`)."""
+    return GCNBlock(prop, x, out_nodes, mode)
 
 
 class BayesianGCN(torch.nn.Module):
@@ -96,13 +61,16 @@ class BayesianGCN(torch.nn.Module):
         self.register_buffer("m1", torch.bernoulli(torch.full((cfg.num_masks, in_dim, cfg.hidden), p), generator=generator))
         self.register_buffer("m2", torch.bernoulli(torch.full((cfg.num_masks, cfg.hidden, num_classes), p), generator=generator))
 
-    def forward(self, block: _Block) -> torch.Tensor:
-        """Logits (nodes, T, C) of the block's output nodes under every mask."""
-        t, f, h = self.m1.shape
-        w1 = (self.w1.unsqueeze(0) * self.m1).permute(1, 0, 2).reshape(f, t * h)
-        h1 = torch.relu(block.p1 @ (block.x @ w1))              # (r1, T*H)
-        g = (block.p2 @ h1).view(-1, t, h)                      # propagate first: layer 2 is linear
-        return torch.einsum("nth,thc->ntc", g, self.w2.unsqueeze(0) * self.m2)
+    def forward(self, block: GCNBlock) -> torch.Tensor:
+        """Logits (nodes, T, C) of the block's output nodes under every mask.
+
+        One mask at a time: the (rows x H) intermediates stay small (the earlier (rows x T*H)
+        product spent most of its time allocating and filling 170 MB buffers on DBLP)."""
+        outs = []
+        for t in range(self.m1.shape[0]):
+            h1 = torch.relu(block.layer1 @ (self.w1 * self.m1[t]))      # (r1, H)
+            outs.append((block.p2 @ h1) @ (self.w2 * self.m2[t]))      # propagate first: layer 2 is linear
+        return torch.stack(outs, 1)
 
     def regulariser(self) -> torch.Tensor:
         return (1 - self.cfg.keep_prob) / self.cfg.num_masks * (self.w1.pow(2).mean() + self.w2.pow(2).mean())
