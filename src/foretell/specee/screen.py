@@ -11,9 +11,10 @@ logits ``a_j`` with a rigorous bound on their error,
                    + ||W_j - Wq_j|| ||h||             (int8 quantisation, Cauchy-Schwarz)
                    + 1e-4 ||Wq_j|| ||h||              (fp32 accumulation, n u << 1e-4),
 
-so a row whose upper bound ``a_j + err_j`` is below ``m`` cannot be the argmax. Only the rows that
-survive (on SmolLM2's real states: about one per check on average) get an exact fp32 dot
-product. The decision equals the full product's (up to exact floating-point ties, which count as
+so a row whose upper bound ``a_j + err_j`` is below ``m`` cannot be the argmax, and a row whose
+lower bound ``a_j - err_j`` reaches ``m`` proves that the argmax is not a candidate. Only the rows
+left undecided get an exact fp32 dot product (most likely first; a check that fails stops at the
+first row that beats ``m``). The decision equals the full product's (up to exact floating-point ties, which count as
 "not a candidate"), and the argmax among the candidates is the token the full product would give.
 The bound's terms are all measured: the tests check them against the fp32 product.
 
@@ -99,12 +100,20 @@ class LMHeadScreen:
         top = cands.gather(-1, arg.unsqueeze(-1)).squeeze(-1)
         a, err = self.approx(x)
         upper = (a + err).scatter_(-1, cands, float("-inf"))
+        lower = (a - err).scatter_(-1, cands, float("-inf"))
         ok = torch.ones(x.shape[0], dtype=torch.bool)
         self.checks += x.shape[0]
         for i in range(x.shape[0]):
+            if float(lower[i].max()) >= float(best[i]):        # a non-candidate provably reaches it
+                ok[i] = False
+                continue
             surv = torch.nonzero(upper[i] >= best[i]).flatten()
-            if surv.numel():
-                self.rows_checked += surv.numel()
-                exact = self.weight[surv].float() @ x[i]
-                ok[i] = bool((exact < best[i]).all())
+            if surv.numel():                                   # undecided rows: exact, most likely first
+                surv = surv[torch.argsort(upper[i, surv], descending=True)]
+                for s in range(0, surv.numel(), 256):
+                    part = surv[s:s + 256]
+                    self.rows_checked += part.numel()
+                    if bool((self.weight[part].float() @ x[i] >= best[i]).any()):
+                        ok[i] = False
+                        break
         return ok, torch.where(ok, top, torch.full_like(top, -1))
