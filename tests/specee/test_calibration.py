@@ -114,3 +114,25 @@ def test_calibrated_thresholds_are_the_default_and_an_explicit_threshold_overrid
     ee.config.threshold = None                                    # only layer 3 may exit now
     ee.generate(PROMPT, max_new_tokens=12, eos_token_id=None)
     assert set(ee.last_stats.layers[1:]) == {4}
+
+
+def test_end_to_end_agreement_against_stored_trajectories(tiny):
+    from foretell.specee.adapters import decoder_access
+    from foretell.specee.calibrate import end_to_end_agreement
+    from foretell.specee.collect import collect_one
+
+    acc = decoder_access(tiny)
+    items = [collect_one(acc, PROMPT, 12, None), collect_one(acc, PROMPT[:, :4], 12, None)]
+    preds = make_predictors(tiny, layers=[0], bias=30.0, k=256)
+    ee = SpecEE(tiny, preds, AllTokensDraft(256, 256), SpecEEConfig(k=256, online=False))
+    preds.set_thresholds({0: 1.0})
+    r = end_to_end_agreement(ee, items)
+    assert r["agreement"] == 1.0 and r["first_divergence"] == 12 and r["avg_layers"] == 6 and r["tokens"] == 24
+    preds.set_thresholds({0: 0.5})                      # every token exits after layer 0
+    r = end_to_end_agreement(ee, items)
+    assert r["avg_layers"] == 1
+    ref = [it["ids"][it["prompt_len"]:].tolist() for it in items]
+    outs = [ee.generate(it["ids"][:it["prompt_len"]].view(1, -1).long(), max_new_tokens=12)[0, it["prompt_len"]:].tolist()
+            for it in items]
+    same = sum(a == b for o, rf in zip(outs, ref) for a, b in zip(o, rf))
+    assert r["agreement"] == same / 24
