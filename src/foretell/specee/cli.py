@@ -38,7 +38,7 @@ def _train(args) -> int:
     cal = train_all(acc, items, args.out, k=args.k, draft_vocab_size=args.draft_vocab,
                     draft_epochs=1 if args.quick else args.draft_epochs,
                     predictor_epochs=2 if args.quick else args.predictor_epochs, seed=args.seed,
-                    draft_items=draft_items)
+                    draft_items=draft_items, threshold_target=args.precision_target)
     cal["seconds"] = time.time() - t0
     if args.json:
         from foretell.core.report import write_json
@@ -127,6 +127,9 @@ def register(sub) -> None:
     t.add_argument("--draft-vocab", type=int, default=4096, help="frequency-ranked vocabulary size of the draft head")
     t.add_argument("--draft-epochs", type=int, default=6, help="draft head training epochs")
     t.add_argument("--predictor-epochs", type=int, default=30, help="predictor training epochs")
+    t.add_argument("--precision-target", type=float, default=0.99,
+                   help="exit precision each layer's calibrated threshold must reach on the held-out 20%% of the "
+                        "training prompts (scripts/specee/calibrate_thresholds.py picks it by end-to-end agreement)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (the default 1 is kind to shared machines)")
     t.add_argument("--json", default=None, help="write the training summary JSON here")
     t.add_argument("--quick", action="store_true", help="8 prompts, 8 tokens, 1-2 epochs (smoke run)")
