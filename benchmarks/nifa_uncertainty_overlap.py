@@ -13,7 +13,9 @@ uncertainties after the epochs listed in ``--checkpoints``. Reports
 * ``shortcuts``: for each ``--shortcuts`` schedule ``LR:EPOCHS`` (run with seed A), the overlap with
   run A's and run B's full schedules and its seconds.
 
-``--save-uncertainty PATH.npz`` keeps the full-schedule uncertainties (arrays ``A`` and ``B``).
+``--save-uncertainty PATH.npz`` keeps the full-schedule uncertainties (arrays ``A`` and ``B``);
+``--reuse-full PATH.npz --shortcuts ...`` later adds more shortcuts to the same report without
+re-running the full schedules.
 
 Writes benchmarks/results/nifa_uncertainty_overlap_<dataset>.json.
 
@@ -23,8 +25,10 @@ Writes benchmarks/results/nifa_uncertainty_overlap_<dataset>.json.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,6 +58,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shortcuts", default="", help="comma-separated LR:EPOCHS schedules to compare, e.g. 0.01:50")
     ap.add_argument("--save-uncertainty", default=None, help="npz path for the full-schedule uncertainties")
+    ap.add_argument("--reuse-full", default=None,
+                    help="npz from --save-uncertainty: skip the full schedules and add --shortcuts to the "
+                         "existing --json report")
     ap.add_argument("--json", default=None,
                     help="default: benchmarks/results/nifa_uncertainty_overlap_<dataset>.json")
     args = ap.parse_args()
@@ -65,8 +72,16 @@ def main() -> None:
     cand = np.flatnonzero(((data.y >= 0) & (data.sens >= 0)).numpy())
     sens = data.sens.numpy()
     checks = tuple(int(c) for c in args.checkpoints.split(",") if int(c) < args.epochs)
-    runs, seconds = {}, {}
+    runs, seconds, previous = {}, {}, None
+    if args.reuse_full:
+        # add shortcuts to an existing report: full-schedule uncertainties from --save-uncertainty
+        previous = json.loads(Path(args.json).read_text())
+        saved = np.load(args.reuse_full)
+        runs = {n: {"uncertainty": saved[n], "history": {}} for n in ("A", "B")}
+        seconds = previous["seconds_full_schedule"]
     for name, seed in (("A", args.seed), ("B", args.seed + 1)):
+        if previous is not None:
+            break
         t0 = time.perf_counter()
         runs[name] = node_uncertainty(data, train, cand, UncertaintyConfig(epochs=args.epochs, lr=args.lr),
                                       seed, history_at=checks)
@@ -80,7 +95,9 @@ def main() -> None:
         own[str(e)], other[str(e)] = overlap(top, full["A"]), overlap(top, full["B"])
         print(f"epoch {e}: overlap with own full schedule {own[str(e)]:.4f}, with the other seed's "
               f"full schedule {other[str(e)]:.4f}")
-    shortcuts = {}
+    if previous is not None:
+        own, other = previous["overlap_with_full"], previous["overlap_with_other_full"]
+    shortcuts = {} if previous is None else previous["shortcuts"]
     for spec in filter(None, args.shortcuts.split(",")):
         lr, epochs = float(spec.split(":")[0]), int(spec.split(":")[1])
         t0 = time.perf_counter()
@@ -91,7 +108,7 @@ def main() -> None:
                            "overlap_with_other_full": overlap(top, full["B"])}
         print(f"shortcut lr {lr} x {epochs} epochs: overlap with own full {shortcuts[spec]['overlap_with_full']:.4f}, "
               f"with other seed's full {shortcuts[spec]['overlap_with_other_full']:.4f}")
-    if args.save_uncertainty:
+    if args.save_uncertainty and previous is None:
         np.savez(args.save_uncertainty, A=runs["A"]["uncertainty"], B=runs["B"]["uncertainty"])
     write_json(args.json, {"dataset": args.dataset, "seed": args.seed, "split_seed": args.split_seed,
                            "full_epochs": args.epochs, "lr": args.lr, "k": args.k,
