@@ -8,6 +8,11 @@ shared machine's load hits all methods alike); per method the per-prompt wall ti
 ``avg_layers`` = decoder layers per target pass (for the speculative methods a pass verifies a
 block; ``layers_per_token`` divides by emitted tokens). ``oracle_avg_layers``: earliest layer whose
 argmax equals the final token, on the full model's own trajectory.
+
+``specee`` runs with the engine's default thresholds (calibrated per layer when the predictors
+carry them; ``config.thresholds`` lists them); extras at fixed thresholds (0.5 = the paper's, 0.9,
+1.0 = overhead only), the other KV strategy, and ``exit_check`` (the same rule with the candidate
+check done by the full-vocabulary product instead of the int8 screen) are measured in the same run.
 """
 
 from __future__ import annotations
