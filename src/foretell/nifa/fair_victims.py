@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch_geometric.nn import GATConv, GCNConv
 
 from foretell.core.errors import ForetellError
-from foretell.nifa.victims import VictimConfig, evaluate_predictions, sparse_adjacency
+from foretell.nifa.blocks import ConstSparse
+from foretell.nifa.graph import to_scipy
+from foretell.nifa.victims import VictimConfig, bind_constant_graph, evaluate_predictions, sparse_adjacency
 
 
 @dataclass
@@ -118,6 +120,7 @@ def train_fairgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
     idx_s = _sens_train(data, fc.sens_number, seed)
     s_true = data.sens[idx_s].float()
     est = torch.nn.ModuleDict({"conv": GCNConv(x.shape[1], h, cached=True), "out": torch.nn.Linear(h, 1)})
+    bind_constant_graph(est, data)
     opt_e = torch.optim.Adam(est.parameters(), lr=fc.estimator_lr, weight_decay=1e-5)
     for _ in range(fc.estimator_epochs):
         opt_e.zero_grad()
@@ -127,7 +130,7 @@ def train_fairgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
     with torch.no_grad():
         s_score = torch.sigmoid(est["out"](torch.relu(est["conv"](x, adj))).view(-1))
         s_score[idx_s] = s_true
-    enc = _Encoder(fc.fairgnn_encoder, x.shape[1], h, fc.dropout)
+    enc = bind_constant_graph(_Encoder(fc.fairgnn_encoder, x.shape[1], h, fc.dropout), data)
     cls, adv = torch.nn.Linear(h, 1), torch.nn.Linear(h, 1)
     opt_g = torch.optim.Adam(list(enc.parameters()) + list(cls.parameters()), lr=cfg.lr, weight_decay=1e-5)
     opt_a = torch.optim.Adam(adv.parameters(), lr=cfg.lr, weight_decay=1e-5)
@@ -155,8 +158,6 @@ def train_fairgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
 
 def _feature_sens_corr(x, sens) -> torch.Tensor:
     """|Pearson correlation| of each feature with the sensitive attribute (known nodes)."""
-    from foretell.nifa.graph import to_scipy
-
     known = (sens >= 0).numpy()
     s = sens.numpy()[known].astype(np.float64)
     m = to_scipy(x)[known] if (x.layout == torch.sparse_csr or x.is_sparse) else x.numpy()[known]
@@ -190,9 +191,13 @@ def train_fairvgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
     torch.nn.init.eye_(conv.lin.weight)
     conv.lin.weight.requires_grad_(False)
 
+    sparse_x = x.layout == torch.sparse_csr or x.is_sparse
+    xs = ConstSparse(to_scipy(x)) if sparse_x else None
+
     def embed(mask):
-        # (x * mask) @ w1^T == x @ (w1 * mask)^T keeps sparse x sparse
-        return torch.relu(conv(F.linear(x, w1 * mask.unsqueeze(0)), adj))
+        # (x * mask) @ w1^T == x @ (w1 * mask)^T keeps sparse x sparse (scipy product, cached transpose)
+        wm = w1 * mask.unsqueeze(0)
+        return torch.relu(conv(xs @ wm.t() if sparse_x else F.linear(x, wm), adj))
 
     def soft_mask():
         u = torch.rand_like(mask_logit).clamp(1e-6, 1 - 1e-6)
