@@ -49,9 +49,9 @@ def _add_attack_args(p) -> None:
     g.add_argument("--max-iter", type=int, default=None, help="rounds of surrogate/feature optimisation")
     g.add_argument("--max-step", type=int, default=None, help="steps of each phase per round (50)")
     g.add_argument("--uncertainty-epochs", type=int, default=None,
-                   help="Bayesian-GCN epochs (paper: 500; our default for presets: see docs/nifa.md)")
+                   help="Bayesian-GCN epochs (default 150; paper: 500, see docs/nifa.md)")
     g.add_argument("--uncertainty-lr", type=float, default=None,
-                   help="Bayesian-GCN Adam learning rate (paper: 1e-3)")
+                   help="Bayesian-GCN Adam learning rate (default 3e-3; paper: 1e-3)")
     g.add_argument("--uncertainty-check-every", type=int, default=None,
                    help="stop the Bayesian GCN once the targets stop changing (check every N epochs; 0 = off)")
     g.add_argument("--num-masks", type=int, default=None, help="DropConnect masks T (20)")
