@@ -41,3 +41,26 @@ def test_bound_victim_is_the_same_function(name):
     assert len(res[0][1]) == len(res[1][1])
     for a, b in zip(res[0][1], res[1][1]):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_const_sparse_product_and_gradient(monkeypatch, threads):
+    """ConstSparse @ w (row slices over a thread pool when threads > 1) equals the dense product,
+    and so does its gradient."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from foretell.nifa import blocks
+
+    monkeypatch.setattr(blocks, "PARALLEL_MIN_WORK", 0)
+    torch.set_num_threads(threads)
+    m = sp.random(50, 30, density=0.2, format="csr", dtype=np.float32, random_state=0)
+    cs = blocks.ConstSparse(m)
+    assert len(cs.a.slices) > 1 and sum(s.shape[0] for s in cs.a.slices) == 50
+    w = torch.rand(30, 7, requires_grad=True)
+    out = cs @ w
+    (g,) = torch.autograd.grad(out.square().sum(), w)
+    w2 = w.detach().clone().requires_grad_(True)
+    ref = torch.from_numpy(m.toarray()) @ w2
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), w2)
+    assert torch.allclose(out, ref, atol=1e-5) and torch.allclose(g, g_ref, atol=1e-4)

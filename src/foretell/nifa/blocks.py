@@ -12,7 +12,8 @@ features only on the 2-hop rows ``r2``. Layer 1 there is ``P1 X W`` with the con
 ``"auto"`` picks dense when its multiply-adds ``|r1| * F`` are at most ``DENSE_SPEEDUP`` times the
 sparse path's ``nnz(X[r2]) + nnz(P1)`` (and the matrix fits in ``DENSE_MAX_BYTES``). Sparse
 products run in scipy with a precomputed transpose for the backward pass (``ConstSpMM``): on this
-CPU that was 2-3x faster than torch's CSR product, which re-sorts the transpose on every backward.
+CPU that was 2-3x faster than torch's CSR product, which re-sorts the transpose on every backward;
+with more than one torch thread they are split by rows over a thread pool (scipy releases the GIL).
 """
 
 from __future__ import annotations
@@ -29,18 +30,48 @@ DENSE_MAX_BYTES = 1 << 30
 BLOCK_MODES = ("auto", "dense", "sparse")
 
 
+_POOL: dict = {}
+PARALLEL_MIN_WORK = 2_000_000      # nnz x columns below which a product runs in one thread
+
+
+class RowSplitCSR:
+    """A scipy CSR matrix cut into row slices so that ``self @ w`` can use ``torch.get_num_threads()``
+    threads (scipy's sparse products release the GIL but run single-threaded)."""
+
+    def __init__(self, m: sp.csr_matrix, parts: int = 4):
+        self.m = m
+        cuts = np.searchsorted(m.indptr, np.linspace(0, m.nnz, parts + 1)[1:-1])   # equal non-zeros
+        self.bounds = [0, *sorted(set(int(c) for c in cuts) - {0, m.shape[0]}), m.shape[0]]
+        self.slices = [m[a:b] for a, b in zip(self.bounds[:-1], self.bounds[1:])]
+
+    def __matmul__(self, w: np.ndarray) -> np.ndarray:
+        threads = torch.get_num_threads()
+        if threads <= 1 or len(self.slices) == 1 or self.m.nnz * w.shape[1] < PARALLEL_MIN_WORK:
+            return np.asarray(self.m @ w)
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = _POOL.get(threads) or _POOL.setdefault(threads, ThreadPoolExecutor(threads))
+        out = np.empty((self.m.shape[0], w.shape[1]), dtype=np.result_type(self.m.dtype, w.dtype))
+
+        def part(i):
+            out[self.bounds[i]:self.bounds[i + 1]] = self.slices[i] @ w
+
+        list(pool.map(part, range(len(self.slices))))
+        return out
+
+
 class ConstSpMM(torch.autograd.Function):
-    """``a @ w`` for a constant scipy CSR ``a`` with its precomputed CSR transpose ``at``; the
-    gradient flows to ``w`` only (float32 throughout)."""
+    """``a @ w`` for a constant sparse ``a`` (:class:`RowSplitCSR`) with its precomputed transpose
+    ``at``; the gradient flows to ``w`` only (float32 throughout)."""
 
     @staticmethod
     def forward(ctx, a, at, w):
         ctx.at = at
-        return torch.from_numpy(np.asarray(a @ w.detach().contiguous().numpy()))
+        return torch.from_numpy(a @ w.detach().contiguous().numpy())
 
     @staticmethod
     def backward(ctx, grad):
-        return None, None, torch.from_numpy(np.asarray(ctx.at @ grad.contiguous().numpy()))
+        return None, None, torch.from_numpy(ctx.at @ grad.contiguous().numpy())
 
 
 class ConstSparse:
@@ -49,9 +80,9 @@ class ConstSparse:
     def __init__(self, m):
         m = sp.csr_matrix(m, dtype=np.float32)
         m.sort_indices()
-        self.a = m
-        self.at = m.T.tocsr()
-        self.at.sort_indices()
+        at = m.T.tocsr()
+        at.sort_indices()
+        self.a, self.at = RowSplitCSR(m), RowSplitCSR(at)
         self.shape = m.shape
         self.nnz = m.nnz
 
