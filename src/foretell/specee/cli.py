@@ -127,7 +127,7 @@ def register(sub) -> None:
     t.add_argument("--draft-vocab", type=int, default=4096, help="frequency-ranked vocabulary size of the draft head")
     t.add_argument("--draft-epochs", type=int, default=6, help="draft head training epochs")
     t.add_argument("--predictor-epochs", type=int, default=30, help="predictor training epochs")
-    t.add_argument("--precision-target", type=float, default=0.99,
+    t.add_argument("--precision-target", type=float, default=0.995,
                    help="exit precision each layer's calibrated threshold must reach on the held-out 20%% of the "
                         "training prompts (scripts/specee/calibrate_thresholds.py picks it by end-to-end agreement)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (the default 1 is kind to shared machines)")
