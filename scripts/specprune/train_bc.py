@@ -1,15 +1,20 @@
 #!/usr/bin/env python
 """Train the SpecPrune-VLA testbed policy by behaviour cloning and write the shipped weights.
 
-Deterministic for a given set of flags. Example (the shipped weights):
-    python scripts/specprune/train_bc.py --out src/foretell/specprune/assets/vla
+Deterministic for a given set of flags. The shipped weights:
+    python scripts/specprune/train_bc.py --out src/foretell/specprune/assets/vla           # 64 px
+    python scripts/specprune/train_bc.py --out src/foretell/specprune/assets/vla_96px \
+        --image-size 96 --warm-start-size 64 --warm-start-steps 2000 --steps 2800 --dagger-at 800,1400,2000,2400
+The command line is recorded in the output's training.json ("command").
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -35,7 +40,17 @@ def main(argv=None) -> int:
     except ForetellError as exc:
         print(f"train_bc: error: {exc}", file=sys.stderr)
         return 2
+    record_command(Path(args.out), ["scripts/specprune/train_bc.py", *(sys.argv[1:] if argv is None else argv)])
     return 0
+
+
+def record_command(out_dir: Path, argv: list) -> None:
+    """Add the command line that wrote ``out_dir`` to its training.json."""
+    from foretell.core.report import write_json
+
+    path = out_dir / "training.json"
+    info = json.loads(path.read_text())   # keeps the "environment" of the training run
+    write_json(path, {"command": "python " + shlex.join(argv), **info})
 
 
 if __name__ == "__main__":
