@@ -101,8 +101,12 @@ class EpisodeRunner:
         self.env = TabletopEnv(image_size=image_size, horizon=horizon)
         self.instruction_len = INSTRUCTION_LEN
 
-    def run(self, layout, handle=None, blind: bool = False, on_frame=None) -> dict:
-        """One episode; returns success, steps, queries, re-queries and per-query e2e seconds."""
+    def run(self, layout, handle=None, blind: bool = False, on_frame=None, on_step=None) -> dict:
+        """One episode; returns success, steps, queries, re-queries and per-query e2e seconds.
+
+        ``on_frame(obs, handle)`` is called after each policy query, ``on_step(obs, state)`` before
+        every environment step with the observation and simulator state the action is taken in
+        (DAgger records the visited states through it)."""
         import torch
 
         obs = self.env.reset(layout)
@@ -112,6 +116,8 @@ class EpisodeRunner:
         queue: list = []
         e2e, queries, requeries, done, success = [], 0, 0, False, False
         while not done:
+            if on_step is not None:
+                on_step(obs, self.env.state)
             forced = handle is not None and handle.requery_needed
             if not queue or forced:
                 requeries += int(forced and bool(queue))

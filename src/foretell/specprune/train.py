@@ -203,32 +203,23 @@ def collect_demonstrations(cfg: TrainConfig, tokenizer, progress_desc: str = "de
 
 
 def collect_on_policy(model, tokenizer, cfg: TrainConfig, first_episode: int, episodes: int) -> tuple[dict, float]:
-    """DAgger: run the current policy closed loop (8-step chunks executed open loop, as in the
-    evaluation) on fresh training layouts and label every visited state with the expert's chunk
-    (the expert is a pure function of the state). Images at the model's own size. Returns (arrays,
-    policy success rate)."""
-    import torch
-
+    """DAgger: run the current policy closed loop with the evaluation's :class:`EpisodeRunner`
+    (8-step chunks executed open loop) on fresh training layouts and label every visited state with
+    the expert's chunk (the expert is a pure function of the state). Images at the model's own
+    size. Returns (arrays, policy success rate)."""
     from foretell.core.progress import progress
-    from foretell.specprune.sim import initial_state, proprio, render_views, sample_layout, transition
+    from foretell.specprune.eval import EpisodeRunner
+    from foretell.specprune.sim import sample_layout
 
     cols = {k: [] for k in _COLUMNS}
     successes, size = 0, model.config.image_size
+    runner = EpisodeRunner(model, tokenizer, size, cfg.horizon)
     model.eval()
     for ep in progress(range(first_episode, first_episode + episodes), desc="dagger"):
         layout = sample_layout(TRAIN_SEED_BASE + cfg.seed, ep)
         ids = tokenizer.encode_batch([layout.instruction], length=INSTRUCTION_LEN)[0].numpy()
-        state, queue = initial_state(layout), []
-        while not state.done:
-            views = render_views(state, size)
-            _record(cols, state, views, ids, ep, cfg, size)
-            if not queue:
-                images, tid, prop = to_model_inputs(views["third"][None], views["wrist"][None], ids[None],
-                                                    proprio(state, cfg.horizon)[None])
-                with torch.no_grad():
-                    queue = list(model(images, tid, prop)[0].double().numpy())
-            transition(state, np.clip(queue.pop(0), -1.0, 1.0), cfg.horizon)
-        successes += int(state.success)
+        result = runner.run(layout, on_step=lambda obs, state: _record(cols, state, obs["images"], ids, ep, cfg, size))
+        successes += int(result["success"])
     model.train()
     return _stack(cols), successes / max(1, episodes)
 
