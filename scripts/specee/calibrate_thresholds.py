@@ -20,13 +20,14 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.report import write_text
 from foretell.core.seed import seed_everything
 from foretell.specee.calibrate import calibrate_thresholds, end_to_end_agreement, replay_exits
 from foretell.specee.collect import load_shards
 from foretell.specee.engine import SpecEE
 from foretell.specee.loading import cache_dir
 from foretell.specee.predictor import LayerPredictors
-from foretell.specee.train import build_examples
+from foretell.specee.train import build_examples, held_out_prompts
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--assets", default=str(Path(__file__).resolve().parents[2] / "src/foretell/specee/assets"))
@@ -47,7 +48,7 @@ ee = SpecEE.from_pretrained(None, predictors=assets)
 acc, preds = ee.acc, ee.predictors
 fv = LayerPredictors.load(assets, "full_vocab_predictors")
 items = load_shards(args.data)
-cal_items = items[::5]                       # train_all's held-out split: prompts 0, 5, 10, ...
+cal_items = [items[i] for i in held_out_prompts(len(items))]     # train_all's held-out split
 ex = build_examples(acc, ee.draft.head, cal_items, preds.config.k)
 mask = torch.ones(ex["labels"].shape[1], dtype=torch.bool)
 offline = list(preds.config.offline_layers)
@@ -83,9 +84,9 @@ if not args.dry_run:
         path = assets / f"{name}.json"
         cfg = json.loads(path.read_text())
         cfg["thresholds"], cfg["calibration"] = thr, how
-        path.write_text(json.dumps(cfg, indent=2) + "\n")
+        write_text(path, json.dumps(cfg, indent=2) + "\n")
     cpath = assets / "calibration.json"
     cal = json.loads(cpath.read_text())
     cal["threshold_calibration"] = result
-    cpath.write_text(json.dumps(cal, indent=2) + "\n")
+    write_text(cpath, json.dumps(cal, indent=2) + "\n")
 print(f"done in {result['seconds']:.0f} s", flush=True)

@@ -61,6 +61,10 @@ class LayerPredictors(nn.Module):
             return float(override)
         return float(self.config.thresholds.get(str(layer), PAPER_THRESHOLD))
 
+    def thresholds_for(self, override: float | None = None) -> dict[int, float]:
+        """:meth:`threshold` of every predicted layer (``{layer: threshold}``)."""
+        return {l: self.threshold(l, override) for l in self.config.layers}
+
     def set_thresholds(self, thresholds: dict[int, float], calibration: dict | None = None) -> None:
         """Store calibrated per-layer thresholds (saved with the config by :meth:`save`)."""
         self.config.thresholds = {str(int(l)): float(t) for l, t in sorted(thresholds.items())}

@@ -98,7 +98,7 @@ class SpecEERule(ExitRule):
         super().__init__(acc, schedule)
         self.predictors = predictors
         self.threshold = None if threshold is None else float(threshold)
-        self.thresholds = {l: predictors.threshold(l, self.threshold) for l in predictors.config.layers}
+        self.thresholds = predictors.thresholds_for(self.threshold)
         self.disabled = frozenset(l for l, t in self.thresholds.items() if t >= 1.0) if threshold is None \
             else frozenset()
         self.screen = lm_head_screen(acc) if screen else None
@@ -183,7 +183,7 @@ class FullVocabRule(ExitRule):
         super().__init__(acc, schedule)
         self.predictors = predictors
         self.threshold = None if threshold is None else float(threshold)   # None: calibrated per layer
-        self.thresholds = {l: predictors.threshold(l, self.threshold) for l in predictors.config.layers}
+        self.thresholds = predictors.thresholds_for(self.threshold)
 
     def __call__(self, layer, h):
         if layer not in self._active or not self.predictors.has(layer) or self.thresholds[layer] >= 1.0:

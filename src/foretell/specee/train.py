@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from foretell.core.progress import progress
+from foretell.core.report import write_text
 from foretell.specee.adapters import DecoderAccess
 from foretell.specee.calibrate import calibrate_thresholds, replay_exits
 from foretell.specee.draft import DraftHead
@@ -237,21 +238,15 @@ def calibrate_gap(full_vocab: torch.Tensor, labels: torch.Tensor, layers: list[i
 @torch.no_grad()
 def simulate_exits(preds: LayerPredictors, ex: dict, mask: torch.Tensor, layers: list[int],
                    thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)) -> dict:
-    """Offline replay of the exit rule on held-out tokens (full-model trajectory, no timing):
-    per threshold, the share of exits whose token is the final one and the mean layers used."""
-    n_layers = ex["labels"].shape[0]
-    idx = torch.nonzero(mask).flatten()
-    scores = {l: preds.score(l, ex["feats"][l][idx]) for l in layers}
-    out = {}
-    for thr in thresholds:
-        exit_layer = torch.full((idx.numel(),), n_layers - 1)
-        for l in sorted(layers, reverse=True):          # the earliest firing layer wins
-            fire = (scores[l] > thr) & ex["in_cands"][l][idx]
-            exit_layer = torch.where(fire, torch.full_like(exit_layer, l), exit_layer)
-        correct = ex["labels"][exit_layer, idx] > 0.5
-        out[str(thr)] = {"token_precision": float(correct.float().mean()),
-                         "avg_layers": float((exit_layer + 1).float().mean())}
-    return out
+    """Offline replay of the exit rule on held-out tokens (full-model trajectory, no timing) at a
+    few uniform thresholds: per threshold, :func:`~foretell.specee.calibrate.replay_exits`."""
+    return {str(thr): replay_exits(preds, ex, mask, layers, {l: thr for l in layers}) for thr in thresholds}
+
+
+def held_out_prompts(n_prompts: int) -> list[int]:
+    """Indices of the prompts held out from predictor training for validation and threshold
+    calibration: every 5th (an 80/20 split by prompt)."""
+    return list(range(0, n_prompts, 5))
 
 
 def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 4, draft_vocab_size: int = 4096,
@@ -277,7 +272,7 @@ def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 
         draft_eval["held_out"] = draft_accuracy(head, draft_sequences(acc, draft_val_items), k)
     ex = build_examples(acc, head, items, k)
     n_prompts = len(items)
-    val_prompts = set(range(0, n_prompts, 5))                                   # 80/20 split by prompt
+    val_prompts = set(held_out_prompts(n_prompts))
     train_mask = torch.tensor([int(p) not in val_prompts for p in ex["prompt"]])
     oracle = ex["oracle"]
     offline = choose_offline_layers(oracle[train_mask], n_layers)
@@ -318,7 +313,7 @@ def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 
     preds.save(out_dir, "predictors")
     fv_preds.save(out_dir, "full_vocab_predictors")
     head.save(out_dir, "draft_head", extra={"k": k, "epochs": draft_epochs, "accuracy": draft_eval})
-    (out_dir / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
+    write_text(out_dir / "calibration.json", json.dumps(calibration, indent=2) + "\n")
     log(f"oracle avg layers {calibration['oracle_avg_layers']:.2f}, offline layers {offline}, "
         f"draft top-1 {calibration['draft_top1_accuracy']:.3f}, top-{k} {calibration['final_token_in_draft_topk']:.3f}")
     return calibration
