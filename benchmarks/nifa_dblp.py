@@ -35,10 +35,11 @@ def main() -> None:
     from foretell.nifa.attack import NIFA, NIFAConfig
     from foretell.nifa.features import FeatureConfig, FeatureObjective, feature_box, init_features
     from foretell.nifa.graph import gcn_norm
+    from foretell.nifa.blocks import GCNBlock
     from foretell.nifa.injection import append_nodes, injected_groups, injection_edges
     from foretell.nifa.loaders import load_preset
     from foretell.nifa.splits import add_split
-    from foretell.nifa.uncertainty import BayesianGCN, UncertaintyConfig, _Block
+    from foretell.nifa.uncertainty import BayesianGCN, UncertaintyConfig
     from foretell.nifa.victims import train_victim
 
     ap = argparse.ArgumentParser(description=__doc__)
@@ -129,7 +130,7 @@ def main() -> None:
     ucfg = UncertaintyConfig()
     prop = gcn_norm(data.edge_index, data.num_nodes)
     model = BayesianGCN(data.x.shape[1], 2, ucfg, torch.Generator().manual_seed(0))
-    blk = _Block(prop, data.x, train)
+    blk = GCNBlock(prop, data.x, train)
     target = data.y[torch.as_tensor(train)]
     tr_t = torch.as_tensor(train)
 
@@ -157,7 +158,7 @@ def main() -> None:
     p1 = time_callable(lambda: epoch(previous_forward), warmup=1, repeats=args.repeats)
     b2 = time_callable(lambda: epoch(lambda: model(blk)), warmup=0, repeats=args.repeats)
     p2 = time_callable(lambda: epoch(previous_forward), warmup=0, repeats=args.repeats)
-    whole = _Block(prop, data.x, np.arange(data.num_nodes))
+    whole = GCNBlock(prop, data.x, np.arange(data.num_nodes))
     w1 = time_callable(lambda: epoch(lambda: model(whole), tr_t), warmup=0, repeats=1)
     block_med = float(np.median(b1.seconds + b2.seconds))
     prev_med = float(np.median(p1.seconds + p2.seconds))

@@ -4,11 +4,12 @@ import torch
 from torch_geometric.data import Data
 
 from foretell.core.errors import ForetellError
+from foretell.nifa.blocks import GCNBlock
 from foretell.nifa.features import FeatureConfig, FeatureObjective, finalize_features, init_features, optimise_features
 from foretell.nifa.graph import gcn_norm
 from foretell.nifa.injection import append_nodes, injected_groups, injection_edges
 from foretell.nifa.targets import select_targets
-from foretell.nifa.uncertainty import BayesianGCN, UncertaintyConfig, _Block, node_uncertainty
+from foretell.nifa.uncertainty import BayesianGCN, UncertaintyConfig, node_uncertainty
 
 
 def toy_graph(n=60, f=8, seed=0, sparse=False):
@@ -39,7 +40,7 @@ def test_block_forward_matches_full_graph(mode):
     model = BayesianGCN(8, 2, cfg, torch.Generator().manual_seed(1))
     prop = gcn_norm(data.edge_index, data.num_nodes)
     nodes = np.array([3, 10, 20])
-    block = _Block(prop, data.x, nodes, mode)
+    block = GCNBlock(prop, data.x, nodes, mode)
     assert block.layer1.mode == mode
     out = model(block)
     p = torch.from_numpy(prop.toarray())
@@ -93,15 +94,22 @@ def test_injection_budget_symmetry_distinct_targets():
         injection_edges(100, groups, targets, 16, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("sparse", [False, True])
-def test_two_hop_cache_is_exact(sparse):
+def poisoned_objective(sparse: bool, block_mode: str = "auto"):
+    """The toy graph with 4 injected nodes (3 edges each to targets of their group) and the
+    feature objective on its training nodes."""
     data = toy_graph(sparse=sparse)
     groups = injected_groups(4)
     tg = {g: np.flatnonzero(data.sens.numpy() == g)[:10] for g in (0, 1)}
     edges = injection_edges(data.num_nodes, groups, tg, 3, np.random.default_rng(0))
     pois = append_nodes(data, edges, torch.zeros(4, 8), 4)
     train = np.flatnonzero(data.train_mask.numpy())
-    obj = FeatureObjective(pois, data.num_nodes, groups, train, FeatureConfig(hidden=16), torch.Generator().manual_seed(0))
+    return FeatureObjective(pois, data.num_nodes, groups, train, FeatureConfig(hidden=16),
+                            torch.Generator().manual_seed(0), block_mode=block_mode)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_two_hop_cache_is_exact(sparse):
+    obj = poisoned_objective(sparse)
     x = torch.rand(4, 8, requires_grad=True)
     obj.freeze(x.detach())
     fast, _ = obj.fast_loss(x)
@@ -117,14 +125,7 @@ def test_two_hop_cache_is_exact(sparse):
 def test_surrogate_block_matches_whole_graph(mode):
     """The surrogate's training-node logits from the cached 2-hop block equal the whole-graph GCN,
     and so do the gradients of the surrogate's weights and of the injected features."""
-    data = toy_graph(sparse=True)
-    groups = injected_groups(4)
-    tg = {g: np.flatnonzero(data.sens.numpy() == g)[:10] for g in (0, 1)}
-    edges = injection_edges(data.num_nodes, groups, tg, 3, np.random.default_rng(0))
-    pois = append_nodes(data, edges, torch.zeros(4, 8), 4)
-    train = np.flatnonzero(data.train_mask.numpy())
-    obj = FeatureObjective(pois, data.num_nodes, groups, train, FeatureConfig(hidden=16),
-                           torch.Generator().manual_seed(0), block_mode=mode)
+    obj = poisoned_objective(True, mode)
     assert obj.block.layer1.mode == mode and len(obj.block.var_nodes) > 0
     x = torch.rand(4, 8, requires_grad=True)
     grads = []
@@ -153,7 +154,7 @@ def test_block_gradient_matches_dense(mode):
     model = BayesianGCN(8, 2, cfg, torch.Generator().manual_seed(1))
     prop = gcn_norm(data.edge_index, data.num_nodes)
     nodes = np.arange(0, 60, 3)
-    model(_Block(prop, data.x, nodes, mode)).square().sum().backward()
+    model(GCNBlock(prop, data.x, nodes, mode)).square().sum().backward()
     g_block = model.w1.grad.clone()
     model.w1.grad = None
     p, x = torch.from_numpy(prop.toarray()), data.x.to_dense()

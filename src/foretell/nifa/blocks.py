@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from foretell.core.errors import ForetellError
-from foretell.nifa.graph import neighbourhood, to_scipy
+from foretell.nifa.graph import is_sparse, neighbourhood, to_scipy
 
 DENSE_SPEEDUP = 8.0
 DENSE_MAX_BYTES = 1 << 30
@@ -88,6 +88,11 @@ class ConstSparse:
 
     def __matmul__(self, w: torch.Tensor) -> torch.Tensor:
         return ConstSpMM.apply(self.a, self.at, w)
+
+
+def constant_features(x: torch.Tensor) -> ConstSparse | None:
+    """A sparse feature matrix as :class:`ConstSparse` (``None`` for dense ``x``, which needs none)."""
+    return ConstSparse(to_scipy(x)) if is_sparse(x) else None
 
 
 def as_scipy_features(x) -> sp.csr_matrix:

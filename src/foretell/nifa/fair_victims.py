@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch_geometric.nn import GATConv, GCNConv
 
 from foretell.core.errors import ForetellError
-from foretell.nifa.blocks import ConstSparse
-from foretell.nifa.graph import to_scipy
+from foretell.nifa.blocks import constant_features
+from foretell.nifa.graph import is_sparse, to_scipy
 from foretell.nifa.victims import VictimConfig, bind_constant_graph, evaluate_predictions, sparse_adjacency
 
 
@@ -160,7 +160,7 @@ def _feature_sens_corr(x, sens) -> torch.Tensor:
     """|Pearson correlation| of each feature with the sensitive attribute (known nodes)."""
     known = (sens >= 0).numpy()
     s = sens.numpy()[known].astype(np.float64)
-    m = to_scipy(x)[known] if (x.layout == torch.sparse_csr or x.is_sparse) else x.numpy()[known]
+    m = to_scipy(x)[known] if is_sparse(x) else x.numpy()[known]
     mean = np.asarray(m.mean(0)).ravel()
     sq = np.asarray(m.multiply(m).mean(0)).ravel() if hasattr(m, "multiply") else (m ** 2).mean(0)
     cross = np.asarray(m.T @ s).ravel() / len(s)
@@ -191,13 +191,12 @@ def train_fairvgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
     torch.nn.init.eye_(conv.lin.weight)
     conv.lin.weight.requires_grad_(False)
 
-    sparse_x = x.layout == torch.sparse_csr or x.is_sparse
-    xs = ConstSparse(to_scipy(x)) if sparse_x else None
+    xs = constant_features(x)
 
     def embed(mask):
         # (x * mask) @ w1^T == x @ (w1 * mask)^T keeps sparse x sparse (scipy product, cached transpose)
         wm = w1 * mask.unsqueeze(0)
-        return torch.relu(conv(xs @ wm.t() if sparse_x else F.linear(x, wm), adj))
+        return torch.relu(conv(F.linear(x, wm) if xs is None else xs @ wm.t(), adj))
 
     def soft_mask():
         u = torch.rand_like(mask_logit).clamp(1e-6, 1 - 1e-6)

@@ -56,9 +56,14 @@ def neighbourhood(prop: sp.csr_matrix, nodes: np.ndarray) -> np.ndarray:
     return np.unique(prop[np.asarray(nodes)].indices)
 
 
+def is_sparse(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a torch sparse tensor (CSR or COO)."""
+    return x.layout == torch.sparse_csr or x.is_sparse
+
+
 def feature_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """x @ w for dense or sparse (CSR/COO) ``x``."""
-    if x.layout == torch.sparse_csr or x.is_sparse:
+    if is_sparse(x):
         return torch.sparse.mm(x, w)
     return x @ w
 

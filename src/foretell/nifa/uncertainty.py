@@ -42,11 +42,6 @@ class UncertaintyConfig:
     k: float = 0.5                # target fraction used by the stability check
 
 
-def _Block(prop, x, out_nodes, mode: str = "auto") -> GCNBlock:
-    """The rows needed for the outputs of ``out_nodes`` (see :class:`foretell.nifa.blocks.GCNBlock`)."""
-    return GCNBlock(prop, x, out_nodes, mode)
-
-
 class BayesianGCN(torch.nn.Module):
     """Two-layer bias-free GCN evaluated under T fixed DropConnect masks at once."""
 
@@ -105,8 +100,8 @@ def node_uncertainty(data, train_nodes: np.ndarray, eval_nodes: np.ndarray, cfg:
     y = data.y
     num_classes = int(y.max()) + 1
     model = BayesianGCN(data.x.shape[1], num_classes, cfg, gen)
-    train_block = _Block(prop, data.x, train_nodes)
-    eval_block = _Block(prop, data.x, eval_nodes)
+    train_block = GCNBlock(prop, data.x, train_nodes)
+    eval_block = GCNBlock(prop, data.x, eval_nodes)
     target = y[torch.as_tensor(train_nodes)]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sens = data.sens.numpy()

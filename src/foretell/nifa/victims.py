@@ -27,8 +27,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import spmm, to_torch_csr_tensor
 
 from foretell.core.errors import ForetellError
-from foretell.nifa.blocks import ConstSparse
-from foretell.nifa.graph import to_scipy
+from foretell.nifa.blocks import ConstSparse, constant_features
 from foretell.nifa.metrics import fairness_metrics
 
 PLAIN_VICTIMS = ("gcn", "sage", "appnp", "sgc")
@@ -143,8 +142,8 @@ def bind_constant_graph(model: torch.nn.Module, data) -> torch.nn.Module:
     first-layer linear maps of sparse features use :class:`ConstFeatureLinear`, and GraphSAGE's
     first mean aggregation a constant row-normalised adjacency. Returns ``model`` (modified)."""
     x = data.x
-    if x.layout == torch.sparse_csr or x.is_sparse:
-        xs = ConstSparse(to_scipy(x))
+    xs = constant_features(x)
+    if xs is not None:
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
                 if isinstance(child, (Linear, torch.nn.Linear)) and child.weight.shape[1] == x.shape[1]:
