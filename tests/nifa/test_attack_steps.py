@@ -212,3 +212,31 @@ def test_baselines_budgets():
     assert added == round(0.2 * data.edge_index.shape[1] / 2) and new.shape[1] == 2 * added
     u, v = new[:, :added]
     assert ((data.y[u] == 1) & (data.sens[u] == 1) & (data.y[v] == 0) & (data.sens[v] == 0)).all()
+
+
+@pytest.mark.parametrize("mode,threads", [("dense", 1), ("sparse", 1), ("sparse", 3)])
+def test_masked_logits_match_autograd_reference(mode, threads):
+    # the hand-written forward/backward with masks split over threads must equal BayesianGCN.forward
+    # + autograd (a wrong relu mask, transpose or mask product in the backward breaks the gradients)
+    data = toy_graph(sparse=True)
+    model = BayesianGCN(8, 2, UncertaintyConfig(hidden=16, num_masks=5), torch.Generator().manual_seed(2))
+    block = GCNBlock(gcn_norm(data.edge_index, data.num_nodes), data.x, np.arange(0, 60, 2), mode)
+    target = torch.randn(30, 5, 2, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for out in (lambda: model(block), lambda: model.train_logits(block, threads)):
+        model.zero_grad()
+        logits = out()
+        (logits * target).sum().backward()
+        grads.append((logits.detach(), model.w1.grad.clone(), model.w2.grad.clone()))
+    for ref, new in zip(grads[0], grads[1]):
+        assert torch.allclose(ref, new, rtol=1e-5, atol=1e-6)
+    assert grads[0][1].abs().sum() > 0
+
+
+def test_bayesian_init_gain_is_official_relu_gain():
+    # official code: xavier_uniform_(gain=calculate_gain('relu')) -> bound sqrt(2) * sqrt(6 / (fan_in + fan_out))
+    w = BayesianGCN(300, 2, UncertaintyConfig(hidden=100), torch.Generator().manual_seed(0)).w1.detach()
+    bound = torch.nn.init.calculate_gain("relu") * (6 / 400) ** 0.5
+    assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.95 * bound
+    w1 = BayesianGCN(300, 2, UncertaintyConfig(hidden=100, init_gain=1.0), torch.Generator().manual_seed(0)).w1.detach()
+    assert float(w1.abs().max()) <= (6 / 400) ** 0.5

@@ -20,7 +20,7 @@ from foretell.core.errors import ForetellError
 from foretell.nifa.features import FeatureConfig, feature_box, optimise_features
 from foretell.nifa.injection import append_nodes, injected_groups, injection_edges
 from foretell.nifa.targets import select_targets
-from foretell.nifa.uncertainty import UncertaintyConfig, node_uncertainty
+from foretell.nifa.uncertainty import RELU_GAIN, UncertaintyConfig, node_uncertainty
 
 # Paper settings (Pokec-z/n, DBLP) and our choice for German (1% budget, Pokec-like weights).
 PRESET_SETTINGS = {
@@ -53,6 +53,7 @@ class NIFAConfig:
     uncertainty_epochs: int = 150
     uncertainty_lr: float = 3e-3
     uncertainty_check_every: int = 0     # >0: stop the Bayesian GCN once the targets are stable
+    uncertainty_init_gain: float = RELU_GAIN   # official code: Xavier gain calculate_gain("relu"); before: 1.0
     use_all_labels_for_uncertainty: bool = False   # official code: train+val+test labels
     seed: int = 0
 
@@ -73,6 +74,7 @@ class NIFAConfig:
             (self.num_masks >= 2, "num_masks (T) must be >= 2"),
             (0 < self.keep_prob <= 1, "keep_prob must be in (0, 1]"),
             (self.uncertainty_epochs >= 1, "uncertainty_epochs must be >= 1"),
+            (self.uncertainty_init_gain > 0, "uncertainty_init_gain must be > 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -143,7 +145,8 @@ class NIFA:
         cand = np.flatnonzero(lab & (data.sens >= 0).numpy())
         ucfg = UncertaintyConfig(hidden=cfg.hidden, num_masks=cfg.num_masks, keep_prob=cfg.keep_prob,
                                  epochs=cfg.uncertainty_epochs, lr=cfg.uncertainty_lr,
-                                 check_every=cfg.uncertainty_check_every, k=cfg.k)
+                                 check_every=cfg.uncertainty_check_every, k=cfg.k,
+                                 init_gain=cfg.uncertainty_init_gain)
         return node_uncertainty(data, train, cand, ucfg, cfg.seed)
 
     def attack(self, data) -> PoisonedGraph:

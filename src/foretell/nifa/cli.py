@@ -54,6 +54,9 @@ def _add_attack_args(p) -> None:
                    help="Bayesian-GCN Adam learning rate (default 3e-3; paper: 1e-3)")
     g.add_argument("--uncertainty-check-every", type=int, default=None,
                    help="stop the Bayesian GCN once the targets stop changing (check every N epochs; 0 = off)")
+    g.add_argument("--uncertainty-init-gain", type=float, default=None,
+                   help="Xavier gain of the Bayesian GCN's weights (default sqrt(2) = calculate_gain('relu'), "
+                        "as in the official code; 1.0 = this package before 2026-11-26)")
     g.add_argument("--num-masks", type=int, default=None, help="DropConnect masks T (20)")
     g.add_argument("--use-all-labels-for-uncertainty", action="store_true",
                    help="train the Bayesian GCN on train+val+test labels like the official code")
@@ -142,7 +145,8 @@ def _nifa_config(args, dataset: str):
 
     over = {k: getattr(args, k) for k in ("num_injected", "injection_rate", "edges_per_injected", "k", "alpha",
                                           "beta", "max_iter", "max_step", "uncertainty_epochs",
-                                          "uncertainty_lr", "uncertainty_check_every", "num_masks")
+                                          "uncertainty_lr", "uncertainty_check_every", "uncertainty_init_gain",
+                                          "num_masks")
             if getattr(args, k) is not None}
     if args.use_all_labels_for_uncertainty:
         over["use_all_labels_for_uncertainty"] = True
