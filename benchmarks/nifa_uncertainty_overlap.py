@@ -13,6 +13,11 @@ uncertainties after the epochs listed in ``--checkpoints``. Reports
 * ``shortcuts``: for each ``--shortcuts`` schedule ``LR:EPOCHS`` (run with seed A), the overlap with
   run A's and run B's full schedules and its seconds.
 
+``--init-gain G`` sets the Xavier gain of the full schedules (default: the library's, sqrt(2) as in the
+official code since 2026-11-26; the older reports used 1.0); a shortcut ``LR:EPOCHS:GAIN`` runs with
+its own gain. ``--compare-npz OLD.npz`` adds ``overlap_with_compared_full``: the overlap of this run's
+full-schedule targets with those saved in OLD.npz by an earlier ``--save-uncertainty`` (e.g. gain 1).
+
 ``--save-uncertainty PATH.npz`` keeps the full-schedule uncertainties (arrays ``A`` and ``B``);
 ``--reuse-full PATH.npz --shortcuts ...`` later adds more shortcuts to the same report without
 re-running the full schedules.
@@ -57,6 +62,8 @@ def main() -> None:
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shortcuts", default="", help="comma-separated LR:EPOCHS schedules to compare, e.g. 0.01:50")
+    ap.add_argument("--init-gain", type=float, default=None, help="Xavier gain (default: the library default)")
+    ap.add_argument("--compare-npz", default=None, help="npz of an earlier --save-uncertainty to compare with")
     ap.add_argument("--save-uncertainty", default=None, help="npz path for the full-schedule uncertainties")
     ap.add_argument("--reuse-full", default=None,
                     help="npz from --save-uncertainty: skip the full schedules and add --shortcuts to the "
@@ -71,6 +78,7 @@ def main() -> None:
     train = np.flatnonzero(data.train_mask.numpy())
     cand = np.flatnonzero(((data.y >= 0) & (data.sens >= 0)).numpy())
     sens = data.sens.numpy()
+    gain = {} if args.init_gain is None else {"init_gain": args.init_gain}
     checks = tuple(int(c) for c in args.checkpoints.split(",") if int(c) < args.epochs)
     runs, seconds, previous = {}, {}, None
     if args.reuse_full:
@@ -83,7 +91,7 @@ def main() -> None:
         if previous is not None:
             break
         t0 = time.perf_counter()
-        runs[name] = node_uncertainty(data, train, cand, UncertaintyConfig(epochs=args.epochs, lr=args.lr),
+        runs[name] = node_uncertainty(data, train, cand, UncertaintyConfig(epochs=args.epochs, lr=args.lr, **gain),
                                       seed, history_at=checks)
         seconds[name] = time.perf_counter() - t0
     full = {n: top_k_by_group(r["uncertainty"], cand, sens, args.k) for n, r in runs.items()}
@@ -99,19 +107,31 @@ def main() -> None:
         own, other = previous["overlap_with_full"], previous["overlap_with_other_full"]
     shortcuts = {} if previous is None else previous["shortcuts"]
     for spec in filter(None, args.shortcuts.split(",")):
-        lr, epochs = float(spec.split(":")[0]), int(spec.split(":")[1])
+        parts = spec.split(":")
+        lr, epochs = float(parts[0]), int(parts[1])
+        sgain = {"init_gain": float(parts[2])} if len(parts) > 2 else gain
         t0 = time.perf_counter()
-        res = node_uncertainty(data, train, cand, UncertaintyConfig(epochs=epochs, lr=lr), args.seed)
+        res = node_uncertainty(data, train, cand, UncertaintyConfig(epochs=epochs, lr=lr, **sgain), args.seed)
         top = top_k_by_group(res["uncertainty"], cand, sens, args.k)
-        shortcuts[spec] = {"lr": lr, "epochs": epochs, "seconds": time.perf_counter() - t0,
+        shortcuts[spec] = {"lr": lr, "epochs": epochs, "init_gain": UncertaintyConfig(**sgain).init_gain,
+                           "seconds": time.perf_counter() - t0,
                            "overlap_with_full": overlap(top, full["A"]),
                            "overlap_with_other_full": overlap(top, full["B"])}
         print(f"shortcut lr {lr} x {epochs} epochs: overlap with own full {shortcuts[spec]['overlap_with_full']:.4f}, "
               f"with other seed's full {shortcuts[spec]['overlap_with_other_full']:.4f}")
+    compared = None
+    if args.compare_npz:
+        old = np.load(args.compare_npz)
+        old_top = {n: top_k_by_group(old[n], cand, sens, args.k) for n in ("A", "B")}
+        compared = {f"{a}_vs_old_{b}": overlap(full[a], old_top[b]) for a in ("A", "B") for b in ("A", "B")}
+        compared["old_A_vs_old_B"] = overlap(old_top["A"], old_top["B"])
+        print("overlap with the compared full schedules:", compared)
     if args.save_uncertainty and previous is None:
         np.savez(args.save_uncertainty, A=runs["A"]["uncertainty"], B=runs["B"]["uncertainty"])
     write_json(args.json, {"dataset": args.dataset, "seed": args.seed, "split_seed": args.split_seed,
                            "full_epochs": args.epochs, "lr": args.lr, "k": args.k,
+                           "init_gain": UncertaintyConfig(**gain).init_gain, "threads": args.threads,
+                           "compare_npz": args.compare_npz, "overlap_with_compared_full": compared,
                            "num_candidates": int(len(cand)), "random_overlap": args.k,
                            "overlap_full_vs_full": same, "overlap_with_full": own,
                            "overlap_with_other_full": other, "shortcuts": shortcuts,

@@ -108,6 +108,8 @@ def test_metrics_hand_computed():
     # TPR: s1 2/2, s0 1/2 -> 0.5 ; TNR: s1 1/2, s0 2/2 -> 0.5 ; EO coded = mean = 0.5
     assert m["eo"] == pytest.approx(0.5) and m["eo_tpr"] == pytest.approx(0.5)
     assert m["acc"] == pytest.approx(6 / 8)
+    assert m["sp_signed"] == pytest.approx(0.5)                       # 3/4 - 1/4, group 1 higher
+    assert fairness_metrics(p, y, 1 - s)["sp_signed"] == pytest.approx(-0.5)   # groups swapped: sign flips
     p2 = np.array([1, 1, 0, 0, 1, 0, 0, 0])  # TPR gap 0.5, TNR gap 0 -> coded EO 0.25
     m2 = fairness_metrics(p2, y, s)
     assert m2["eo"] == pytest.approx(0.25) and m2["eo_tpr"] == pytest.approx(0.5)

@@ -149,17 +149,24 @@ class NIFA:
                                  init_gain=cfg.uncertainty_init_gain)
         return node_uncertainty(data, train, cand, ucfg, cfg.seed)
 
-    def attack(self, data) -> PoisonedGraph:
-        """Run steps 1-4 on ``data`` (needs x, y, sens, edge_index, train_mask)."""
+    def attack(self, data, *, targets: dict | None = None) -> PoisonedGraph:
+        """Run steps 1-4 on ``data`` (needs x, y, sens, edge_index, train_mask).
+
+        ``targets`` ({0: nodes, 1: nodes}, e.g. ``PoisonedGraph.targets`` of an earlier attack on the
+        same graph) skips steps 1-2 and reuses them; the injection and features still follow the seed."""
         cfg = self.config
         for key in ("x", "y", "sens", "edge_index"):
             if key not in data:
                 raise ForetellError(f"data has no {key!r}; NIFA needs x, y, sens, edge_index and train_mask")
         times = {}
         t0 = time.perf_counter()
-        unc = self.uncertainty(data)
+        if targets is None:
+            unc = self.uncertainty(data)
+            targets = select_targets(unc["uncertainty"], data.y.numpy(), data.sens.numpy(), cfg.k)
+        else:
+            unc = {"epochs": 0}
+            targets = {g: np.asarray(targets[g]) for g in (0, 1)}
         times["uncertainty"] = time.perf_counter() - t0
-        targets = select_targets(unc["uncertainty"], data.y.numpy(), data.sens.numpy(), cfg.k)
         b = cfg.budget(data)
         groups = injected_groups(b)
         rng = np.random.default_rng(cfg.seed)
