@@ -22,6 +22,9 @@ def register(sub) -> None:
     e.add_argument("--quick", action="store_true", help=f"smoke run: at most 2 episodes of at most 30 steps")
     e.add_argument("--weights", default=None, help="weights directory (default: the shipped src/foretell/specprune/assets/vla)")
     e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    e.add_argument("--specprune-config", default=None, metavar="JSON",
+                   help="SpecPruneConfig changes for the specprune variants, as a JSON object, e.g. "
+                        "'{\"token_budget\": 80}' (default: the testbed operating point)")
     e.add_argument("--no-baselines", action="store_true", help="skip the blind / random-action / expert reference policies")
     e.set_defaults(func=_cmd_eval)
 
@@ -31,7 +34,8 @@ def _cmd_eval(args) -> int:
     from foretell.core.report import markdown_table
 
     cfg = EvalConfig(episodes=args.episodes, seed=args.seed, methods=parse_methods(args.methods), quick=args.quick,
-                     weights=args.weights, threads=args.threads, baselines=not args.no_baselines)
+                     weights=args.weights, threads=args.threads, baselines=not args.no_baselines,
+                     specprune=args.specprune_config)
     report = evaluate(cfg)
     json_path = Path(args.json)
     md_path = Path(args.md) if args.md else json_path.with_suffix(".md")

@@ -60,6 +60,26 @@ class SpecPruneConfig:
         """A copy with ``changes`` applied (validated)."""
         return dataclasses.replace(self, **changes)
 
+    def with_changes(self, changes: dict | str | None) -> "SpecPruneConfig":
+        """A copy with ``changes`` (a dict, or its JSON text as given on a command line) applied;
+        unknown field names raise ForetellError."""
+        if changes is None or changes == "":
+            return self
+        if isinstance(changes, str):
+            import json
+
+            try:
+                changes = json.loads(changes)
+            except json.JSONDecodeError as exc:
+                raise ForetellError(f"SpecPrune config changes must be a JSON object like '{{\"token_budget\": 80}}': {exc}") from None
+        if not isinstance(changes, dict):
+            raise ForetellError("SpecPrune config changes must be a JSON object (field name -> value)")
+        names = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(changes) - names)
+        if bad:
+            raise ForetellError(f"unknown SpecPruneConfig field(s) {bad}; accepted: {', '.join(sorted(names))}")
+        return self.replace(**changes)
+
     def __post_init__(self):
         self.topk_coarse, self.topk_fine, self.global_topk = tuple(self.topk_coarse), tuple(self.topk_fine), tuple(self.global_topk)
         if self.importance_layers is not None:

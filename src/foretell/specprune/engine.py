@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import rotate_half
 
 from foretell.specprune.adapter import PreparedInputs
-from foretell.specprune.importance import attention_from_projections, attention_macs
+from foretell.specprune.importance import attention_from_projections, attention_from_rotated, attention_macs
 from foretell.specprune.model import TokenLayout
 
 
@@ -66,6 +66,7 @@ class TokenState:
     captured: dict | None = None  # q/k projection outputs of the layer that just ran (scoring layers)
 
     _row_kinds: torch.Tensor | None = None
+    _non_visual: int | None = None
 
     @property
     def row_kinds(self) -> torch.Tensor:
@@ -82,8 +83,16 @@ class TokenState:
         """Current rows whose original index lies in ``sl``."""
         return torch.nonzero((self.origin >= sl.start) & (self.origin < sl.stop)).flatten()
 
+    def rows_of(self, origins: torch.Tensor) -> torch.Tensor:
+        """Current rows of the given original token indices (sorted; every one must still be present,
+        e.g. non-visual tokens, which policies never drop)."""
+        return torch.searchsorted(self.origin, origins)
+
     def visual_count(self) -> int:
-        return int((self.row_kinds >= 0).sum())
+        """Visual tokens among the current rows (non-visual tokens are never dropped, so no tensor op)."""
+        if self._non_visual is None:
+            self._non_visual = int((self.kinds < 0).sum())
+        return self.hidden.shape[1] - self._non_visual
 
     def keep_rows_for(self, visual_origins: torch.Tensor) -> torch.Tensor:
         """Rows to keep: every non-visual row plus the visual rows whose origin is in ``visual_origins``
@@ -96,8 +105,8 @@ class TokenState:
         return torch.nonzero(table[self.origin] | (self.row_kinds < 0)).flatten()
 
     def gather(self, rows: torch.Tensor, hidden: torch.Tensor | None = None) -> None:
-        """Keep only ``rows`` (sorted, so original order is preserved); ``hidden``: already gathered states."""
-        rows = torch.sort(rows).values
+        """Keep only ``rows`` (ascending, as ``torch.nonzero`` returns them, so the original order is
+        preserved); ``hidden``: the already gathered states."""
         self.hidden = self.hidden[:, rows] if hidden is None else hidden
         self.position_ids = self.position_ids[:, rows]
         self.cos, self.sin = self.cos[:, rows], self.sin[:, rows]
@@ -147,9 +156,13 @@ class PruningPolicy:
 
 
 def score_rows(layer, state: TokenState, rows: torch.Tensor) -> torch.Tensor:
-    """Attention [heads, len(rows), n] of ``rows`` over the current tokens at ``layer``, from the
-    q/k projections captured while the layer ran (``state.captured``); scoring layers only."""
-    return attention_from_projections(layer, state.captured["q"], state.captured["k"], (state.cos, state.sin), rows)
+    """Attention [heads, len(rows), n] of ``rows`` over the current tokens at ``layer``, from what the
+    layer computed (``state.captured``): the rotary-embedded q/k of a split layer (``q_rot``/``k_rot``),
+    or the q/k projection outputs captured by hooks (``q``/``k``); scoring layers only."""
+    cap = state.captured
+    if "q_rot" in cap:
+        return attention_from_rotated(cap["q_rot"], cap["k_rot"], rows, layer.self_attn.scaling)
+    return attention_from_projections(layer, cap["q"], cap["k"], (state.cos, state.sin), rows)
 
 
 _CACHE_KWARG: dict = {}
@@ -183,40 +196,35 @@ def _run_layer(layer, state: TokenState, cache, capture: bool) -> None:
 _SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """transformers' rotary embedding on [B, heads, n, head_dim] with cos/sin [B, n, head_dim]."""
-    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
-
-
 def _run_layer_split(layer, state: TokenState, policy, layer_idx: int, rows):
     """Run a Llama decoder layer from its modules, scoring ``rows`` and dropping what the policy prunes.
 
-    Keys and values come from every current token (exactly the attention the full layer computes),
-    the policy decides on the scores of this very layer, and queries, the output projection and the
-    MLP are computed only for the rows it keeps -- the kept rows' outputs equal the full layer's,
-    without the work for rows that would be dropped anyway. Returns (probs, keep rows or None).
+    Keys and values come from every current token (exactly the attention the full layer computes);
+    queries and keys get the rotary embedding once, for every row, and the scores of this very layer
+    are read from them; the policy decides on those scores, and the attention output, the output
+    projection and the MLP are computed only for the rows it keeps -- the kept rows' outputs equal
+    the full layer's, without the work for rows that would be dropped anyway. Returns (probs, keep
+    rows or None); ``keep`` must be ascending (as ``torch.nonzero`` returns it).
     """
     attn = layer.self_attn
     h = state.hidden
     n, hd = h.shape[1], attn.head_dim
     x = layer.input_layernorm(h)
-    q_raw, k_raw, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+    q = attn.q_proj(x).view(1, n, -1, hd).transpose(1, 2)
+    k = attn.k_proj(x).view(1, n, -1, hd).transpose(1, 2)
+    v = attn.v_proj(x).view(1, n, -1, hd).transpose(1, 2)
+    cos, sin = state.cos.unsqueeze(1), state.sin.unsqueeze(1)  # transformers' apply_rotary_pos_emb
+    q = (q * cos) + (rotate_half(q) * sin)
+    k = (k * cos) + (rotate_half(k) * sin)
     probs = None
     if rows is not None:
-        state.captured = {"q": q_raw, "k": k_raw}
+        state.captured = {"q_rot": q, "k_rot": k}
         probs = score_rows(layer, state, rows)
         state.captured = None
     keep = policy.after_layer(layer_idx, state, probs, rows)
-    cos, sin = state.cos, state.sin
     if keep is not None:
-        keep = torch.sort(keep).values
-        h, q_raw, cos_q, sin_q = h[:, keep], q_raw[:, keep], cos[:, keep], sin[:, keep]
-    else:
-        cos_q, sin_q = cos, sin
+        h, q = h[:, keep], q[:, :, keep]
     m = h.shape[1]
-    q = _rope(q_raw.view(1, m, -1, hd).transpose(1, 2), cos_q, sin_q)
-    k = _rope(k_raw.view(1, n, -1, hd).transpose(1, 2), cos, sin)
-    v = v.view(1, n, -1, hd).transpose(1, 2)
     groups = attn.num_key_value_groups
     if groups > 1 and not _SDPA_HAS_GQA:  # torch < 2.5: share key/value heads explicitly
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)

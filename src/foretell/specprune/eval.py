@@ -52,6 +52,7 @@ class EvalConfig:
     horizon: int = 100
     calibration_episodes: int = CALIBRATION_EPISODES
     baselines: bool = True
+    specprune: dict | str | None = None  # SpecPruneConfig changes on top of testbed_specprune_config()
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
@@ -218,7 +219,7 @@ def _evaluate(cfg: EvalConfig, log) -> dict:
     vla, tok = load_policy(cfg.weights)
     runner = EpisodeRunner(vla, tok, vla.config.image_size, horizon)
     layouts = [sample_layout(cfg.seed, i) for i in range(n)]
-    spc = testbed_specprune_config()
+    spc = testbed_specprune_config().with_changes(cfg.specprune)
     t_start = time.perf_counter()
 
     budget, calib = None, None

@@ -32,6 +32,16 @@ def attention_from_projections(layer, q_out: torch.Tensor, k_out: torch.Tensor, 
     return torch.softmax(scores.float(), dim=-1).view(kv_heads * groups, r, n)
 
 
+def attention_from_rotated(q: torch.Tensor, k: torch.Tensor, query_rows: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Softmax attention [heads, len(query_rows), n] from rotary-embedded queries [1, heads, n, hd] and
+    keys [1, kv_heads, n, hd] (a split layer's own tensors; grouped-query heads share their key head)."""
+    heads, hd = q.shape[1], q.shape[3]
+    kv_heads, n, r = k.shape[1], k.shape[2], len(query_rows)
+    qr = q[0][:, query_rows].reshape(kv_heads, (heads // kv_heads) * r, hd)
+    scores = torch.matmul(qr, k[0].transpose(1, 2)) * scaling
+    return torch.softmax(scores.float(), dim=-1).view(heads, r, n)
+
+
 def query_attention(layer, hidden: torch.Tensor, rope: tuple, query_rows: torch.Tensor) -> torch.Tensor:
     """Same as :func:`attention_from_projections` but recomputing q/k from the layer input ``hidden``."""
     attn = layer.self_attn

@@ -24,6 +24,7 @@ from foretell.specprune.controller import COARSE, FINE, ActionAwareController
 from foretell.specprune.engine import PruningPolicy, TokenState
 from foretell.specprune.frame_diff import patch_similarity, static_mask
 from foretell.specprune.importance import rank_weights, received_attention
+from foretell.specprune.view_grid import ViewGrid
 
 
 class SpecPrunePolicy(PruningPolicy):
@@ -42,7 +43,7 @@ class SpecPrunePolicy(PruningPolicy):
     def reset_state(self) -> None:
         self.controller.reset_state()
         self.speed_xyz = [0.0, 0.0, 0.0]  # sum of executed xyz deltas since the last query
-        self.global_origins: dict[int, torch.Tensor] = {}
+        self.global_mask: torch.Tensor | None = None  # bool [views, patches]: global set for the next query
         self.importance: torch.Tensor | None = None
         self._info = {}
 
@@ -57,23 +58,44 @@ class SpecPrunePolicy(PruningPolicy):
         entered = self.controller.update(a, queue_empty=queue_empty)
         return bool(entered and self.cfg.requery_on_fine)
 
+    @property
+    def global_origins(self) -> dict:
+        """The global set carried to the next query: view index -> original token indices."""
+        if self.global_mask is None:
+            return {}
+        return {vi: self.grid.origins(self.global_mask, vi) for vi in range(self.grid.views)}
+
     # ------------------------------------------------------------------ static pruning
+    def _setup(self, layout, device) -> None:
+        """Per-layout constants: the view grid and the original indices of the scoring query rows."""
+        key = (layout.length, tuple((s.start, s.stop) for s in layout.views.values()), layout.instruction, device)
+        if getattr(self, "_layout_key", None) == key:
+            return
+        self._layout_key = key
+        self.grid = ViewGrid(layout, device)
+        ins = layout.instruction
+        start = ins.start + min(self.cfg.instruction_skip, max(ins.stop - ins.start - 1, 0))
+        self._instr_orig = torch.arange(start, ins.stop, device=device)
+        self._nonvis_orig = torch.nonzero(self.grid.non_visual).flatten()
+        # positions of the instruction rows among the non-visual rows (non-visual tokens are never dropped)
+        self._instr_in_nonvis = torch.searchsorted(self._nonvis_orig, self._instr_orig)
+        self.global_mask = None
+
     def begin(self, state: TokenState, prep, history):
         cfg, n = self.cfg, self.adapter.patches_per_view
         dev = state.origin.device
-        self._empty = torch.empty(0, dtype=torch.long, device=dev)
+        self._setup(prep.layout, dev)
         fine = self.mode == FINE
         self._fine = fine
         gap = frame_gap(sum(d * d for d in self.speed_xyz) ** 0.5, cfg)
         self.speed_xyz = [0.0, 0.0, 0.0]
         cap = int(round((cfg.static_cap_fine if fine else cfg.static_cap_coarse) * n))
-        self.dynamic: dict[int, torch.Tensor] = {}
-        views = list(prep.layout.views.items())
+        views = list(prep.layout.views)
         dyn = torch.zeros(len(views), n, dtype=torch.bool)
-        self._unknown: dict[int, int] = {}  # view -> number of patches to keep by attention (no past frame)
+        unknown = [0] * len(views)  # per view: patches to keep by layer-0 attention (no past frame)
         if cfg.use_frame_diff:
-            current = [prep.images[v][0].detach().float().cpu() for v, _ in views]
-            prev = [history.frame_back(v, c, gap) if history is not None else None for (v, _), c in zip(views, current)]
+            current = [prep.images[v][0].detach().float().cpu() for v in views]
+            prev = [history.frame_back(v, c, gap) if history is not None else None for v, c in zip(views, current)]
             have = [i for i, p in enumerate(prev) if p is not None]
             if have:
                 sim = patch_similarity(torch.stack([current[i] for i in have]), torch.stack([prev[i] for i in have]),
@@ -81,27 +103,18 @@ class SpecPrunePolicy(PruningPolicy):
                 dyn[have] = ~static_mask(sim, cfg.similarity_threshold, cap)
             # no past frame (first query of an episode): which patches changed is unknown; as many
             # patches as the static cap leaves are kept, chosen by layer-0 attention instead
-            self._unknown = {i: n - min(cap, n) for i, p in enumerate(prev) if p is None}
-        for vi, (view, sl) in enumerate(views):
-            self.dynamic[vi] = (sl.start + torch.nonzero(dyn[vi]).flatten()).to(dev)
-        self.k = {vi: per_view(cfg.topk_fine if fine else cfg.topk_coarse, vi, n) for vi in self.dynamic}
-        self.kg = {vi: per_view(cfg.global_topk, vi, n) for vi in self.dynamic}
+            unknown = [n - min(cap, n) if p is None else 0 for p in prev]
+        self.dynamic = dyn.to(dev)
+        self._unknown_views = [i for i, u in enumerate(unknown) if u > 0]
+        self.k = tuple(per_view(cfg.topk_fine if fine else cfg.topk_coarse, vi, n) for vi in range(len(views)))
+        self.kg = tuple(per_view(cfg.global_topk, vi, n) for vi in range(len(views)))
+        self.top0 = tuple(cfg.layer0_multiplier * k for k in self.k)
+        self.top0_unknown = tuple(t + u for t, u in zip(self.top0, unknown))
         if self.importance is None or self.importance.numel() != prep.layout.length:
             self.importance = torch.zeros(prep.layout.length, device=dev)
-        self.layer0_lists: dict[int, torch.Tensor] = {}
-        self.next_global: dict[int, torch.Tensor] = {}
+        self.next_global = None
         self._visual_kept = None
-        ins = prep.layout.instruction
-        self._instr_range = (ins.start + min(cfg.instruction_skip, max(ins.stop - ins.start - 1, 0)), ins.stop)
-        self._length = prep.layout.length
         return None
-
-    def _is_instruction(self, origins: torch.Tensor) -> torch.Tensor:
-        a, b = self._instr_range
-        return (origins >= a) & (origins < b)
-
-    def _table(self, state: TokenState) -> torch.Tensor:
-        return torch.zeros(self._length, dtype=torch.bool, device=state.origin.device)
 
     def prunes_after(self, layer_idx: int) -> bool:
         return (layer_idx == 0 or (layer_idx == 1 and self.cfg.rescore_layer1)
@@ -117,70 +130,57 @@ class SpecPrunePolicy(PruningPolicy):
         if not (scoring or last or importance):
             return None
         if importance:  # all non-visual rows (the instruction rows are among them)
-            rows = torch.nonzero(state.row_kinds < 0).flatten()
-            self._instr_sel = torch.nonzero(self._is_instruction(state.origin[rows])).flatten()
-        else:
-            rows = torch.nonzero(self._is_instruction(state.origin)).flatten()
-            self._instr_sel = None
-        return rows
-
-    def _view_scores(self, state: TokenState, scores: torch.Tensor, vi: int):
-        """(origins, scores) of the current rows of view ``vi``, best first."""
-        rows = state.view_rows(vi)
-        s = scores[rows]
-        order = torch.argsort(s, descending=True)
-        return state.origin[rows][order], s[order]
+            self._instr_sel = self._instr_in_nonvis
+            return state.rows_of(self._nonvis_orig)
+        self._instr_sel = None
+        return state.rows_of(self._instr_orig)
 
     def after_layer(self, layer_idx, state, probs, rows):
-        cfg = self.cfg
+        cfg, grid = self.cfg, self.grid
         keep = None
-        instr_scores = received_attention(probs, self._instr_sel) if probs is not None else None
-        if probs is not None and self._dynamic_layers_on() and layer_idx in self.importance_layers:
-            self._update_importance(state, received_attention(probs))
+        if probs is None:
+            instr = None
+        else:
+            instr = grid.scores(state.origin, received_attention(probs, self._instr_sel))
+            if self._dynamic_layers_on() and layer_idx in self.importance_layers:
+                self._update_importance(state, received_attention(probs))
         if layer_idx == 0:
-            table = self._table(state)
-            for vi in self.dynamic:
-                origins, _ = self._view_scores(state, instr_scores, vi)
-                self.layer0_lists[vi] = origins
-                top = cfg.layer0_multiplier * self.k[vi]
-                if vi in self._unknown:  # the best-scored patches stand in for the changed ones
-                    self.dynamic[vi] = origins[: top + self._unknown[vi]]
-                table[origins[:top]] = True
-                table[self.dynamic[vi]] = True
-                table[self.global_origins.get(vi, self._empty)] = True
+            # layer-0 top (multiplier * k) per view, the first k of that list, and for views without a
+            # past frame the best-scored patches that stand in for the changed ones
+            top, first_k, stand_in = grid.top(instr, self.top0, self.k, self.top0_unknown)
+            self.first_k0 = first_k
+            for vi in self._unknown_views:
+                self.dynamic[vi] = stand_in[vi]
+            kept = top | self.dynamic
+            if self.global_mask is not None:
+                kept |= self.global_mask
             if not cfg.rescore_layer1:
-                table = self._apply_budget(state, table, instr_scores)
-                self._visual_kept = int(table.sum())
-            keep = state.keep_rows_for(table)
+                kept = self._apply_budget(kept, instr)
+                self._visual_kept = int(kept.sum())
+            self.kept = kept
+            keep = grid.keep_rows(state.origin, kept)
         elif layer_idx == 1 and cfg.rescore_layer1:
-            table = self._table(state)
-            for vi in self.dynamic:
-                origins, _ = self._view_scores(state, instr_scores, vi)  # origins, not row numbers
-                table[origins[: self.k[vi]]] = True
-                table[self.layer0_lists[vi][: self.k[vi]]] = True
-                table[self.dynamic[vi]] = True
-                table[self.global_origins.get(vi, self._empty)] = True
-            table = self._apply_budget(state, table, instr_scores)
-            self._visual_kept = int(table.sum())
-            keep = state.keep_rows_for(table)
-        if layer_idx == self.num_layers - 1 and cfg.use_global and instr_scores is not None:
-            for vi in self.dynamic:
-                origins, _ = self._view_scores(state, instr_scores, vi)
-                self.next_global[vi] = origins[: self.kg[vi]]
+            (top,) = grid.top(instr, self.k)  # scores mapped through the ORIGINAL patch index
+            kept = (top & self.kept) | self.first_k0 | self.dynamic
+            if self.global_mask is not None:
+                kept |= self.global_mask
+            kept = self._apply_budget(kept, instr)
+            self._visual_kept = int(kept.sum())
+            self.kept = kept
+            keep = grid.keep_rows(state.origin, kept)
+        if layer_idx == self.num_layers - 1 and cfg.use_global and instr is not None:
+            (top,) = grid.top(instr, self.kg)
+            self.next_global = top & torch.isfinite(instr)
         if self._dynamic_layers_on() and (layer_idx + 1) in self.drop_layers and keep is None:
             keep = self._drop_by_importance(state)
         return keep
 
-    def _apply_budget(self, state: TokenState, table: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Cap the kept visual tokens (bool table over original tokens) at ``token_budget``, best scores first."""
+    def _apply_budget(self, kept: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Cap the kept visual tokens (bool [V, P]) at ``token_budget``, best scores first."""
         budget = self.cfg.token_budget
-        if budget is None or int(table.sum()) <= budget:
-            return table
-        rows = torch.nonzero(table[state.origin] & (state.row_kinds >= 0)).flatten()
-        best = rows[torch.argsort(scores[rows], descending=True)[:budget]]
-        capped = self._table(state)
-        capped[state.origin[best]] = True
-        return capped
+        if budget is None or int(kept.sum()) <= budget:
+            return kept
+        return self.grid.cap(kept, scores, budget)
 
     def _update_importance(self, state: TokenState, received: torch.Tensor) -> None:
         vis = torch.nonzero(state.row_kinds >= 0).flatten()
@@ -204,7 +204,7 @@ class SpecPrunePolicy(PruningPolicy):
 
     def end(self, state):
         if self.cfg.use_global:
-            self.global_origins = self.next_global
+            self.global_mask = self.next_global
         self._info = {"mode": FINE if self._fine else COARSE,
                       "visual_kept": self._visual_kept if self._visual_kept is not None else state.visual_count()}
 

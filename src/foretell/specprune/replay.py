@@ -12,6 +12,7 @@ same run, methods interleaved), the visual tokens kept and the LLM MACs fraction
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 
 from foretell.core.errors import ForetellError
@@ -51,11 +52,12 @@ def record_expert_episodes(env, tokenizer, instruction_len: int, episodes: int, 
 
 
 def replay_benchmark(weights=None, *, episodes: int = 4, repeats: int = 3, seed: int = 5, budget: int | None = None,
-                     methods=tuple(VARIANTS), threads: int = 1) -> dict:
-    """Run the replay; returns the report dict (see the module docstring)."""
+                     methods=tuple(VARIANTS), threads: int = 1, config=None) -> dict:
+    """Run the replay; returns the report dict (see the module docstring). ``config``: SpecPruneConfig
+    changes (dict or JSON text) for every specprune variant, on top of the testbed operating point."""
     import torch
 
-    from foretell.specprune.config import SpecPruneConfig
+    from foretell.specprune.eval import testbed_specprune_config
     from foretell.specprune.methods import PEERS, build_method
     from foretell.specprune.sim import TabletopEnv
     from foretell.specprune.train import INSTRUCTION_LEN, load_policy
@@ -71,10 +73,11 @@ def replay_benchmark(weights=None, *, episodes: int = 4, repeats: int = 3, seed:
     vla, tok = load_policy(weights)
     env = TabletopEnv(image_size=vla.config.image_size, horizon=100)
     recorded = record_expert_episodes(env, tok, INSTRUCTION_LEN, episodes, seed)
+    sp_cfg = testbed_specprune_config().with_changes(config)
     handles = {}
     for name in methods:
         method, changes = VARIANTS[name]
-        cfg = SpecPruneConfig(**changes) if changes is not None else None
+        cfg = sp_cfg.replace(**changes) if changes is not None else None
         h = build_method(method, vla, token_budget=budget if method in PEERS else None, seed=seed, config=cfg)
         h.remove()  # queried through h.predict_action, so the methods can alternate
         handles[name] = h
@@ -92,6 +95,7 @@ def replay_benchmark(weights=None, *, episodes: int = 4, repeats: int = 3, seed:
     base = handles[methods[0]].stats()
     base_cpu, base_wall = statistics.median(base["llm_cpu_seconds"]), statistics.median(base["llm_seconds"])
     report = {"episodes": episodes, "repeats": repeats, "seed": seed, "token_budget_peers": budget, "threads": threads,
+              "specprune_config": dataclasses.asdict(sp_cfg),
               "weights": str(weights) if weights is not None else "shipped", "methods": {}}
     for name in methods:
         s = handles[name].stats()
@@ -118,12 +122,14 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, default=None, help="visual tokens kept by the peers (default: registry default)")
     p.add_argument("--methods", default=",".join(VARIANTS), help="comma-separated, first must be full")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--config", default=None, metavar="JSON",
+                   help="SpecPruneConfig changes for the specprune variants (JSON object; default: the testbed operating point)")
     p.add_argument("--json", required=True, help="output JSON path")
     args = p.parse_args(argv)
     try:
         report = replay_benchmark(args.weights, episodes=args.episodes, repeats=args.repeats, seed=args.seed,
                                   budget=args.budget, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                                  threads=args.threads)
+                                  threads=args.threads, config=args.config)
     except ForetellError as exc:
         p.exit(2, f"foretell: error: {exc}\n")
     write_json(args.json, report)

@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Screen SpecPrune token-budget settings against FastV and random pruning on SCREENING layouts.
+
+For each candidate ``SpecPruneConfig`` change set, runs ``specprune`` closed loop on the screening
+layouts, then ``fastv`` and ``random`` at the mean number of visual tokens that specprune kept on
+those same layouts (the eval's rule: peers at specprune's measured budget), and ``full`` once as
+the reference. Reports success rates, paired counts against specprune and the LLM MACs fraction.
+Use a layout seed other than 0 (seed 0 is the held-out evaluation set) -- choosing the operating
+point on the evaluation layouts would be selection bias.
+
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python scripts/specprune/screen_budgets.py \\
+        --weights src/foretell/specprune/assets/vla_96px --seed 7 --episodes 30 \\
+        --candidates '{"cap80": {"token_budget": 80}, "cap60": {"token_budget": 60}}' \\
+        --json benchmarks/results/specprune_screen_seed7.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def paired(a: list, b: list) -> dict:
+    """Layouts solved by ``a`` but not ``b`` and vice versa."""
+    return {"only_first": sum(x and not y for x, y in zip(a, b)), "only_second": sum(y and not x for x, y in zip(a, b))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", default=None, help="weights directory (default: the eval default)")
+    p.add_argument("--seed", type=int, default=7, help="screening layout seed (not 0: the held-out evaluation seed)")
+    p.add_argument("--episodes", type=int, default=30, help="screening episodes per method")
+    p.add_argument("--candidates", required=True, help="JSON object: name -> SpecPruneConfig changes")
+    p.add_argument("--peers", default="fastv,random", help="peers run at each candidate's measured budget")
+    p.add_argument("--json", required=True, help="output JSON path (rewritten after every candidate)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from foretell.core.errors import ForetellError
+    from foretell.core.progress import progress
+    from foretell.core.report import write_json
+    from foretell.specprune.eval import EpisodeRunner
+    from foretell.specprune.methods import build_method
+    from foretell.specprune.config import SpecPruneConfig
+    from foretell.specprune.sim import sample_layout
+    from foretell.specprune.train import load_policy
+
+    if args.seed == 0:
+        raise ForetellError("--seed 0 holds the evaluation layouts; screen on another seed")
+    torch.set_num_threads(1)
+    candidates = json.loads(args.candidates)
+    vla, tok = load_policy(args.weights)
+    runner = EpisodeRunner(vla, tok, vla.config.image_size, 100)
+    layouts = [sample_layout(args.seed, i) for i in range(args.episodes)]
+
+    def run(name, **kw):
+        h = build_method(name, vla, seed=args.seed, **kw)
+        h.remove()
+        eps = [runner.run(lay, h) for lay in progress(layouts, desc=f"{name} {kw.get('token_budget', '')}")]
+        s = h.stats()
+        succ = [e["success"] for e in eps]
+        fine = [r.visual_kept for r in h.records if r.mode == "fine"]
+        coarse = [r.visual_kept for r in h.records if r.mode != "fine"]
+        return succ, {"success_rate": statistics.fmean(succ), "successes": sum(succ),
+                      "visual_tokens_kept": s["visual_tokens_kept"], "llm_macs_fraction": s["llm_macs_fraction"],
+                      "mode_fraction_fine": s["mode_fraction_fine"],
+                      "visual_kept_fine_mean": statistics.fmean(fine) if fine else None,
+                      "visual_kept_coarse_mean": statistics.fmean(coarse) if coarse else None,
+                      "per_episode_success": "".join("1" if x else "0" for x in succ)}
+
+    t0 = time.perf_counter()
+    report = {"seed": args.seed, "episodes": args.episodes, "weights": args.weights, "candidates": {}}
+    full_succ, report["full"] = run("full")
+    for cname, changes in candidates.items():
+        cfg = SpecPruneConfig(**changes)
+        sp_succ, sp = run("specprune", config=cfg)
+        budget = max(1, int(round(sp["visual_tokens_kept"])))
+        entry = {"changes": changes, "token_budget": budget, "specprune": sp, "peers": {},
+                 "paired_vs_full": paired(sp_succ, full_succ)}
+        for peer in [m.strip() for m in args.peers.split(",") if m.strip()]:
+            ps, pr = run(peer, token_budget=budget)
+            pr["paired_specprune_vs_peer"] = paired(sp_succ, ps)
+            entry["peers"][peer] = pr
+        report["candidates"][cname] = entry
+        report["seconds"] = round(time.perf_counter() - t0, 1)
+        write_json(args.json, report)
+        print(f"{cname}: budget {budget} specprune {sp['success_rate']:.3f} (macs {sp['llm_macs_fraction']:.3f}) "
+              f"full {report['full']['success_rate']:.3f} "
+              + " ".join(f"{k} {v['success_rate']:.3f}" for k, v in entry["peers"].items()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
