@@ -65,7 +65,7 @@ def _add_attack_args(p) -> None:
 def _add_victim_args(p) -> None:
     g = p.add_argument_group("victims")
     g.add_argument("--victims", default="gcn,sage,appnp,sgc",
-                   help="comma-separated: gcn,sage,appnp,sgc,fairgnn,fairvgnn (default: the four plain ones)")
+                   help="comma-separated: gcn,sage,appnp,sgc,fairgnn,fairvgnn,fairsin (default: the four plain ones)")
     g.add_argument("--baselines", default="random,fagnn", help="comma-separated: random,fagnn, or 'none'")
     g.add_argument("--max-epochs", type=int, default=None, help="victim epochs at most (1000)")
     g.add_argument("--min-epochs", type=int, default=None, help="no early stop before this epoch (200)")

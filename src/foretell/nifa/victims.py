@@ -8,7 +8,8 @@ Plain victims (paper settings: hidden 128, no dropout):
 * ``appnp``: Linear-ReLU-Linear then ``APPNP(K=1, alpha=0.2)`` as in the NIFA code;
 * ``sgc``: SGC with K=1, i.e. ``GCNConv(in, classes)`` (= A_hat X W + b, the same map as ``SGConv``).
 
-The fairness-aware ``fairgnn`` and ``fairvgnn`` live in :mod:`foretell.nifa.fair_victims`.
+The fairness-aware ``fairgnn`` and ``fairvgnn`` live in :mod:`foretell.nifa.fair_victims`, ``fairsin`` in
+:mod:`foretell.nifa.fairsin`.
 Training keeps the parameters with the best validation accuracy (ties: lower validation loss) and
 stops early after ``patience`` epochs without improvement, but never before ``min_epochs``.
 """
@@ -31,7 +32,7 @@ from foretell.nifa.blocks import ConstSparse, constant_features
 from foretell.nifa.metrics import fairness_metrics
 
 PLAIN_VICTIMS = ("gcn", "sage", "appnp", "sgc")
-FAIR_VICTIMS = ("fairgnn", "fairvgnn")
+FAIR_VICTIMS = ("fairgnn", "fairvgnn", "fairsin")
 VICTIMS = PLAIN_VICTIMS + FAIR_VICTIMS
 
 
@@ -223,6 +224,10 @@ def train_plain(name: str, data, seed: int, cfg: VictimConfig | None = None) -> 
 
 def train_victim(name: str, data, seed: int, cfg: VictimConfig | None = None) -> dict:
     """Train any victim (plain or fairness-aware) on PyG ``data``; returns test metrics (fractions)."""
+    if name == "fairsin":
+        from foretell.nifa.fairsin import train_fairsin
+
+        return train_fairsin(data, seed, cfg)
     if name in FAIR_VICTIMS:
         from foretell.nifa.fair_victims import train_fair
 
