@@ -18,6 +18,10 @@ official code since 2026-11-26; the older reports used 1.0); a shortcut ``LR:EPO
 its own gain. ``--compare-npz OLD.npz`` adds ``overlap_with_compared_full``: the overlap of this run's
 full-schedule targets with those saved in OLD.npz by an earlier ``--save-uncertainty`` (e.g. gain 1).
 
+``--full-runs 1`` trains only run A (no full-vs-full number); ``--compare-targets A.pt,B.pt`` adds
+``overlap_of_saved_targets_with_full``: for each poisoned graph saved by ``foretell nifa run/attack``, the
+overlap of its targets with run A's full-schedule targets (e.g. the 5-seed run's default-schedule targets).
+
 ``--save-uncertainty PATH.npz`` keeps the full-schedule uncertainties (arrays ``A`` and ``B``);
 ``--reuse-full PATH.npz --shortcuts ...`` later adds more shortcuts to the same report without
 re-running the full schedules.
@@ -63,6 +67,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shortcuts", default="", help="comma-separated LR:EPOCHS schedules to compare, e.g. 0.01:50")
     ap.add_argument("--init-gain", type=float, default=None, help="Xavier gain (default: the library default)")
+    ap.add_argument("--full-runs", type=int, choices=(1, 2), default=2, help="full-schedule runs (A only, or A and B)")
+    ap.add_argument("--compare-targets", default="", help="comma-separated poisoned-graph files whose targets to compare")
     ap.add_argument("--compare-npz", default=None, help="npz of an earlier --save-uncertainty to compare with")
     ap.add_argument("--save-uncertainty", default=None, help="npz path for the full-schedule uncertainties")
     ap.add_argument("--reuse-full", default=None,
@@ -87,7 +93,7 @@ def main() -> None:
         saved = np.load(args.reuse_full)
         runs = {n: {"uncertainty": saved[n], "history": {}} for n in ("A", "B")}
         seconds = previous["seconds_full_schedule"]
-    for name, seed in (("A", args.seed), ("B", args.seed + 1)):
+    for name, seed in (("A", args.seed), ("B", args.seed + 1))[:args.full_runs]:
         if previous is not None:
             break
         t0 = time.perf_counter()
@@ -95,12 +101,13 @@ def main() -> None:
                                       seed, history_at=checks)
         seconds[name] = time.perf_counter() - t0
     full = {n: top_k_by_group(r["uncertainty"], cand, sens, args.k) for n, r in runs.items()}
-    same = overlap(full["A"], full["B"])
-    print(f"full vs full ({args.epochs} epochs, seeds {args.seed}/{args.seed + 1}): {same:.4f}")
+    b_or_a = "B" if "B" in full else "A"
+    same = overlap(full["A"], full["B"]) if "B" in full else None
+    print(f"full vs full ({args.epochs} epochs, seeds {args.seed}/{args.seed + 1}): {same}")
     own, other = {}, {}
     for e, unc in sorted(runs["A"]["history"].items()):
         top = top_k_by_group(unc, cand, sens, args.k)
-        own[str(e)], other[str(e)] = overlap(top, full["A"]), overlap(top, full["B"])
+        own[str(e)], other[str(e)] = overlap(top, full["A"]), overlap(top, full[b_or_a])
         print(f"epoch {e}: overlap with own full schedule {own[str(e)]:.4f}, with the other seed's "
               f"full schedule {other[str(e)]:.4f}")
     if previous is not None:
@@ -116,22 +123,35 @@ def main() -> None:
         shortcuts[spec] = {"lr": lr, "epochs": epochs, "init_gain": UncertaintyConfig(**sgain).init_gain,
                            "seconds": time.perf_counter() - t0,
                            "overlap_with_full": overlap(top, full["A"]),
-                           "overlap_with_other_full": overlap(top, full["B"])}
+                           "overlap_with_other_full": overlap(top, full[b_or_a]) if "B" in full else None}
         print(f"shortcut lr {lr} x {epochs} epochs: overlap with own full {shortcuts[spec]['overlap_with_full']:.4f}, "
-              f"with other seed's full {shortcuts[spec]['overlap_with_other_full']:.4f}")
+              f"with other seed's full {shortcuts[spec]['overlap_with_other_full']}")
     compared = None
     if args.compare_npz:
         old = np.load(args.compare_npz)
         old_top = {n: top_k_by_group(old[n], cand, sens, args.k) for n in ("A", "B")}
-        compared = {f"{a}_vs_old_{b}": overlap(full[a], old_top[b]) for a in ("A", "B") for b in ("A", "B")}
+        compared = {f"{a}_vs_old_{b}": overlap(full[a], old_top[b]) for a in full for b in ("A", "B")}
         compared["old_A_vs_old_B"] = overlap(old_top["A"], old_top["B"])
         print("overlap with the compared full schedules:", compared)
+    saved_targets = {}
+    if args.compare_targets:
+        from foretell.nifa.attack import PoisonedGraph
+
+        for path in args.compare_targets.split(","):
+            pg = PoisonedGraph.load(path)
+            saved_targets[path] = {"overlap_with_full": overlap(pg.targets, full["A"]),
+                                   "seed": pg.info["config"]["seed"],
+                                   "uncertainty_epochs": pg.info["config"]["uncertainty_epochs"],
+                                   "uncertainty_lr": pg.info["config"]["uncertainty_lr"],
+                                   "init_gain": pg.info["config"].get("uncertainty_init_gain", 1.0)}
+            print(f"saved targets {path}: overlap with full A {saved_targets[path]['overlap_with_full']:.4f}")
     if args.save_uncertainty and previous is None:
-        np.savez(args.save_uncertainty, A=runs["A"]["uncertainty"], B=runs["B"]["uncertainty"])
+        np.savez(args.save_uncertainty, **{n: r["uncertainty"] for n, r in runs.items()})
     write_json(args.json, {"dataset": args.dataset, "seed": args.seed, "split_seed": args.split_seed,
                            "full_epochs": args.epochs, "lr": args.lr, "k": args.k,
                            "init_gain": UncertaintyConfig(**gain).init_gain, "threads": args.threads,
                            "compare_npz": args.compare_npz, "overlap_with_compared_full": compared,
+                           "full_runs": args.full_runs, "overlap_of_saved_targets_with_full": saved_targets,
                            "num_candidates": int(len(cand)), "random_overlap": args.k,
                            "overlap_full_vs_full": same, "overlap_with_full": own,
                            "overlap_with_other_full": other, "shortcuts": shortcuts,
