@@ -13,7 +13,10 @@ Bayesian GCN's init and masks, the injected edges and the feature start). Parts:
    (b) seed s's targets, edges and features from seed 0. Compares the spread over s of (a) and (b)
    with the spread of the full attacks: does the variance come from the targets (Bayesian GCN) or
    from the injection/feature step?
-3. ``targets``: pairwise overlap of the seeds' target sets, and each seed's surrogate gap after the
+3. ``directional`` (``--directional-seeds``): the opt-in, non-paper ``directional_gaps`` feature loss
+   (gaps widened on the training-label gap's side) with each seed's own targets, injection and feature
+   seed, GCN/SGC with victim seed = attack seed: compare with the grid's diagonal.
+4. ``targets``: pairwise overlap of the seeds' target sets, and each seed's surrogate gap after the
    last feature round (``train_sp_signed``, from the attack's history).
 
     python benchmarks/nifa_seed_variance.py --poisoned-dir reports/nifa [--seeds 0,1,2,3,4] [--threads 1]
@@ -39,14 +42,17 @@ def _metrics(r: dict) -> dict:
     return {"acc": 100 * r["acc"], "sp": 100 * r["sp"], "sp_signed": 100 * r["sp_signed"], "eo": 100 * r["eo"]}
 
 
-def _decompose(grid: dict, seeds: list, victim: str, key: str) -> dict:
-    """Spread of ``key`` over attack seeds (graph means over victim seeds) vs over victim seeds."""
-    m = np.array([[grid[f"nifa_s{a}"][victim][str(v)][key] for v in seeds] for a in seeds])
-    clean = np.array([grid["clean"][victim][str(v)][key] for v in seeds])
+def _decompose(grid: dict, seeds: list, vs: list, victim: str, key: str) -> dict:
+    """Spread of ``key`` over attack seeds (graph means over the victim seeds ``vs``) vs over victim seeds."""
+    m = np.array([[grid[f"nifa_s{a}"][victim][str(v)][key] for v in vs] for a in seeds])
+    clean = np.array([grid["clean"][victim][str(v)][key] for v in vs])
+    diag = [grid[f"nifa_s{a}"][victim][str(a)][key] for a in seeds]
+    clean_diag = [grid["clean"][victim][str(a)][key] for a in seeds]
     return {"attack_seed_std_of_graph_means": float(m.mean(1).std()),
             "victim_seed_std_within_graph_mean": float(m.std(1).mean()),
             "victim_seed_std_clean": float(clean.std()),
-            "diagonal_mean": float(np.diag(m).mean()), "diagonal_std": float(np.diag(m).std()),
+            "diagonal_mean": float(np.mean(diag)), "diagonal_std": float(np.std(diag)),
+            "diagonal": [float(v) for v in diag], "clean_diagonal": [float(v) for v in clean_diag],
             "graph_means": [float(x) for x in m.mean(1)], "clean_mean": float(clean.mean())}
 
 
@@ -63,12 +69,18 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-factors", action="store_true")
+    ap.add_argument("--factor-seeds", default=None, help="attack seeds of part 2 (default: all but the first)")
+    ap.add_argument("--victim-seeds", default=None, help="victim seeds of the grid (default: --seeds)")
+    ap.add_argument("--directional-seeds", default="", help="seeds for part 3 (default: none)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 5 victim epochs, 1 feature round of 2 steps")
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_dblp_seed_variance.json"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    vseeds = [int(s) for s in (args.victim_seeds or args.seeds).split(",")]
+    fseeds = [int(s) for s in args.factor_seeds.split(",")] if args.factor_seeds else seeds[1:]
+    dseeds = [int(s) for s in args.directional_seeds.split(",") if s]
     vcfg = VictimConfig(max_epochs=5, min_epochs=0) if args.quick else None
     quick_attack = dict(max_iter=1, max_step=2) if args.quick else {}
     t_start, cpu0 = time.perf_counter(), time.process_time()
@@ -105,13 +117,14 @@ def main() -> None:
         grid[gname] = {}
         for victim in VICTIMS:
             grid[gname][victim] = {}
-            for v in seeds:
+            own = seeds if gname == "clean" else [int(gname[6:])]     # the 5-seed table's pairs
+            for v in sorted(set(vseeds) | set(own)):
                 grid[gname][victim][str(v)] = _metrics(train_victim(victim, g, v, vcfg))
             vals = grid[gname][victim]
-            print(f"{gname:8s} {victim}: sp_signed " + " ".join(f"{vals[str(v)]['sp_signed']:+6.2f}" for v in seeds),
+            print(f"{gname:8s} {victim}: sp_signed " + " ".join(f"{v}:{vals[str(v)]['sp_signed']:+6.2f}" for v in sorted(map(int, vals))),
                   flush=True)
         save()
-    report["decomposition"] = {v: {k: _decompose(grid, seeds, v, k) for k in ("sp", "sp_signed", "acc")}
+    report["decomposition"] = {v: {k: _decompose(grid, seeds, vseeds, v, k) for k in ("sp", "sp_signed", "acc")}
                                for v in VICTIMS}
     save()
 
@@ -120,7 +133,7 @@ def main() -> None:
         fac = report["factors"] = {"targets_fixed_seed0": {}, "injection_features_fixed_seed0": {},
                                    "full_attack": {}}
         base = seeds[0]
-        for s in seeds:
+        for s in [base, *fseeds]:
             fac["full_attack"][str(s)] = {v: grid[f"nifa_s{s}"][v][str(base)] for v in VICTIMS}
             if s == base:
                 fac["targets_fixed_seed0"][str(s)] = fac["injection_features_fixed_seed0"][str(s)] = \
@@ -133,11 +146,22 @@ def main() -> None:
                 print(f"{name} s={s}: " + ", ".join(f"{v} sp_signed {fac[name][str(s)][v]['sp_signed']:+.2f}"
                                                     for v in VICTIMS), flush=True)
             save()
-        fac["spread"] = {name: {v: {k: float(np.std([fac[name][str(s)][v][k] for s in seeds]))
+        fac["spread"] = {name: {v: {k: float(np.std([fac[name][str(s)][v][k] for s in [base, *fseeds]]))
                                     for k in ("sp", "sp_signed")} for v in VICTIMS}
                          for name in ("full_attack", "targets_fixed_seed0", "injection_features_fixed_seed0")}
         print("spread:", fac["spread"], flush=True)
     save()
+    if dseeds:
+        dirn = report["directional"] = {}
+        for s in dseeds:
+            g = NIFA(NIFAConfig.preset("dblp", seed=s, directional_gaps=True, **quick_attack)).attack(
+                data, targets=pois[s].targets)
+            dirn[str(s)] = {v: _metrics(train_victim(v, g.data, s, vcfg)) for v in VICTIMS}
+            dirn[str(s)]["surrogate_train_sp_signed_per_round"] = [100 * h["train_sp_signed"]
+                                                                   for h in g.info["feature_history"]]
+            print(f"directional s={s}: " + ", ".join(f"{v} sp {dirn[str(s)][v]['sp']:.2f} sp_signed "
+                                                    f"{dirn[str(s)][v]['sp_signed']:+.2f}" for v in VICTIMS), flush=True)
+            save()
     print(f"written {args.json}")
 
 

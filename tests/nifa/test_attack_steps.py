@@ -145,6 +145,21 @@ def test_fairness_gaps_hand_computed():
     # group means [2, 1] vs [1, 1.5]; NIFA code's L_EO: class-c logit over true class c: (1-0)^2, (0-2)^2
     assert float(l_sp) == pytest.approx(0.625) and float(l_eo) == pytest.approx(2.5)
     assert float(fairness_gaps(logits, y, sens, 2, "all_logits")[1]) == pytest.approx(1.75)
+    # opt-in directional variant: signed squares d*|d| times the per-class direction
+    # SP gaps (s1 - s0) per class: [1, -0.5]; EO gaps: class 0 1-0 = 1, class 1 0-2 = -2
+    d = torch.tensor([1., -1.])
+    l_sp_d, l_eo_d = fairness_gaps(logits, y, sens, 2, direction=d)
+    assert float(l_sp_d) == pytest.approx((1 * 1 + -1 * -0.25) / 2) and float(l_eo_d) == pytest.approx((1 + 4) / 2)
+    l_sp_r, l_eo_r = fairness_gaps(logits, y, sens, 2, direction=-d)
+    assert float(l_sp_r) == pytest.approx(-float(l_sp_d)) and float(l_eo_r) == pytest.approx(-2.5)
+
+
+def test_label_gap_direction():
+    from foretell.nifa.features import label_gap_direction
+
+    y, sens = torch.tensor([1, 0, 0, 1, 1, 0]), torch.tensor([1, 1, 1, 0, 0, 0])
+    # P(y=1|s=1) = 1/3 < P(y=1|s=0) = 2/3 -> class 1: -1, class 0: +1
+    assert label_gap_direction(y, sens, 2).tolist() == [1.0, -1.0]
 
 
 @pytest.mark.parametrize("mode", ["dense", "sparse"])

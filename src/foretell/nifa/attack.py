@@ -55,6 +55,7 @@ class NIFAConfig:
     uncertainty_check_every: int = 0     # >0: stop the Bayesian GCN once the targets are stable
     uncertainty_init_gain: float = RELU_GAIN   # official code: Xavier gain calculate_gain("relu"); before: 1.0
     use_all_labels_for_uncertainty: bool = False   # official code: train+val+test labels
+    directional_gaps: bool = False       # non-paper, opt-in: widen the gaps on the training-label gap's side
     seed: int = 0
 
     @classmethod
@@ -178,7 +179,7 @@ class NIFA:
         structure = append_nodes(data, edges, placeholder, b)
         t1 = time.perf_counter()
         fcfg = FeatureConfig(alpha=cfg.alpha, beta=cfg.beta, max_iter=cfg.max_iter, max_step=cfg.max_step,
-                             lr=cfg.lr, hidden=cfg.hidden)
+                             lr=cfg.lr, hidden=cfg.hidden, directional_gaps=cfg.directional_gaps)
         train = np.flatnonzero(data.train_mask.numpy())
         x_inj, history = optimise_features(structure, data.num_nodes, groups, train, fcfg, lo, hi, integer, gen)
         times["features"] = time.perf_counter() - t1

@@ -60,6 +60,9 @@ def _add_attack_args(p) -> None:
     g.add_argument("--num-masks", type=int, default=None, help="DropConnect masks T (20)")
     g.add_argument("--use-all-labels-for-uncertainty", action="store_true",
                    help="train the Bayesian GCN on train+val+test labels like the official code")
+    g.add_argument("--directional-gaps", action="store_true",
+                   help="NOT in the paper: make the feature step widen the group gaps on the side of the training "
+                        "labels' gap (signed squares) instead of in either direction")
 
 
 def _add_victim_args(p) -> None:
@@ -150,6 +153,8 @@ def _nifa_config(args, dataset: str):
             if getattr(args, k) is not None}
     if args.use_all_labels_for_uncertainty:
         over["use_all_labels_for_uncertainty"] = True
+    if args.directional_gaps:
+        over["directional_gaps"] = True
     if args.quick:
         over = {**QUICK, **over}
     if args.injection_rate is not None and args.num_injected is None:

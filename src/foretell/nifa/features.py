@@ -40,6 +40,9 @@ class FeatureConfig:
     lr: float = 1e-3
     hidden: int = 128
     eo_terms: str = "true_class"  # "true_class" (NIFA code) or "all_logits"
+    # non-paper, opt-in: push every gap in the direction of the training-label gap (signed squares)
+    # instead of letting the squared gap grow in whichever direction the start happens to favour
+    directional_gaps: bool = False
 
 
 def feature_box(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,24 +80,40 @@ class Surrogate(torch.nn.Module):
         self.b2 = torch.nn.Parameter(torch.zeros(num_classes))
 
 
-def fairness_gaps(logits, y, sens, num_classes, eo_terms: str = "true_class"):
+def _sq(diff: torch.Tensor, direction: torch.Tensor | None) -> torch.Tensor:
+    """diff^2, or with ``direction`` (+1/-1 per entry) the signed square direction * diff * |diff|."""
+    return diff.square() if direction is None else direction * diff * diff.abs()
+
+
+def label_gap_direction(y: torch.Tensor, sens: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per class c, the sign of P(y=c | s=1) - P(y=c | s=0) on the given (training) nodes (+1 if 0)."""
+    onehot = F.one_hot(y, num_classes).float()
+    gap = onehot[sens == 1].mean(0) - onehot[sens == 0].mean(0)
+    return torch.where(gap < 0, -1.0, 1.0)
+
+
+def fairness_gaps(logits, y, sens, num_classes, eo_terms: str = "true_class", direction=None):
     """(L_SP, L_EO): squared gaps of group-mean logits between the sensitive groups.
 
     L_SP: MSE between the two groups' mean logit vectors. L_EO, ``"true_class"`` (the NIFA code):
     for each class c, the gap of the two groups' mean *class-c* logit over their nodes of true class
     c, squared and averaged over classes; ``"all_logits"``: per class c the MSE of the whole mean
-    logit vectors over the nodes of class c, averaged over classes."""
+    logit vectors over the nodes of class c, averaged over classes.
+
+    ``direction`` (non-paper, ``FeatureConfig.directional_gaps``; per-class signs, e.g.
+    :func:`label_gap_direction`): every squared gap of a class-c entry becomes the signed square
+    ``direction[c] * gap * |gap|``, so maximising it widens the gap on the side of the labels' gap only."""
     s1, s0 = sens == 1, sens == 0
-    l_sp = F.mse_loss(logits[s1].mean(0), logits[s0].mean(0))
+    l_sp = _sq(logits[s1].mean(0) - logits[s0].mean(0), direction).mean()
     terms = []
     for c in range(num_classes):
         a, b = s1 & (y == c), s0 & (y == c)
         if not (a.any() and b.any()):
             terms.append(logits.new_zeros(()))     # the NIFA code's zero entry for an empty class
         elif eo_terms == "true_class":
-            terms.append((logits[a, c].mean() - logits[b, c].mean()) ** 2)
+            terms.append(_sq(logits[a, c].mean() - logits[b, c].mean(), None if direction is None else direction[c]))
         else:
-            terms.append(F.mse_loss(logits[a].mean(0), logits[b].mean(0)))
+            terms.append(_sq(logits[a].mean(0) - logits[b].mean(0), direction).mean())
     l_eo = torch.stack(terms).mean() if terms else logits.new_zeros(())
     return l_sp, l_eo
 
@@ -111,6 +130,7 @@ class FeatureObjective:
         self.y = data.y[torch.as_tensor(train)]
         self.sens = data.sens[torch.as_tensor(train)]
         self.num_classes = int(data.y.max()) + 1
+        self.direction = label_gap_direction(self.y, self.sens, self.num_classes) if cfg.directional_gaps else None
         self.model = Surrogate(data.x.shape[1], cfg.hidden, self.num_classes, gen)
         inj = np.arange(num_real, data.num_nodes)
         # surrogate block: train rows <- r1 <- r2; A_hat X of the real rows is constant for the attack
@@ -155,7 +175,7 @@ class FeatureObjective:
     def loss_from_logits(self, logits, x_inj, cf_features=None):
         """Feature loss; L_CF is computed on ``cf_features`` (default ``x_inj``)."""
         ce = F.cross_entropy(logits, self.y)
-        l_sp, l_eo = fairness_gaps(logits, self.y, self.sens, self.num_classes, self.cfg.eo_terms)
+        l_sp, l_eo = fairness_gaps(logits, self.y, self.sens, self.num_classes, self.cfg.eo_terms, self.direction)
         g = self.groups
         cf = x_inj if cf_features is None else cf_features
         l_cf = F.mse_loss(cf[g == 1].mean(0), cf[g == 0].mean(0))
