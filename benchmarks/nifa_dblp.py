@@ -31,17 +31,8 @@ import torch
 
 def main() -> None:
     from foretell.core.paths import repo_root
-    from foretell.core.report import write_json
-    from foretell.core.timing import speedup, time_callable
-    from foretell.nifa.attack import NIFA, NIFAConfig
-    from foretell.nifa.features import FeatureConfig, FeatureObjective, feature_box, init_features
-    from foretell.nifa.graph import gcn_norm
-    from foretell.nifa.blocks import GCNBlock
-    from foretell.nifa.injection import append_nodes, injected_groups, injection_edges
     from foretell.nifa.loaders import load_preset
     from foretell.nifa.splits import add_split
-    from foretell.nifa.uncertainty import BayesianGCN, UncertaintyConfig, one_torch_thread
-    from foretell.nifa.victims import train_victim
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--uncertainty-epochs", type=int, default=None, help="default: the library default")
@@ -50,6 +41,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (issue scenario: 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-end-to-end", action="store_true")
+    ap.add_argument("--skip-steps", action="store_true", help="part 2 only (no side-by-side step timings)")
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_dblp_timing.json"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message="Sparse")
@@ -62,6 +54,21 @@ def main() -> None:
     report = {"dataset": "dblp", "seed": args.seed, "threads": args.threads, "load_seconds": load_s,
               "load_average_at_start": list(os.getloadavg()),
               "note": "machine shared with other jobs during the measurement; compare ratios, not absolutes"}
+
+    if not args.skip_steps:
+        part_one(args, data, report)
+    end_to_end(args, data, report)
+
+
+def part_one(args, data, report) -> None:
+    """Part 1: the exact shortcuts side by side (same process, interleaved, medians)."""
+    from foretell.core.timing import time_callable
+    from foretell.nifa.attack import NIFAConfig
+    from foretell.nifa.blocks import GCNBlock
+    from foretell.nifa.features import FeatureConfig, FeatureObjective, feature_box, init_features
+    from foretell.nifa.graph import gcn_norm
+    from foretell.nifa.injection import append_nodes, injected_groups, injection_edges
+    from foretell.nifa.uncertainty import BayesianGCN, UncertaintyConfig, one_torch_thread
 
     # --- part 1a: feature step, 2-hop cache vs whole graph -----------------------------------
     cfg = NIFAConfig.preset("dblp")
@@ -211,7 +218,17 @@ def main() -> None:
                                         "same_logits": bool(torch.allclose(a1.result, c1.result, atol=1e-5))}
         print(name, "epoch:", report["victim_epoch"][name], flush=True)
 
-    # --- part 2: end to end ---------------------------------------------------------------------
+
+
+def end_to_end(args, data, report) -> None:
+    """Part 2: one seed end to end (attack + 4 plain victims clean and attacked), then write the report."""
+    import os
+
+    from foretell.core.paths import repo_root
+    from foretell.core.report import write_json
+    from foretell.nifa.attack import NIFA, NIFAConfig
+    from foretell.nifa.victims import train_victim
+
     if not args.skip_end_to_end:
         sched = {k: v for k, v in (("uncertainty_epochs", args.uncertainty_epochs),
                                    ("uncertainty_lr", args.uncertainty_lr)) if v is not None}
