@@ -5,7 +5,8 @@
 # episode by episode with its methods. The peers get specprune's measured mean token budget.
 # Writes benchmarks/results/specprune_eval${TAG}.{json,md} (+ the two per-process reports).
 # Environment: EPISODES (100), SEED (0), OUT (benchmarks/results), WEIGHTS (a weights directory;
-# default: the eval CLI's default policy), TAG (suffix of the output names, e.g. _96px).
+# default: the eval CLI's default policy), TAG (suffix of the output names, e.g. _96px), SPCFG
+# (SpecPruneConfig changes as JSON, passed as --specprune-config; default: the testbed operating point).
 #   WEIGHTS=src/foretell/specprune/assets/vla_96px TAG=_96px benchmarks/specprune_eval.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 PY="${PYTHON:-.venv/bin/python}"
 EP="${EPISODES:-100}"; SEED="${SEED:-0}"; OUT="${OUT:-benchmarks/results}"; TAG="${TAG:-}"; mkdir -p "$OUT"
 W=(); if [ -n "${WEIGHTS:-}" ]; then W=(--weights "$WEIGHTS"); fi
+if [ -n "${SPCFG:-}" ]; then W+=(--specprune-config "$SPCFG"); fi
 "$PY" -m foretell.cli specprune eval --episodes "$EP" --seed "$SEED" --no-baselines \
     --methods full,specprune,specprune_no_global,specprune_no_controller --json "$OUT/specprune_eval${TAG}_a.json" "${W[@]}" &
 A=$!

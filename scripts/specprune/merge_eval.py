@@ -41,6 +41,11 @@ def merge(reports: list[dict]) -> dict:
             out["baselines"] = r["baselines"]
         out.setdefault("config", r.get("config"))
     out["quick"] = any(r.get("quick") for r in reports)
+    from foretell.specprune.eval import paired_counts
+
+    paired = paired_counts(out["methods"])
+    if paired is not None:
+        out["paired_vs_specprune"] = paired
     return out
 
 

@@ -48,6 +48,23 @@ def test_quick_eval_writes_the_schema(tiny_weights, tmp_path):
     assert {"blind", "random_actions", "expert"} <= set(rep["baselines"])
     assert rep["baselines"]["expert"]["success_rate"] <= 1.0
     assert (tmp_path / "eval.md").is_file()
+    paired = rep["paired_vs_specprune"]  # layouts solved by specprune only / by the other method only
+    assert set(paired) == set(METHOD_NAMES) - {"specprune"}
+    for name, p in paired.items():
+        mine, other = rep["methods"]["specprune"]["successes"], rep["methods"][name]["successes"]
+        assert p["reference_only"] - p["method_only"] == mine - other
+
+
+def test_operating_points_keep_more_tokens_in_fine_mode():
+    from foretell.specprune.eval import OPERATING_POINTS, testbed_specprune_config
+
+    for name in OPERATING_POINTS:
+        cfg = testbed_specprune_config(name)
+        assert cfg.static_cap_fine < cfg.static_cap_coarse  # fine mode prunes fewer unchanged patches ...
+        assert all(f > c for f, c in zip(cfg.topk_fine, cfg.topk_coarse))  # ... and keeps a larger top-k
+    tight = testbed_specprune_config("tight")
+    assert tight.static_cap_coarse > testbed_specprune_config("paper").static_cap_coarse
+    assert testbed_specprune_config('{"token_budget": 80}').token_budget == 80
 
 
 def test_full_handle_reproduces_the_unpruned_closed_loop_episode(tiny_weights):
@@ -71,6 +88,8 @@ def test_full_handle_reproduces_the_unpruned_closed_loop_episode(tiny_weights):
     (["--episodes", "0"], "--episodes must be a positive integer"),
     (["--methods", "full,fastvv"], "unknown method"),
     (["--weights", "/nonexistent/weights"], "weights directory"),
+    (["--specprune-config", "fastest"], "unknown operating point"),
+    (["--specprune-config", '{"bogus": 1}'], "unknown SpecPruneConfig field"),
 ])
 def test_bad_inputs_exit_2_with_one_line(argv, message, tmp_path, capsys):
     rc = main(["specprune", "eval", "--quick", "--json", str(tmp_path / "x.json"), *argv])

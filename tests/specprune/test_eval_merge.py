@@ -33,6 +33,15 @@ def test_merge_keeps_first_full_and_per_process_speedups():
     assert m["processes"][1]["full_reference"]["llm_latency_ms"] == 20.0
 
 
+def test_merge_counts_layouts_solved_by_one_method_only():
+    a = _rep({"full": (0.5, 10.0), "specprune": (0.75, 5.0)})
+    b = _rep({"full": (0.5, 20.0), "fastv": (0.5, 10.0)}, budget=7)
+    a["methods"]["specprune"]["per_episode_success"] = "1101"
+    b["methods"]["fastv"]["per_episode_success"] = "0111"
+    m = merge_eval.merge([a, b])
+    assert m["paired_vs_specprune"] == {"fastv": {"reference_only": 1, "method_only": 1}}
+
+
 def test_merge_refuses_different_layouts():
     a = _rep({"full": (0.5, 10.0)})
     b = dict(_rep({"full": (0.5, 10.0)}), seed=2)

@@ -22,9 +22,9 @@ def register(sub) -> None:
     e.add_argument("--quick", action="store_true", help=f"smoke run: at most 2 episodes of at most 30 steps")
     e.add_argument("--weights", default=None, help="weights directory (default: the shipped src/foretell/specprune/assets/vla)")
     e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
-    e.add_argument("--specprune-config", default=None, metavar="JSON",
-                   help="SpecPruneConfig changes for the specprune variants, as a JSON object, e.g. "
-                        "'{\"token_budget\": 80}' (default: the testbed operating point)")
+    e.add_argument("--specprune-config", default=None, metavar="NAME|JSON",
+                   help="operating point of the specprune variants: a name (paper, tight; see docs/specprune.md) "
+                        "or SpecPruneConfig changes as a JSON object, e.g. '{\"token_budget\": 80}' (default: paper)")
     e.add_argument("--no-baselines", action="store_true", help="skip the blind / random-action / expert reference policies")
     e.set_defaults(func=_cmd_eval)
 

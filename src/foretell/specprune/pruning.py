@@ -147,16 +147,17 @@ class SpecPrunePolicy(PruningPolicy):
         if layer_idx == 0:
             # layer-0 top (multiplier * k) per view, the first k of that list, and for views without a
             # past frame the best-scored patches that stand in for the changed ones
-            top, first_k, stand_in = grid.top(instr, self.top0, self.k, self.top0_unknown)
-            self.first_k0 = first_k
+            counts = (self.top0, self.k) if cfg.rescore_layer1 else (self.top0,)
+            masks = grid.top(instr, *counts, *((self.top0_unknown,) if self._unknown_views else ()))
+            top = masks[0]
+            self.first_k0 = masks[1] if cfg.rescore_layer1 else None
             for vi in self._unknown_views:
-                self.dynamic[vi] = stand_in[vi]
+                self.dynamic[vi] = masks[-1][vi]
             kept = top | self.dynamic
             if self.global_mask is not None:
                 kept |= self.global_mask
             if not cfg.rescore_layer1:
                 kept = self._apply_budget(kept, instr)
-                self._visual_kept = int(kept.sum())
             self.kept = kept
             keep = grid.keep_rows(state.origin, kept)
         elif layer_idx == 1 and cfg.rescore_layer1:
@@ -165,7 +166,6 @@ class SpecPrunePolicy(PruningPolicy):
             if self.global_mask is not None:
                 kept |= self.global_mask
             kept = self._apply_budget(kept, instr)
-            self._visual_kept = int(kept.sum())
             self.kept = kept
             keep = grid.keep_rows(state.origin, kept)
         if layer_idx == self.num_layers - 1 and cfg.use_global and instr is not None:
@@ -176,11 +176,14 @@ class SpecPrunePolicy(PruningPolicy):
         return keep
 
     def _apply_budget(self, kept: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Cap the kept visual tokens (bool [V, P]) at ``token_budget``, best scores first."""
+        """Cap the kept visual tokens (bool [V, P]) at ``token_budget``, best scores first; sets
+        ``_visual_kept`` (the number kept after the static stage)."""
         budget = self.cfg.token_budget
-        if budget is None or int(kept.sum()) <= budget:
-            return kept
-        return self.grid.cap(kept, scores, budget)
+        count = int(kept.sum())
+        if budget is not None and count > budget:
+            kept, count = self.grid.cap(kept, scores, budget), budget
+        self._visual_kept = count
+        return kept
 
     def _update_importance(self, state: TokenState, received: torch.Tensor) -> None:
         vis = torch.nonzero(state.row_kinds >= 0).flatten()

@@ -53,8 +53,9 @@ def record_expert_episodes(env, tokenizer, instruction_len: int, episodes: int, 
 
 def replay_benchmark(weights=None, *, episodes: int = 4, repeats: int = 3, seed: int = 5, budget: int | None = None,
                      methods=tuple(VARIANTS), threads: int = 1, config=None) -> dict:
-    """Run the replay; returns the report dict (see the module docstring). ``config``: SpecPruneConfig
-    changes (dict or JSON text) for every specprune variant, on top of the testbed operating point."""
+    """Run the replay; returns the report dict (see the module docstring). ``config``: an operating
+    point name of ``foretell.specprune.eval.OPERATING_POINTS`` or SpecPruneConfig changes (dict or JSON
+    text) for every specprune variant."""
     import torch
 
     from foretell.specprune.eval import testbed_specprune_config
@@ -73,7 +74,7 @@ def replay_benchmark(weights=None, *, episodes: int = 4, repeats: int = 3, seed:
     vla, tok = load_policy(weights)
     env = TabletopEnv(image_size=vla.config.image_size, horizon=100)
     recorded = record_expert_episodes(env, tok, INSTRUCTION_LEN, episodes, seed)
-    sp_cfg = testbed_specprune_config().with_changes(config)
+    sp_cfg = testbed_specprune_config(config)
     handles = {}
     for name in methods:
         method, changes = VARIANTS[name]
@@ -123,7 +124,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default=",".join(VARIANTS), help="comma-separated, first must be full")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--config", default=None, metavar="JSON",
-                   help="SpecPruneConfig changes for the specprune variants (JSON object; default: the testbed operating point)")
+                   help="operating point of the specprune variants: a name (paper, tight) or SpecPruneConfig "
+                        "changes as a JSON object (default: paper)")
     p.add_argument("--json", required=True, help="output JSON path")
     args = p.parse_args(argv)
     try:

@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""How few visual tokens FastV needs on the testbed: success of FastV at several budgets and pruning layers K.
+
+Runs closed-loop episodes on SCREENING layouts (a seed other than 0) with ``FastVPolicy(budget, K)``
+for every (K, budget) pair and writes success counts, per-episode successes and the LLM MACs
+fraction. The registry's ``fastv`` uses K = 2; K = 0 is FastV's K = 2 of a 32-layer backbone scaled
+to this 6-layer one (the rule the SpecPrune layer sets follow).
+
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python scripts/specprune/fastv_budget_sweep.py \\
+        --weights src/foretell/specprune/assets/vla_96px --seed 7 --episodes 30 \\
+        --budgets 10,20,40,60 --layers 0,2 --json benchmarks/results/specprune_fastv_sweep_seed7.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", default=None, help="weights directory (default: the eval default)")
+    p.add_argument("--seed", type=int, default=7, help="screening layout seed (not 0)")
+    p.add_argument("--episodes", type=int, default=30, help="episodes per setting")
+    p.add_argument("--budgets", default="10,20,40,60", help="comma-separated visual-token budgets")
+    p.add_argument("--layers", default="0,2", help="comma-separated FastV pruning layers K")
+    p.add_argument("--json", required=True, help="output JSON path")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from foretell.core.errors import ForetellError
+    from foretell.core.progress import progress
+    from foretell.core.report import write_json
+    from foretell.specprune import adapter_for
+    from foretell.specprune.eval import EpisodeRunner
+    from foretell.specprune.handle import PruningHandle
+    from foretell.specprune.methods import build_method
+    from foretell.specprune.peers import FastVPolicy
+    from foretell.specprune.sim import sample_layout
+    from foretell.specprune.train import load_policy
+
+    if args.seed == 0:
+        raise ForetellError("--seed 0 holds the evaluation layouts; sweep on another seed")
+    torch.set_num_threads(1)
+    vla, tok = load_policy(args.weights)
+    runner = EpisodeRunner(vla, tok, vla.config.image_size, 100)
+    layouts = [sample_layout(args.seed, i) for i in range(args.episodes)]
+    t0 = time.perf_counter()
+
+    def run(handle, desc):
+        handle.remove()
+        succ = [runner.run(lay, handle)["success"] for lay in progress(layouts, desc=desc)]
+        return {"successes": sum(succ), "success_rate": sum(succ) / len(succ),
+                "llm_macs_fraction": handle.stats()["llm_macs_fraction"],
+                "per_episode_success": "".join("1" if s else "0" for s in succ)}
+
+    report = {"seed": args.seed, "episodes": args.episodes, "weights": args.weights,
+              "full": run(build_method("full", vla), "full"), "fastv": []}
+    for k in [int(x) for x in args.layers.split(",")]:
+        for b in [int(x) for x in args.budgets.split(",")]:
+            row = {"layer": k, "budget": b} | run(PruningHandle(adapter_for(vla), FastVPolicy(b, k), "fastv"), f"fastv K={k} b={b}")
+            report["fastv"].append(row)
+            print(f"fastv K={k} budget={b}: {row['successes']}/{args.episodes} (macs {row['llm_macs_fraction']:.3f}); "
+                  f"full {report['full']['successes']}/{args.episodes}", flush=True)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
