@@ -45,6 +45,11 @@ class DecoderAccess:
         return int(self.lm_head.weight.shape[0])
 
     @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the model's weights (float32 or bfloat16)."""
+        return self.lm_head.weight.dtype
+
+    @property
     def model_id(self) -> str:
         cfg = self.model.config
         return str(getattr(cfg, "_name_or_path", "") or getattr(cfg, "name_or_path", "") or cfg.model_type)

@@ -123,13 +123,14 @@ def _agreement(ref: list[int], got: list[int]) -> tuple[float, int]:
 @torch.no_grad()
 def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: str | Path | None = None,
               seed: int = 0, repeats: int = 1, ppl_texts: int = 3, extras: bool = True,
-              assistant_layers: int = 8, methods_filter: list[str] | None = None, log=print) -> dict:
-    """Run every method on ``prompts``; returns the report dict (see module docstring)."""
-    from foretell.specee.loading import chat_ids
+              assistant_layers: int = 8, methods_filter: list[str] | None = None, dtype=None, log=print) -> dict:
+    """Run every method on ``prompts``; returns the report dict (see module docstring). ``dtype``:
+    the model's weights (float32 default, or bfloat16); every method, ``full`` included, runs in it."""
+    from foretell.specee.loading import chat_ids, dtype_name
 
     seed_everything(seed)
     assets = Path(assets) if assets else ASSETS
-    ee = SpecEE.from_pretrained(model, predictors=assets)
+    ee = SpecEE.from_pretrained(model, predictors=assets, torch_dtype=dtype)
     tok = ee.tokenizer
     inputs = [chat_ids(tok, p) for p in prompts]
     cal = json.loads((assets / "calibration.json").read_text())
@@ -172,7 +173,7 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
                 "agreement": sum(a for a, _ in agr) * 1.0 / len(agr) if agr else None,
                 "first_divergence": statistics.fmean(f for _, f in agr) if agr else None,
                 "layers_per_token": layers / max(1, emitted), "tokens_per_pass": emitted / max(1, passes),
-                "new_tokens": new, "seconds": sum(times[n]),
+                "new_tokens": new, "seconds": sum(times[n]), "passes": passes,
                 "predictor_evaluations": sum(s.evaluations for s in stats[n]),
                 "head_checks": sum(s.head_checks for s in stats[n])}
 
@@ -193,7 +194,7 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
     report = {
         "model": ee.acc.model_id, "prompts": len(prompts), "new_tokens": max_new_tokens,
         "methods": main, "oracle_avg_layers": oracle_avg,
-        "config": {"k": ee.config.k, "threshold": ee.config.threshold if ee.config.threshold is not None
+        "config": {"dtype": dtype_name(ee.acc.dtype), "k": ee.config.k, "threshold": ee.config.threshold if ee.config.threshold is not None
                    else "calibrated per layer", "thresholds": {str(l): t for l, t in ee.rule().thresholds.items()},
                    "threshold_calibration": ee.predictors.config.calibration or None,
                    "kv_strategy": ee.config.kv_strategy,
@@ -232,6 +233,14 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
             "draft_plus_predictor_fraction_of_full": res["specee_threshold_1"]["seconds"] / t_full - 1,
             "predictor_fraction_of_full": (res["specee_threshold_1"]["seconds"] - res["draft_only_no_exit"]["seconds"]) / t_full,
         }
+    per_pass = lambda n: res[n]["seconds"] / max(1, res[n]["passes"])  # noqa: E731
+    report["pass_cost"] = {
+        "full_seconds_per_pass": per_pass("full"),
+        **{f"{n}_seconds_per_round": per_pass(n) for n in ("speculative", "specee+speculative") if n in res},
+        **{f"{n}_round_over_full_pass": per_pass(n) / per_pass("full") for n in ("speculative", "specee+speculative")
+           if n in res},
+        "note": "a speculative round = gamma draft steps + one verify pass over gamma+1 rows (+ rollback); "
+                "it pays off when tokens_per_pass exceeds round_over_full_pass"}
     if ppl_texts:
         report["perplexity"] = _perplexities(ee, ms, inputs[:ppl_texts], outs["full"][:ppl_texts], fixed)
     return report

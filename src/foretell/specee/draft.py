@@ -93,7 +93,8 @@ class DraftHead(nn.Module):
         """tokens (B, n), states (B, n, d) normalised target states before each token ->
         (scores over ``vocab_ids`` (B, n, V'), pre-norm draft states (B, n, d))."""
         acc = self.acc
-        x = self.fc(torch.cat([acc.embed(tokens), states], dim=-1))
+        dt = self.dtype
+        x = self.fc(torch.cat([acc.embed(tokens).to(dt), states.to(dt)], dim=-1))
         cos_sin = self.rotary(x, positions.view(1, -1))
         n = x.shape[1]
         mask = causal_mask(n, past_len, x.dtype, x.device) if (n > 1 and past_len > 0) else None
@@ -101,13 +102,26 @@ class DraftHead(nn.Module):
                        use_cache=cache is not None, position_embeddings=cos_sin)
         return acc.norm(g) @ self.head_rows().T, g
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the head (its fc/layer weights); inputs are cast to it."""
+        return self.fc.weight.dtype
+
+    def set_dtype(self, dtype: torch.dtype) -> "DraftHead":
+        """Cast the trainable weights (fc, decoder layer) to ``dtype``; the rotary table stays
+        float32 as in transformers' own models. Used to run the head in the target's dtype."""
+        self.fc.to(dtype)
+        self.layer.to(dtype)
+        return self
+
     def head_rows(self) -> torch.Tensor:
-        """The target LM head's rows of ``vocab_ids`` (V', d), gathered once and reused while the
-        LM head's weights are unchanged (the gather copies ~9 MB: ~1% of a target step on a CPU)."""
+        """The target LM head's rows of ``vocab_ids`` (V', d) in the head's dtype, gathered once and
+        reused while the LM head's weights are unchanged (the gather copies ~9 MB: ~1% of a target
+        step on a CPU)."""
         w = self.acc.lm_head.weight
-        key = (w.data_ptr(), w._version, self.vocab_ids.data_ptr(), self.vocab_ids._version)
+        key = (w.data_ptr(), w._version, self.vocab_ids.data_ptr(), self.vocab_ids._version, self.dtype)
         if getattr(self, "_rows_key", None) != key:
-            self._rows = w.detach()[self.vocab_ids]
+            self._rows = w.detach()[self.vocab_ids].to(self.dtype)
             self._rows_key = key
         return self._rows
 
@@ -127,7 +141,8 @@ class DraftHead(nn.Module):
 
     @classmethod
     def load(cls, acc: DecoderAccess, directory: str | Path, name: str = "draft_head") -> "DraftHead":
-        """Load a head saved by :meth:`save` for the model behind ``acc`` (checked)."""
+        """Load a head saved by :meth:`save` for the model behind ``acc`` (checked), in the
+        model's dtype (the float16 file is widened to float32, or cast to bfloat16)."""
         from safetensors.torch import load_file
 
         d = Path(directory)
@@ -145,7 +160,7 @@ class DraftHead(nn.Module):
         head = cls(acc, state["vocab_ids"], init_from_last_layer=False)
         head.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                              strict=False)
-        return head.eval()
+        return head.set_dtype(acc.dtype).eval()
 
 
 class _CachedDraft(Draft):
@@ -212,7 +227,7 @@ def truncated_assistant(model, num_layers: int):
         raise ForetellError(f"assistant layers must be in 1..{model.config.num_hidden_layers - 1}, got {num_layers}")
     cfg = copy.deepcopy(model.config)
     cfg.num_hidden_layers = num_layers
-    small = type(model)(cfg)
+    small = type(model)._from_config(cfg, dtype=model.dtype)      # same weight dtype as the target
     state = {k: v for k, v in model.state_dict().items()
              if not k.startswith("model.layers.") or int(k.split(".")[2]) < num_layers}
     small.load_state_dict(state, strict=False)

@@ -74,19 +74,29 @@ class SpecEE:
 
     @classmethod
     def from_pretrained(cls, model_or_path=None, predictors: str | Path | None = None, draft="head",
-                        tokenizer=None, **config) -> "SpecEE":
+                        tokenizer=None, torch_dtype=None, dtype=None, **config) -> "SpecEE":
         """``model_or_path``: a transformers model, a local model directory, or None/"smollm2" for the
         embedded SmolLM2-135M-Instruct. ``predictors``: directory with predictors(.json/.safetensors)
         and draft_head(.json/.safetensors) (default: the shipped assets). ``draft``: "head" (EAGLE-
-        style head from that directory), a :class:`Draft`, or an assistant transformers model."""
-        from foretell.specee.loading import load_model
+        style head from that directory), a :class:`Draft`, or an assistant transformers model.
+        ``torch_dtype`` (or transformers 5's name ``dtype``): weights of a loaded model, float32
+        (default) or bfloat16 (``torch.bfloat16`` or ``"bfloat16"``); a model object must already
+        be in that dtype. The draft head runs in the model's dtype; predictor features and MLPs
+        stay float32."""
+        from foretell.specee.loading import dtype_name, load_model, resolve_dtype
 
+        if torch_dtype is not None and dtype is not None and resolve_dtype(torch_dtype) != resolve_dtype(dtype):
+            raise ForetellError(f"torch_dtype={torch_dtype!r} and dtype={dtype!r} disagree; pass one of them")
+        want = torch_dtype if torch_dtype is not None else dtype
         if model_or_path is None or isinstance(model_or_path, (str, Path)):
-            model, tok = load_model(None if model_or_path is None else str(model_or_path))
+            model, tok = load_model(None if model_or_path is None else str(model_or_path), want)
             tokenizer = tokenizer or tok
         else:
             model = model_or_path
         acc = decoder_access(model)
+        if want is not None and resolve_dtype(want) != acc.dtype:
+            raise ForetellError(f"the model's weights are {dtype_name(acc.dtype)} but torch_dtype={want!r} was "
+                                f"asked; pass a model path to load it in that dtype, or convert the model first")
         pdir = Path(predictors) if predictors is not None else ASSETS
         preds = LayerPredictors.load(pdir)
         cfg = SpecEEConfig(**config)

@@ -6,6 +6,9 @@ SpecEE feature at layer i for k draft candidates c_1..c_k (12 numbers for k=4):
   * their softmax over the k,
   * the change of that softmax since the previous layer (layer i-1; uniform before layer 0).
 
+Features are float32 for every model dtype: a bfloat16 model's normalised states are upcast
+(exactly) before the k dot products, in training and at inference alike.
+
 The "previous layer" is always i-1, at inference as in training: inference evaluates the mini head
 on each scheduled layer and on the layer just below it (k dot products), the MLP only on scheduled
 layers. This removes the official code's drift (training used layer i-1, inference the previous
@@ -27,8 +30,10 @@ def num_features(k: int) -> int:
 
 
 def candidate_logits(h_normed: torch.Tensor, cand_rows: torch.Tensor) -> torch.Tensor:
-    """Mini-head logits: (..., d) normalised states x (..., k, d) LM-head rows -> (..., k)."""
-    return torch.matmul(cand_rows, h_normed.unsqueeze(-1)).squeeze(-1)
+    """Mini-head logits: (..., d) normalised states x (..., k, d) LM-head rows -> (..., k), always
+    computed in float32 (a bfloat16 model's states and rows are upcast exactly; the features and
+    the predictors stay float32 whatever the model's dtype)."""
+    return torch.matmul(cand_rows.float(), h_normed.float().unsqueeze(-1)).squeeze(-1)
 
 
 def layer_features(cand_logits: torch.Tensor, prev_probs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,28 +34,50 @@ def embedded_dir() -> Path:
     return Path(spec.origin).parent
 
 
-def load_model(name_or_path: str | None = None):
-    """Return (model, tokenizer) in float32 eval mode; ``None`` or ``"smollm2"`` = the embedded model."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """``None`` (float32), a name (``"float32"``, ``"bfloat16"``) or a torch dtype -> torch dtype."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise ForetellError(f"unsupported dtype {dtype!r}; use one of {', '.join(DTYPES)} (or the torch dtype)")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def load_model(name_or_path: str | None = None, dtype=None):
+    """Return (model, tokenizer) in eval mode with weights in ``dtype`` (float32 default, or
+    bfloat16: transformers' own bf16 loading, RMSNorm/softmax/rotary as transformers computes them);
+    ``None`` or ``"smollm2"`` = the embedded model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    key = name_or_path or EMBEDDED_ID
+    dtype = resolve_dtype(dtype)
+    key = (name_or_path or EMBEDDED_ID, dtype)
     if key in _CACHE:
         return _CACHE[key]
     hf_logging.set_verbosity_error()
     if name_or_path in (None, "smollm2", EMBEDDED_ID):
         conv = cache_dir() / "smollm2-135m-instruct"
-        if (conv / "model.safetensors").exists():
-            tok = AutoTokenizer.from_pretrained(conv)
-            model = AutoModelForCausalLM.from_pretrained(conv, dtype=torch.float32)
-        else:
+        if not (conv / "model.safetensors").exists():
             d = embedded_dir()
             tok = AutoTokenizer.from_pretrained(d, gguf_file=GGUF_FILE)
-            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_FILE, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_FILE, dtype=dtype)
             try:
-                _save_plain_copy(model, tok, conv)
+                _save_plain_copy(model.float(), tok, conv)
             except OSError:
                 pass  # read-only home: just load from GGUF every time
+        if (conv / "model.safetensors").exists():
+            tok = AutoTokenizer.from_pretrained(conv)
+            model = AutoModelForCausalLM.from_pretrained(conv, dtype=dtype)
         model.config._name_or_path = EMBEDDED_ID
     else:
         path = Path(name_or_path)
@@ -63,7 +85,7 @@ def load_model(name_or_path: str | None = None):
             raise ForetellError(f"model not found: {name_or_path}; pass a local transformers model "
                                 f"directory or 'smollm2' for the embedded SmolLM2-135M-Instruct")
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model.eval()
     _CACHE[key] = (model, tok)
     return model, tok

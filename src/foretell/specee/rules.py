@@ -106,7 +106,7 @@ class SpecEERule(ExitRule):
     def start_token(self, cands):
         super().start_token(cands)
         self.cands = cands                                    # (q, k) target ids
-        self.rows = self.acc.lm_head.weight[cands]            # (q, k, d) mini head
+        self.rows = self.acc.lm_head.weight[cands].float()    # (q, k, d) mini head (features are float32)
         act = frozenset(i for i in self._active if self.predictors.has(i) and i not in self.disabled)
         self._scored = act
         self._mini = act | frozenset(i - 1 for i in act if i > 0)

@@ -49,8 +49,10 @@ def draft_vocab(items: list[dict], vocab_size: int, size: int) -> torch.Tensor:
 
 
 def _draft_inputs(acc: DecoderAccess, it: dict):
+    """(tokens, the target's normalised states before them, positions) of a collected sequence, the
+    states in the model's dtype (normalised from the stored state as the model's own norm does)."""
     ids = it["ids"].long()
-    states = it["final_normed"].float() if "final_normed" in it else acc.norm(it["final_h"].float())
+    states = it["final_normed"].to(acc.dtype) if "final_normed" in it else acc.norm(it["final_h"].to(acc.dtype))
     return ids[1:], states[:-1], torch.arange(1, ids.numel())
 
 
@@ -170,6 +172,14 @@ def train_draft_head(acc: DecoderAccess, items: list[dict], vocab_ids: torch.Ten
 
 
 @torch.no_grad()
+def stored_state_features(acc: DecoderAccess, layer_h: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+    """Training features of collected states ``layer_h`` (L, G, d) (stored float16) for candidates
+    (G, k): normalised in the model's dtype exactly as inference does, then
+    :func:`~foretell.specee.features.all_layer_features` -> (L, G, 3k) float32."""
+    return all_layer_features(acc.norm(layer_h.to(acc.dtype)), acc.lm_head.weight[cands])
+
+
+@torch.no_grad()
 def build_examples(acc: DecoderAccess, head: DraftHead, items: list[dict], k: int) -> dict:
     """Per generated token: candidate features of every layer, labels, full-vocab features, oracle."""
     feats, labels, fv, oracle, in_cands, top1 = [], [], [], [], [], []
@@ -180,9 +190,7 @@ def build_examples(acc: DecoderAccess, head: DraftHead, items: list[dict], k: in
         g0 = it["prompt_len"] - 1
         gen_scores = scores[0, g0 - 1: g0 - 1 + it["layer_h"].shape[1]]    # input index = position - 1
         cands = head.vocab_ids[torch.topk(gen_scores, k, dim=-1).indices]   # (G, k)
-        rows = acc.lm_head.weight[cands]
-        normed = acc.norm(it["layer_h"].float())
-        feats.append(all_layer_features(normed, rows))                       # (L, G, 3k)
+        feats.append(stored_state_features(acc, it["layer_h"], cands))      # (L, G, 3k)
         am = it["layer_argmax"].long()
         labels.append((am == am[-1:]).float())
         in_cands.append((am.unsqueeze(-1) == cands.unsqueeze(0)).any(-1))

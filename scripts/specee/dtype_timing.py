@@ -1,0 +1,78 @@
+"""Cost of a 1-row decode step and a multi-row verify pass on SmolLM2, float32 vs bfloat16.
+
+python scripts/specee/dtype_timing.py [--json benchmarks/specee/dtype_timing.json] [--repeats 15]
+
+Both models are the same weights, loaded by ``load_model(None, dtype)`` as
+``SpecEE.from_pretrained(..., torch_dtype=...)`` does (transformers' bf16 loading: RMSNorm upcast,
+float32 rotary table, softmax as transformers computes it). A step is the real decoding path: the
+:class:`LayerStepper` pass over a 60-token cache + final norm + LM head on the new rows, then a
+rollback. All (dtype, rows) cells are measured interleaved in rotating order after warm-up; medians.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from foretell.core.report import write_json
+from foretell.specee.adapters import decoder_access
+from foretell.specee.kv import LayerStepper
+from foretell.specee.loading import chat_ids, load_model
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--json", default="benchmarks/specee/dtype_timing.json")
+ap.add_argument("--repeats", type=int, default=15)
+ap.add_argument("--rows", type=int, nargs="+", default=[1, 2, 3, 5])
+ap.add_argument("--threads", type=int, default=1)
+args = ap.parse_args()
+
+torch.set_num_threads(args.threads)
+model, tok = load_model(None)
+models = {"float32": model, "bfloat16": load_model(None, torch.bfloat16)[0]}
+ids = chat_ids(tok, "Explain how a refrigerator keeps food cold, step by step, for a curious child.")[0]
+ids = torch.cat([ids, ids])[:60]
+steppers = {}
+for name, m in models.items():
+    acc = decoder_access(m)
+    st = LayerStepper(acc, "lazy")
+    with torch.no_grad():
+        st.run(ids)
+    steppers[name] = (acc, st)
+
+gen = torch.Generator().manual_seed(0)
+
+
+def step(name, rows):
+    acc, st = steppers[name]
+    toks = torch.randint(0, acc.vocab_size, (rows,), generator=gen)
+    with torch.no_grad():
+        h, _, _ = st.run(toks)
+        acc.logits(acc.norm(h)).argmax(-1)
+    st.rollback(rows)
+
+
+cells = [(n, r) for n in models for r in args.rows]
+times = {c: [] for c in cells}
+for c in cells * 3:
+    step(*c)                                                   # warm-up
+load = [os.getloadavg()[0]]
+for rep in range(args.repeats):
+    shift = rep % len(cells)
+    for c in cells[shift:] + cells[:shift]:
+        t0 = time.perf_counter()
+        step(*c)
+        times[c].append(time.perf_counter() - t0)
+load.append(os.getloadavg()[0])
+res = {n: {str(r): statistics.median(times[(n, r)]) * 1e3 for r in args.rows} for n in models}
+ratios = {n: {str(r): res[n][str(r)] / res[n]["1"] for r in args.rows} for n in models}
+report = {"step_ms": res, "ratio_to_one_row": ratios,
+          "bf16_speedup_one_row": res["float32"]["1"] / res["bfloat16"]["1"],
+          "config": {"context_tokens": int(ids.numel()), "repeats": args.repeats, "threads": torch.get_num_threads(),
+                     "what": "LayerStepper pass (30 layers, KV cache) + final norm + LM head + argmax, then rollback",
+                     "load_average_1min": load}}
+write_json(args.json, report)
+for n in models:
+    print(n, " ".join(f"{r} rows {res[n][str(r)]:.1f} ms (x{ratios[n][str(r)]:.2f})" for r in args.rows))
+print("load", load)
