@@ -69,7 +69,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-factors", action="store_true")
-    ap.add_argument("--factor-seeds", default=None, help="attack seeds of part 2 (default: all but the first)")
+    ap.add_argument("--factor-seeds", default=None,
+                    help="attack seeds of part 2 (default: all but the first; seeds without a saved graph get "
+                         "only the targets-fixed attack)")
     ap.add_argument("--victim-seeds", default=None, help="victim seeds of the grid (default: --seeds)")
     ap.add_argument("--directional-seeds", default="", help="seeds for part 3 (default: none)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 5 victim epochs, 1 feature round of 2 steps")
@@ -134,21 +136,25 @@ def main() -> None:
                                    "full_attack": {}}
         base = seeds[0]
         for s in [base, *fseeds]:
-            fac["full_attack"][str(s)] = {v: grid[f"nifa_s{s}"][v][str(base)] for v in VICTIMS}
+            if s in pois:        # the full attack of seed s (only where its poisoned graph was given)
+                fac["full_attack"][str(s)] = {v: grid[f"nifa_s{s}"][v][str(base)] for v in VICTIMS}
             if s == base:
                 fac["targets_fixed_seed0"][str(s)] = fac["injection_features_fixed_seed0"][str(s)] = \
                     fac["full_attack"][str(s)]
                 continue
-            for name, cfg_seed, targets in (("targets_fixed_seed0", s, pois[base].targets),
-                                            ("injection_features_fixed_seed0", base, pois[s].targets)):
+            kinds = [("targets_fixed_seed0", s, pois[base].targets)]
+            if s in pois:
+                kinds.append(("injection_features_fixed_seed0", base, pois[s].targets))
+            for name, cfg_seed, targets in kinds:
                 g = NIFA(NIFAConfig.preset("dblp", seed=cfg_seed, **quick_attack)).attack(data, targets=targets).data
                 fac[name][str(s)] = {v: _metrics(train_victim(v, g, base, vcfg)) for v in VICTIMS}
                 print(f"{name} s={s}: " + ", ".join(f"{v} sp_signed {fac[name][str(s)][v]['sp_signed']:+.2f}"
                                                     for v in VICTIMS), flush=True)
             save()
-        fac["spread"] = {name: {v: {k: float(np.std([fac[name][str(s)][v][k] for s in [base, *fseeds]]))
+        fac["spread"] = {name: {v: {k: float(np.std([r[v][k] for r in fac[name].values()]))
                                     for k in ("sp", "sp_signed")} for v in VICTIMS}
-                         for name in ("full_attack", "targets_fixed_seed0", "injection_features_fixed_seed0")}
+                         for name in ("full_attack", "targets_fixed_seed0", "injection_features_fixed_seed0")
+                         if len(fac[name]) > 1}
         print("spread:", fac["spread"], flush=True)
     save()
     if dseeds:
