@@ -80,16 +80,17 @@ def replay_exits(preds: LayerPredictors, ex: dict, mask: torch.Tensor, layers: l
 
 
 @torch.no_grad()
-def end_to_end_agreement(ee, items: list[dict], max_new_tokens: int | None = None, desc: str = "calibration") -> dict:
+def end_to_end_agreement(ee, items: list[dict], max_new_tokens: int | None = None, desc: str = "calibration",
+                         refs: list[list[int]] | None = None) -> dict:
     """Greedy SpecEE decoding (``ee`` with its current thresholds) of the prompts of collected
-    ``items`` against their stored full-model continuations: position-wise agreement, mean first
-    divergence, layers per pass."""
+    ``items`` against their stored full-model continuations (or ``refs``, e.g. the full model's
+    greedy output in another dtype): position-wise agreement, mean first divergence, layers per pass."""
     same = total = 0
     first, layers, passes = [], 0, 0
-    for it in progress(items, desc=desc):
+    for i, it in enumerate(progress(items, desc=desc)):
         ids = it["ids"].long()
         n = int(it["prompt_len"])
-        ref = ids[n:].tolist()
+        ref = ids[n:].tolist() if refs is None else list(refs[i])
         if max_new_tokens is not None:
             ref = ref[:max_new_tokens]
         if not ref:
