@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from foretell.core.errors import ForetellError
 from foretell.specprune.model import TokenLayout
 
 
@@ -21,7 +22,7 @@ class ViewGrid:
     def __init__(self, layout: TokenLayout, device):
         sizes = {s.stop - s.start for s in layout.views.values()}
         if len(sizes) != 1:
-            raise ValueError(f"all camera views must have the same number of patches, got {sorted(sizes)}")
+            raise ForetellError(f"all camera views must have the same number of patches (the adapter's patches_per_view), got {sorted(sizes)}")
         self.length = layout.length
         self.index = torch.stack([torch.arange(s.start, s.stop) for s in layout.views.values()]).to(device)  # [V, P]
         self.views, self.patches = self.index.shape
