@@ -74,13 +74,14 @@ def main() -> None:
                          "only the targets-fixed attack)")
     ap.add_argument("--victim-seeds", default=None, help="victim seeds of the grid (default: --seeds)")
     ap.add_argument("--directional-seeds", default="", help="seeds for part 3 (default: none)")
+    ap.add_argument("--skip-clean", action="store_true", help="no clean-graph victims in the grid")
     ap.add_argument("--quick", action="store_true", help="smoke test: 5 victim epochs, 1 feature round of 2 steps")
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_dblp_seed_variance.json"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    vseeds = [int(s) for s in (args.victim_seeds or args.seeds).split(",")]
+    vseeds = [int(s) for s in (args.seeds if args.victim_seeds is None else args.victim_seeds).split(",") if s]
     fseeds = [int(s) for s in args.factor_seeds.split(",")] if args.factor_seeds else seeds[1:]
     dseeds = [int(s) for s in args.directional_seeds.split(",") if s]
     vcfg = VictimConfig(max_epochs=5, min_epochs=0) if args.quick else None
@@ -113,7 +114,7 @@ def main() -> None:
     print("targets:", report["targets"]["pairwise_overlap"], flush=True)
 
     # part 1: attack seed x victim seed grid
-    graphs = {"clean": data, **{f"nifa_s{s}": pois[s].data for s in seeds}}
+    graphs = {**({} if args.skip_clean else {"clean": data}), **{f"nifa_s{s}": pois[s].data for s in seeds}}
     grid = report["grid"] = {}
     for gname, g in graphs.items():
         grid[gname] = {}
@@ -126,8 +127,9 @@ def main() -> None:
             print(f"{gname:8s} {victim}: sp_signed " + " ".join(f"{v}:{vals[str(v)]['sp_signed']:+6.2f}" for v in sorted(map(int, vals))),
                   flush=True)
         save()
-    report["decomposition"] = {v: {k: _decompose(grid, seeds, vseeds, v, k) for k in ("sp", "sp_signed", "acc")}
-                               for v in VICTIMS}
+    if "clean" in grid and vseeds:
+        report["decomposition"] = {v: {k: _decompose(grid, seeds, vseeds, v, k) for k in ("sp", "sp_signed", "acc")}
+                                   for v in VICTIMS}
     save()
 
     # part 2: which attack factor carries the spread (victim seed 0)
