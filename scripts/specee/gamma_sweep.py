@@ -1,12 +1,14 @@
 """Side-by-side timing of `speculative` and `specee+speculative` for several draft chain lengths.
 
-python scripts/specee/gamma_sweep.py [--num-prompts 6] [--max-new-tokens 48] [--gammas 1,2,3,4] --json OUT
+python scripts/specee/gamma_sweep.py [--num-prompts 6] [--max-new-tokens 48] [--gammas 1,2,3,4]
+    [--dtype float32|bfloat16] --json OUT
 
 Same protocol as the bench: one warm-up, then per prompt every variant in rotating order
 (one torch thread); speed-up = tokens/s against `full` measured in the same run.
 """
 
 import argparse
+import os
 import time
 
 import torch
@@ -19,11 +21,13 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--num-prompts", type=int, default=6)
 ap.add_argument("--max-new-tokens", type=int, default=48)
 ap.add_argument("--gammas", default="1,2,3,4")
+ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 ap.add_argument("--json", required=True)
 args = ap.parse_args()
 
 torch.set_num_threads(1)
-ee = SpecEE.from_pretrained(None)
+load = [os.getloadavg()[0]]
+ee = SpecEE.from_pretrained(None, torch_dtype=args.dtype)
 inputs = [chat_ids(ee.tokenizer, p) for p in read_prompts(None, "eval")[: args.num_prompts]]
 variants = [("full", None)] + [(f"{m}_gamma{g}", (m, int(g))) for g in args.gammas.split(",")
                                 for m in ("speculative", "specee+speculative")]
@@ -52,6 +56,7 @@ base = toks["full"] / secs["full"]
 res = {n: {"tokens_per_s": toks[n] / secs[n], "speedup": toks[n] / secs[n] / base,
            "tokens_per_pass": toks[n] / max(1, passes[n]), "agreement": agree[n] / sum(ref)} for n, _ in variants}
 write_json(args.json, {"prompts": len(inputs), "new_tokens": args.max_new_tokens, "methods": res,
-                       "config": {"torch_threads": 1, "k": ee.config.k, "threshold": ee.config.threshold}})
+                       "config": {"torch_threads": 1, "k": ee.config.k, "threshold": ee.config.threshold,
+                                  "dtype": args.dtype, "load_average_1min": load + [os.getloadavg()[0]]}})
 for n, m in res.items():
     print(f"{n:>28}: x{m['speedup']:.3f}  {m['tokens_per_pass']:.2f} tokens/pass  agreement {m['agreement']:.3f}")
