@@ -123,14 +123,16 @@ def _agreement(ref: list[int], got: list[int]) -> tuple[float, int]:
 @torch.no_grad()
 def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: str | Path | None = None,
               seed: int = 0, repeats: int = 1, ppl_texts: int = 3, extras: bool = True,
-              assistant_layers: int = 8, methods_filter: list[str] | None = None, dtype=None, log=print) -> dict:
+              assistant_layers: int = 8, methods_filter: list[str] | None = None, dtype=None, gamma: int = 4,
+              log=print) -> dict:
     """Run every method on ``prompts``; returns the report dict (see module docstring). ``dtype``:
-    the model's weights (float32 default, or bfloat16); every method, ``full`` included, runs in it."""
+    the model's weights (float32 default, or bfloat16); every method, ``full`` included, runs in it.
+    ``gamma``: draft chain length of the speculative methods."""
     from foretell.specee.loading import chat_ids, dtype_name
 
     seed_everything(seed)
     assets = Path(assets) if assets else ASSETS
-    ee = SpecEE.from_pretrained(model, predictors=assets, torch_dtype=dtype)
+    ee = SpecEE.from_pretrained(model, predictors=assets, torch_dtype=dtype, gamma=gamma)
     tok = ee.tokenizer
     inputs = [chat_ids(tok, p) for p in prompts]
     cal = json.loads((assets / "calibration.json").read_text())
