@@ -5,7 +5,8 @@
 # episode by episode with its methods. The peers get specprune's measured mean token budget.
 # Writes benchmarks/results/specprune_eval${TAG}.{json,md} (+ the two per-process reports).
 # Environment: EPISODES (100), SEED (0), OUT (benchmarks/results), WEIGHTS (a weights directory;
-# default: the eval CLI's default policy), TAG (suffix of the output names, e.g. _96px), SPCFG
+# default: the eval CLI's default policy, the 96 px one; the committed untagged specprune_eval.json
+# is the 64 px policy's run: WEIGHTS=src/foretell/specprune/assets/vla), TAG (suffix of the output names, e.g. _96px), SPCFG
 # (SpecPruneConfig changes as JSON, passed as --specprune-config; default: the testbed operating point).
 #   WEIGHTS=src/foretell/specprune/assets/vla_96px TAG=_96px benchmarks/specprune_eval.sh
 set -euo pipefail

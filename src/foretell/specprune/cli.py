@@ -20,7 +20,7 @@ def register(sub) -> None:
     e.add_argument("--methods", default=None, help="comma-separated subset of full,specprune,specprune_no_global,"
                    "specprune_no_controller,fastv,vla_cache,random (default: all)")
     e.add_argument("--quick", action="store_true", help=f"smoke run: at most 2 episodes of at most 30 steps")
-    e.add_argument("--weights", default=None, help="weights directory (default: the shipped src/foretell/specprune/assets/vla)")
+    e.add_argument("--weights", default=None, help="weights directory (default: the shipped 96 px policy src/foretell/specprune/assets/vla_96px; the 64 px one is assets/vla)")
     e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     e.add_argument("--specprune-config", default=None, metavar="NAME|JSON",
                    help="operating point of the specprune variants: a name (paper, tight; see docs/specprune.md) "

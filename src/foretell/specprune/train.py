@@ -25,6 +25,9 @@ from foretell.core.errors import ForetellError
 TRAIN_SEED_BASE = 1000
 INSTRUCTION_LEN = 12        # longest template; every instruction is right-padded to this length
 ASSET_DIR = Path(__file__).resolve().parent / "assets" / "vla"
+# The policy loaded when no weights are given: the 96 px one (144 patches per view), where the
+# issue's speed targets hold; ASSET_DIR stays the output of the default training command.
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parent / "assets" / "vla_96px"
 TOKENIZER_NAME = "tokenizer.json"
 
 
@@ -399,15 +402,15 @@ def load_policy(weights_dir: Path | str | None = None):
     from foretell.specprune.model import OFTStyleVLA
     from foretell.specprune.tokenizer import InstructionTokenizer
 
-    d = Path(weights_dir) if weights_dir is not None else ASSET_DIR
+    d = Path(weights_dir) if weights_dir is not None else DEFAULT_POLICY_DIR
     if not d.is_dir():
         raise ForetellError(f"weights directory {d} does not exist; pass a directory written by "
-                            f"scripts/specprune/train_bc.py (default: {ASSET_DIR})")
+                            f"scripts/specprune/train_bc.py (default: {DEFAULT_POLICY_DIR})")
     return OFTStyleVLA.from_pretrained(d), InstructionTokenizer.load(d / TOKENIZER_NAME)
 
 
 def training_info(weights_dir: Path | str | None = None) -> dict:
     """The ``training.json`` written next to the weights (empty dict when absent)."""
-    d = Path(weights_dir) if weights_dir is not None else ASSET_DIR
+    d = Path(weights_dir) if weights_dir is not None else DEFAULT_POLICY_DIR
     p = d / "training.json"
     return json.loads(p.read_text()) if p.is_file() else {}
