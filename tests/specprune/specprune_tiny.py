@@ -43,6 +43,38 @@ def tiny_inputs(seed: int = 0, batch: int = 1, size: int = 32):
     return images, ids, proprio
 
 
+class Embedded:
+    """The tiny model's backbone input for ``tiny_inputs()``: embeddings, layout, positions and RoPE."""
+
+    def __init__(self, vla: OFTStyleVLA):
+        images, ids, proprio = tiny_inputs()
+        self.vla = vla
+        self.emb = vla.embed_inputs(images, ids, proprio)
+        self.lay = vla.layout(ids.shape[1])
+        self.pos = torch.arange(self.lay.length).unsqueeze(0)
+        self.cos, self.sin = vla.backbone.rotary_emb(self.emb, self.pos)
+        self.instruction_rows = torch.arange(self.lay.instruction.start, self.lay.instruction.stop)
+
+    def state(self):
+        """A fresh, unpruned TokenState of every token."""
+        from foretell.specprune.engine import TokenState, token_kinds
+
+        return TokenState(hidden=self.emb, position_ids=self.pos, cos=self.cos, sin=self.sin,
+                          origin=torch.arange(self.lay.length), layout=self.lay, kinds=token_kinds(self.lay))
+
+    def eager_attention(self, layer) -> torch.Tensor:
+        """The layer's own attention weights (eager implementation), [batch, heads, tokens, tokens]."""
+        config = self.vla.backbone.config
+        before = config._attn_implementation
+        config._attn_implementation = "eager"
+        try:
+            _, weights = layer.self_attn(hidden_states=layer.input_layernorm(self.emb),
+                                         position_embeddings=(self.cos, self.sin), attention_mask=None)
+        finally:
+            config._attn_implementation = before
+        return weights
+
+
 def moved(images: dict, view: str = "third", patch: tuple = (0, 0), patch_size: int = 8, seed: int = 1) -> dict:
     """A copy of ``images`` with one patch of one view replaced by fresh noise."""
     out = {k: v.clone() for k, v in images.items()}

@@ -6,7 +6,7 @@ import foretell.specprune.engine as engine
 from foretell.specprune import apply
 from foretell.specprune.config import SpecPruneConfig
 
-from specprune_tiny import moved, one_thread, tiny_inputs, tiny_vla  # noqa: F401 (autouse fixture)
+from specprune_tiny import Embedded, moved, one_thread, tiny_inputs, tiny_vla  # noqa: F401 (autouse fixture)
 
 
 def _spy(policy, log):
@@ -123,30 +123,18 @@ def test_dynamic_layer_pruning_respects_floor_and_fine_mode():
 
 
 def test_scoring_attention_is_the_layers_own_attention_map():
-    from foretell.specprune.engine import TokenState, _run_layer, score_rows, token_kinds
+    from foretell.specprune.engine import _run_layer, score_rows
     from foretell.specprune.importance import query_attention
 
-    vla = tiny_vla()
-    images, ids, proprio = tiny_inputs()
-    emb = vla.embed_inputs(images, ids, proprio)
-    lay = vla.layout(ids.shape[1])
-    pos = torch.arange(lay.length).unsqueeze(0)
-    cos, sin = vla.backbone.rotary_emb(emb, pos)
-    layer = vla.backbone.layers[1]
-    state = TokenState(hidden=emb, position_ids=pos, cos=cos, sin=sin, origin=torch.arange(lay.length), layout=lay,
-                       kinds=token_kinds(lay))
-    rows = torch.arange(lay.instruction.start, lay.instruction.stop)
+    x = Embedded(tiny_vla())
+    layer = x.vla.backbone.layers[1]
+    state, rows = x.state(), x.instruction_rows
     with torch.no_grad():
-        recomputed = query_attention(layer, emb, (cos, sin), rows)
-        vla.backbone.config._attn_implementation = "eager"
-        try:
-            _, eager = layer.self_attn(hidden_states=layer.input_layernorm(emb), position_embeddings=(cos, sin),
-                                       attention_mask=None)
-        finally:
-            vla.backbone.config._attn_implementation = "sdpa"
+        recomputed = query_attention(layer, x.emb, (x.cos, x.sin), rows)
+        eager = x.eager_attention(layer)
         _run_layer(layer, state, None, capture=True)
         captured = score_rows(layer, state, rows)
-    assert captured.shape == (4, len(rows), lay.length)
+    assert captured.shape == (4, len(rows), x.lay.length)
     assert torch.allclose(captured, eager[0][:, rows], atol=1e-6)
     assert torch.allclose(captured, recomputed, atol=1e-6)
     assert torch.allclose(captured.sum(-1), torch.ones(4, len(rows)))
@@ -155,26 +143,18 @@ def test_scoring_attention_is_the_layers_own_attention_map():
 def test_split_layer_equals_full_layer_then_gather():
     """Layers that prune run split: keys/values from every token, queries/o_proj/MLP only for kept
     rows. The kept rows must match running the whole layer and gathering afterwards."""
-    from foretell.specprune.engine import PruningPolicy, TokenState, _run_layer, _run_layer_split, token_kinds
+    from foretell.specprune.engine import PruningPolicy, _run_layer, _run_layer_split
 
-    vla = tiny_vla()
-    images, ids, proprio = tiny_inputs()
-    emb = vla.embed_inputs(images, ids, proprio)
-    lay = vla.layout(ids.shape[1])
-    pos = torch.arange(lay.length).unsqueeze(0)
-    cos, sin = vla.backbone.rotary_emb(emb, pos)
-    keep = torch.tensor([0, 3, 5, 8, 20, 33] + list(range(34, lay.length)))
+    x = Embedded(tiny_vla())
+    vla = x.vla
+    keep = torch.tensor([0, 3, 5, 8, 20, 33] + list(range(34, x.lay.length)))
 
     class KeepSome(PruningPolicy):
         def after_layer(self, layer_idx, state, probs, rows):
             return keep
 
-    def state():
-        return TokenState(hidden=emb, position_ids=pos, cos=cos, sin=sin, origin=torch.arange(lay.length),
-                          layout=lay, kinds=token_kinds(lay))
-
     with torch.no_grad():
-        full, split = state(), state()
+        full, split = x.state(), x.state()
         _run_layer(vla.backbone.layers[0], full, None, capture=False)
         full.gather(keep)
         _run_layer_split(vla.backbone.layers[0], split, KeepSome(), 0, None)

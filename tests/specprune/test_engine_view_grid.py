@@ -5,7 +5,7 @@ import torch
 from foretell.specprune.model import TokenLayout
 from foretell.specprune.view_grid import ViewGrid
 
-from specprune_tiny import one_thread, tiny_inputs, tiny_vla  # noqa: F401 (autouse fixture)
+from specprune_tiny import Embedded, one_thread, tiny_vla  # noqa: F401 (autouse fixture)
 
 
 def _layout() -> TokenLayout:
@@ -34,27 +34,15 @@ def test_top_takes_each_views_own_k_and_skips_dropped_patches():
 def test_split_layer_scores_equal_the_layers_eager_attention():
     """The split path scores from the RoPE-rotated q/k it uses for its own attention; that map must be
     the layer's attention weights (eager), row for row."""
-    from foretell.specprune.engine import PruningPolicy, TokenState, _run_layer_split, token_kinds
+    from foretell.specprune.engine import PruningPolicy, _run_layer_split
 
-    vla = tiny_vla()
-    images, ids, proprio = tiny_inputs()
-    emb = vla.embed_inputs(images, ids, proprio)
-    lay = vla.layout(ids.shape[1])
-    pos = torch.arange(lay.length).unsqueeze(0)
-    cos, sin = vla.backbone.rotary_emb(emb, pos)
-    layer = vla.backbone.layers[2]
-    rows = torch.arange(lay.instruction.start, lay.instruction.stop)
-    state = TokenState(hidden=emb, position_ids=pos, cos=cos, sin=sin, origin=torch.arange(lay.length), layout=lay,
-                       kinds=token_kinds(lay))
+    x = Embedded(tiny_vla())
+    layer = x.vla.backbone.layers[2]
+    state, rows = x.state(), x.instruction_rows
     with torch.no_grad():
-        vla.backbone.config._attn_implementation = "eager"
-        try:
-            _, eager = layer.self_attn(hidden_states=layer.input_layernorm(emb), position_embeddings=(cos, sin),
-                                       attention_mask=None)
-        finally:
-            vla.backbone.config._attn_implementation = "sdpa"
+        eager = x.eager_attention(layer)
         probs, keep = _run_layer_split(layer, state, PruningPolicy(), 2, rows)
-        full = layer(emb, attention_mask=None, position_ids=pos, position_embeddings=(cos, sin))
-    assert keep is None and probs.shape == (4, len(rows), lay.length)
+        full = layer(x.emb, attention_mask=None, position_ids=x.pos, position_embeddings=(x.cos, x.sin))
+    assert keep is None and probs.shape == (4, len(rows), x.lay.length)
     assert torch.allclose(probs, eager[0][:, rows], atol=1e-6)
     assert torch.equal(state.hidden, full)  # nothing dropped: bit-identical to the transformers layer
