@@ -29,31 +29,21 @@ def main(argv=None) -> int:
 
     import torch
 
-    from foretell.core.errors import ForetellError
-    from foretell.core.progress import progress
     from foretell.core.report import write_json
     from foretell.specprune import adapter_for
-    from foretell.specprune.eval import EpisodeRunner
+    from foretell.specprune.eval import run_layouts, screening_setup
     from foretell.specprune.handle import PruningHandle
     from foretell.specprune.methods import build_method
     from foretell.specprune.peers import FastVPolicy
-    from foretell.specprune.sim import sample_layout
-    from foretell.specprune.train import load_policy
 
-    if args.seed == 0:
-        raise ForetellError("--seed 0 holds the evaluation layouts; sweep on another seed")
     torch.set_num_threads(1)
-    vla, tok = load_policy(args.weights)
-    runner = EpisodeRunner(vla, tok, vla.config.image_size, 100)
-    layouts = [sample_layout(args.seed, i) for i in range(args.episodes)]
+    vla, runner, layouts = screening_setup(args.weights, args.seed, args.episodes)
     t0 = time.perf_counter()
 
     def run(handle, desc):
         handle.remove()
-        succ = [runner.run(lay, handle)["success"] for lay in progress(layouts, desc=desc)]
-        return {"successes": sum(succ), "success_rate": sum(succ) / len(succ),
-                "llm_macs_fraction": handle.stats()["llm_macs_fraction"],
-                "per_episode_success": "".join("1" if s else "0" for s in succ)}
+        summary = run_layouts(runner, layouts, handle, desc)[1]
+        return {k: summary[k] for k in ("successes", "success_rate", "llm_macs_fraction", "per_episode_success")}
 
     report = {"seed": args.seed, "episodes": args.episodes, "weights": args.weights,
               "full": run(build_method("full", vla), "full"), "fastv": []}

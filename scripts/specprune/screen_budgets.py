@@ -39,37 +39,27 @@ def main(argv=None) -> int:
 
     import torch
 
-    from foretell.core.errors import ForetellError
-    from foretell.core.progress import progress
     from foretell.core.report import write_json
-    from foretell.specprune.eval import EpisodeRunner
-    from foretell.specprune.methods import build_method
     from foretell.specprune.config import SpecPruneConfig
-    from foretell.specprune.sim import sample_layout
-    from foretell.specprune.train import load_policy
+    from foretell.specprune.eval import run_layouts, screening_setup
+    from foretell.specprune.methods import build_method
 
-    if args.seed == 0:
-        raise ForetellError("--seed 0 holds the evaluation layouts; screen on another seed")
     torch.set_num_threads(1)
     candidates = json.loads(args.candidates)
-    vla, tok = load_policy(args.weights)
-    runner = EpisodeRunner(vla, tok, vla.config.image_size, 100)
-    layouts = [sample_layout(args.seed, i) for i in range(args.episodes)]
+    vla, runner, layouts = screening_setup(args.weights, args.seed, args.episodes)
 
     def run(name, **kw):
         h = build_method(name, vla, seed=args.seed, **kw)
         h.remove()
-        eps = [runner.run(lay, h) for lay in progress(layouts, desc=f"{name} {kw.get('token_budget', '')}")]
-        s = h.stats()
-        succ = [e["success"] for e in eps]
+        summary = run_layouts(runner, layouts, h, f"{name} {kw.get('token_budget', '')}")[1]
+        succ = [c == "1" for c in summary["per_episode_success"]]
         fine = [r.visual_kept for r in h.records if r.mode == "fine"]
         coarse = [r.visual_kept for r in h.records if r.mode != "fine"]
-        return succ, {"success_rate": statistics.fmean(succ), "successes": sum(succ),
-                      "visual_tokens_kept": s["visual_tokens_kept"], "llm_macs_fraction": s["llm_macs_fraction"],
-                      "mode_fraction_fine": s["mode_fraction_fine"],
+        keys = ("success_rate", "successes", "visual_tokens_kept", "llm_macs_fraction", "mode_fraction_fine")
+        return succ, {**{k: summary[k] for k in keys},
                       "visual_kept_fine_mean": statistics.fmean(fine) if fine else None,
                       "visual_kept_coarse_mean": statistics.fmean(coarse) if coarse else None,
-                      "per_episode_success": "".join("1" if x else "0" for x in succ)}
+                      "per_episode_success": summary["per_episode_success"]}
 
     t0 = time.perf_counter()
     report = {"seed": args.seed, "episodes": args.episodes, "weights": args.weights, "candidates": {}}

@@ -186,7 +186,8 @@ def expert_success(layouts, horizon: int) -> float:
     return wins / len(layouts)
 
 
-def _summary(name: str, episodes: list, stats: dict) -> dict:
+def summarize(episodes: list, stats: dict) -> dict:
+    """One method's report entry from its episode results (``EpisodeRunner.run``) and handle statistics."""
     succ = [e["success"] for e in episodes]
     p = statistics.fmean(succ)
     e2e = [s for e in episodes for s in e["e2e_seconds"]]
@@ -209,6 +210,27 @@ def _summary(name: str, episodes: list, stats: dict) -> dict:
         "llm_latency_ms_mean": statistics.fmean(llm) * 1000 if llm else None,
         "per_episode_success": "".join("1" if s else "0" for s in succ),
     }
+
+
+def screening_setup(weights, seed: int, episodes: int, horizon: int = 100):
+    """Policy, episode runner and layouts for choosing settings (budgets, configs) on SCREENING layouts:
+    seed 0 holds the held-out evaluation layouts, and choosing on them would be selection bias."""
+    from foretell.specprune.sim import sample_layout
+    from foretell.specprune.train import load_policy
+
+    if seed == 0:
+        raise ForetellError("--seed 0 holds the evaluation layouts; screen on another seed")
+    vla, tok = load_policy(weights)
+    runner = EpisodeRunner(vla, tok, vla.config.image_size, horizon)
+    return vla, runner, [sample_layout(seed, i) for i in range(episodes)]
+
+
+def run_layouts(runner: EpisodeRunner, layouts: list, handle, desc: str) -> tuple[list, dict]:
+    """Run one (removed) handle closed loop on every layout: the episode results and ``summarize`` of them."""
+    from foretell.core.progress import progress
+
+    episodes = [runner.run(layout, handle) for layout in progress(layouts, desc=desc)]
+    return episodes, summarize(episodes, handle.stats())
 
 
 def paired_counts(methods: dict, reference: str = "specprune") -> dict | None:
@@ -283,7 +305,7 @@ def _evaluate(cfg: EvalConfig, log) -> dict:
             results[m].append(runner.run(layouts[i], handles[m]))
     methods = {}
     for m in cfg.methods:
-        methods[m] = _summary(m, results[m], handles[m].stats())
+        methods[m] = summarize(results[m], handles[m].stats())
     report = {"episodes": n, "seed": cfg.seed, "methods": methods}
     full = methods.get("full")
     if full and full["llm_latency_ms"]:
