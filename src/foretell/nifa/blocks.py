@@ -30,8 +30,15 @@ DENSE_MAX_BYTES = 1 << 30
 BLOCK_MODES = ("auto", "dense", "sparse")
 
 
-_POOL: dict = {}
+_POOLS: dict = {}
 PARALLEL_MIN_WORK = 2_000_000      # nnz x columns below which a product runs in one thread
+
+
+def thread_pool(threads: int):
+    """One shared worker pool per thread count for the NIFA sparse work (created on first use)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return _POOLS.get(threads) or _POOLS.setdefault(threads, ThreadPoolExecutor(threads, "nifa"))
 
 
 class RowSplitCSR:
@@ -48,9 +55,7 @@ class RowSplitCSR:
         threads = torch.get_num_threads()
         if threads <= 1 or len(self.slices) == 1 or self.m.nnz * w.shape[1] < PARALLEL_MIN_WORK:
             return np.asarray(self.m @ w)
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = _POOL.get(threads) or _POOL.setdefault(threads, ThreadPoolExecutor(threads))
+        pool = thread_pool(threads)
         out = np.empty((self.m.shape[0], w.shape[1]), dtype=np.result_type(self.m.dtype, w.dtype))
 
         def part(i):

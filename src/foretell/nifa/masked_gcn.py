@@ -17,18 +17,10 @@ tests compare loss and gradients), but
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
 
-from foretell.nifa.blocks import GCNBlock
-
-_POOLS: dict = {}
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return _POOLS.get(threads) or _POOLS.setdefault(threads, ThreadPoolExecutor(threads, "nifa-masks"))
+from foretell.nifa.blocks import GCNBlock, thread_pool
 
 
 def _sp(const, w: torch.Tensor, transpose: bool = False) -> torch.Tensor:
@@ -63,7 +55,7 @@ class _MaskedLogits(torch.autograd.Function):
                 out[:, t] = g @ (w2 * m2[t])
                 saved[t] = (h, g)
 
-        list(_pool(len(parts)).map(run, parts)) if len(parts) > 1 else run(parts[0])
+        list(thread_pool(len(parts)).map(run, parts)) if len(parts) > 1 else run(parts[0])
         ctx.state = (block, m1, m2, w1, w2, parts, saved)
         return out
 
@@ -83,7 +75,7 @@ class _MaskedLogits(torch.autograd.Function):
                 g1.addcmul_(_layer1_t(block, gh), m1[t])
             return g1, g2
 
-        results = list(_pool(len(parts)).map(run, parts)) if len(parts) > 1 else [run(parts[0])]
+        results = list(thread_pool(len(parts)).map(run, parts)) if len(parts) > 1 else [run(parts[0])]
         ctx.state = None
         g1 = sum(r[0] for r in results)
         g2 = sum(r[1] for r in results)
