@@ -67,17 +67,20 @@ def load_model(name_or_path: str | None = None, dtype=None):
     hf_logging.set_verbosity_error()
     if name_or_path in (None, "smollm2", EMBEDDED_ID):
         conv = cache_dir() / "smollm2-135m-instruct"
-        if not (conv / "model.safetensors").exists():
-            d = embedded_dir()
-            tok = AutoTokenizer.from_pretrained(d, gguf_file=GGUF_FILE)
-            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_FILE, dtype=dtype)
-            try:
-                _save_plain_copy(model.float(), tok, conv)
-            except OSError:
-                pass  # read-only home: just load from GGUF every time
         if (conv / "model.safetensors").exists():
             tok = AutoTokenizer.from_pretrained(conv)
             model = AutoModelForCausalLM.from_pretrained(conv, dtype=dtype)
+        else:
+            # dequantise once in float32 (the plain copy's dtype), then cast: the same weights as
+            # loading that copy in ``dtype`` later
+            d = embedded_dir()
+            tok = AutoTokenizer.from_pretrained(d, gguf_file=GGUF_FILE)
+            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_FILE, dtype=torch.float32)
+            try:
+                _save_plain_copy(model, tok, conv)
+            except OSError:
+                pass  # read-only home: just load from GGUF every time
+            model = model.to(dtype)
         model.config._name_or_path = EMBEDDED_ID
     else:
         path = Path(name_or_path)
