@@ -75,10 +75,6 @@ class TokenState:
             self._row_kinds = self.kinds[self.origin]
         return self._row_kinds
 
-    def view_rows(self, view_index: int) -> torch.Tensor:
-        """Current rows holding patches of one view."""
-        return torch.nonzero(self.row_kinds == view_index).flatten()
-
     def rows_in(self, sl: slice) -> torch.Tensor:
         """Current rows whose original index lies in ``sl``."""
         return torch.nonzero((self.origin >= sl.start) & (self.origin < sl.stop)).flatten()
@@ -95,13 +91,10 @@ class TokenState:
         return self.hidden.shape[1] - self._non_visual
 
     def keep_rows_for(self, visual_origins: torch.Tensor) -> torch.Tensor:
-        """Rows to keep: every non-visual row plus the visual rows whose origin is in ``visual_origins``
-        (original indices, or a bool table over the original tokens)."""
-        if visual_origins.dtype == torch.bool:
-            table = visual_origins
-        else:
-            table = torch.zeros(self.kinds.numel(), dtype=torch.bool, device=self.origin.device)
-            table[visual_origins] = True
+        """Rows to keep (ascending): every non-visual row plus the visual rows whose original index is
+        in ``visual_origins``."""
+        table = torch.zeros(self.kinds.numel(), dtype=torch.bool, device=self.origin.device)
+        table[visual_origins] = True
         return torch.nonzero(table[self.origin] | (self.row_kinds < 0)).flatten()
 
     def gather(self, rows: torch.Tensor, hidden: torch.Tensor | None = None) -> None:
