@@ -91,3 +91,22 @@ def test_count_macs_sees_sdpa():
     q = k = v = torch.randn(1, 2, 16, 8)
     macs, _ = count_macs(lambda: F.scaled_dot_product_attention(q, k, v))
     assert macs == 2 * 2 * 16 * 16 * 8  # QK^T and PV, per head
+
+
+def test_resolve_device_accepts_cpu_and_rejects_bad_or_missing_devices():
+    import pytest
+    import torch
+
+    from foretell.core.device import resolve_device
+    from foretell.core.errors import ForetellError
+
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ForetellError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    with pytest.raises(ForetellError, match="must be a string"):
+        resolve_device(3)
+    if not torch.cuda.is_available():
+        with pytest.raises(ForetellError, match="no CUDA GPU"):
+            resolve_device("cuda:0")
