@@ -50,6 +50,11 @@ class DecoderAccess:
         return self.lm_head.weight.dtype
 
     @property
+    def device(self) -> torch.device:
+        """Device of the model's weights; SpecEE builds every tensor of a pass there."""
+        return self.lm_head.weight.device
+
+    @property
     def model_id(self) -> str:
         cfg = self.model.config
         return str(getattr(cfg, "_name_or_path", "") or getattr(cfg, "name_or_path", "") or cfg.model_type)
@@ -106,7 +111,7 @@ def decoder_access(model) -> DecoderAccess:
 @torch.no_grad()
 def all_layer_states(acc: DecoderAccess, input_ids: torch.Tensor) -> torch.Tensor:
     """Teacher-forced pass without cache: every layer's output, shape (num_layers, seq, d), pre-norm."""
-    h = acc.embed(input_ids.view(1, -1))
+    h = acc.embed(input_ids.view(1, -1).to(acc.device))
     positions = torch.arange(h.shape[1], device=h.device)
     cos_sin = acc.rotary_for(h, positions)
     outs = []

@@ -48,6 +48,10 @@ class Draft:
         """Map indices of the score vector to target token ids."""
         return idx
 
+    def to(self, device) -> "Draft":
+        """Move the draft's weights to ``device`` (the target's); a draft without weights stays."""
+        return self
+
     def topk(self, scores: torch.Tensor, k: int) -> torch.Tensor:
         """Target ids of the ``k`` best-scored tokens."""
         return self.to_target_ids(torch.topk(scores, k).indices)
@@ -77,7 +81,7 @@ class DraftHead(nn.Module):
         self.rotary = LlamaRotaryEmbedding(self.layer_config)
         with torch.no_grad():
             self.fc.weight.zero_()
-            self.fc.weight[:, d:].copy_(torch.eye(d))          # start as "use the target state"
+            self.fc.weight[:, d:].copy_(torch.eye(d, device=self.fc.weight.device))          # start as "use the target state"
             if init_from_last_layer and acc.model_type == "llama":
                 self.layer.load_state_dict(acc.layers[-1].state_dict())
         self.register_buffer("vocab_ids", vocab_ids.long().clone(), persistent=True)
@@ -94,7 +98,9 @@ class DraftHead(nn.Module):
         (scores over ``vocab_ids`` (B, n, V'), pre-norm draft states (B, n, d))."""
         acc = self.acc
         dt = self.dtype
-        x = self.fc(torch.cat([acc.embed(tokens).to(dt), states.to(dt)], dim=-1))
+        dev = self.device
+        x = self.fc(torch.cat([acc.embed(tokens.to(dev)).to(dt), states.to(dev, dt)], dim=-1))
+        positions = positions.to(dev)
         cos_sin = self.rotary(x, positions.view(1, -1))
         n = x.shape[1]
         mask = causal_mask(n, past_len, x.dtype, x.device) if (n > 1 and past_len > 0) else None
@@ -106,6 +112,11 @@ class DraftHead(nn.Module):
     def dtype(self) -> torch.dtype:
         """Compute dtype of the head (its fc/layer weights); inputs are cast to it."""
         return self.fc.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the head's weights; inputs are moved there."""
+        return self.fc.weight.device
 
     def set_dtype(self, dtype: torch.dtype) -> "DraftHead":
         """Cast the trainable weights (fc, decoder layer) to ``dtype``; the rotary table stays
@@ -131,8 +142,8 @@ class DraftHead(nn.Module):
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in self.state_dict().items()
-                 if not k.startswith("rotary")}
+        state = {k: (v.half() if v.is_floating_point() else v).contiguous().cpu()
+                 for k, v in self.state_dict().items() if not k.startswith("rotary")}
         save_file(state, str(d / f"{name}.safetensors"))
         acc = self.acc
         meta = {"model_id": acc.model_id, "num_layers": acc.num_layers, "hidden_size": acc.hidden_size,
@@ -142,7 +153,8 @@ class DraftHead(nn.Module):
     @classmethod
     def load(cls, acc: DecoderAccess, directory: str | Path, name: str = "draft_head") -> "DraftHead":
         """Load a head saved by :meth:`save` for the model behind ``acc`` (checked), in the
-        model's dtype (the float16 file is widened to float32, or cast to bfloat16)."""
+        model's dtype (the float16 file is widened to float32, or cast to bfloat16) and on the
+        model's device."""
         from safetensors.torch import load_file
 
         d = Path(directory)
@@ -160,7 +172,7 @@ class DraftHead(nn.Module):
         head = cls(acc, state["vocab_ids"], init_from_last_layer=False)
         head.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                              strict=False)
-        return head.set_dtype(acc.dtype).eval()
+        return head.set_dtype(acc.dtype).to(acc.device).eval()
 
 
 class _CachedDraft(Draft):
@@ -190,10 +202,15 @@ class HeadDraft(_CachedDraft):
         self.head, self.k = head, k
         self.reset_state()
 
+    def to(self, device) -> "HeadDraft":
+        self.head.to(device)
+        return self
+
     @torch.no_grad()
     def feed(self, tokens, states):
         n = tokens.numel()
-        positions = torch.arange(self._len + 1, self._len + 1 + n)  # draft position p pairs (t_p, f_{p-1})
+        # draft position p pairs (t_p, f_{p-1})
+        positions = torch.arange(self._len + 1, self._len + 1 + n, device=self.head.device)
         scores, g = self.head(tokens.view(1, -1), states.view(1, n, -1), positions, self.cache, self._len)
         self._len += n
         return scores[0, -1], self.head.acc.norm(g[0, -1])
@@ -212,9 +229,14 @@ class AssistantDraft(_CachedDraft):
         self.model, self.k, self.vocab_size = model.eval(), k, vocab_size
         self.reset_state()
 
+    def to(self, device) -> "AssistantDraft":
+        self.model.to(device)
+        return self
+
     @torch.no_grad()
     def feed(self, tokens, states):
-        out = self.model(input_ids=tokens.view(1, -1), cache=self.cache, use_cache=True)
+        dev = self.model.get_input_embeddings().weight.device
+        out = self.model(input_ids=tokens.view(1, -1).to(dev), cache=self.cache, use_cache=True)
         self._len += tokens.numel()
         return out.logits[0, -1, : self.vocab_size], None
 
@@ -232,4 +254,4 @@ def truncated_assistant(model, num_layers: int):
              if not k.startswith("model.layers.") or int(k.split(".")[2]) < num_layers}
     small.load_state_dict(state, strict=False)
     small.lm_head.weight = small.model.embed_tokens.weight if cfg.tie_word_embeddings else small.lm_head.weight
-    return small.eval()
+    return small.to(model.device).eval()

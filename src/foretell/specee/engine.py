@@ -62,19 +62,25 @@ class SpecEE:
         self.config.validate(self.acc.vocab_size)
         predictors.check_compatible(num_layers=self.acc.num_layers, hidden_size=self.acc.hidden_size,
                                     vocab_size=self.acc.vocab_size, k=self.config.k)
-        self.predictors = predictors
+        self.predictors = predictors.to(self.acc.device)
         self.draft = draft
         if draft is not None:
             draft.k = self.config.k
+            draft.to(self.acc.device)
         offline = predictors.config.offline_layers or predictors.config.layers
         self.schedule = LayerSchedule(list(offline), self.acc.num_layers, window=self.config.window,
                                       radius=self.config.radius, online=self.config.online)
         self.stepper = LayerStepper(self.acc, self.config.kv_strategy)
         self.last_stats: DecodeStats | None = None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model (and so the predictors and the draft) live."""
+        return self.acc.device
+
     @classmethod
     def from_pretrained(cls, model_or_path=None, predictors: str | Path | None = None, draft="head",
-                        tokenizer=None, torch_dtype=None, dtype=None, **config) -> "SpecEE":
+                        tokenizer=None, torch_dtype=None, dtype=None, device=None, **config) -> "SpecEE":
         """``model_or_path``: a transformers model, a local model directory, or None/"smollm2" for the
         embedded SmolLM2-135M-Instruct. ``predictors``: directory with predictors(.json/.safetensors)
         and draft_head(.json/.safetensors) (default: the shipped assets). ``draft``: "head" (EAGLE-
@@ -82,18 +88,26 @@ class SpecEE:
         ``torch_dtype`` (or transformers 5's name ``dtype``): weights of a loaded model, float32
         (default) or bfloat16 (``torch.bfloat16`` or ``"bfloat16"``); a model object must already
         be in that dtype. The draft head runs in the model's dtype; predictor features and MLPs
-        stay float32."""
+        stay float32. ``device`` ("cpu", "cuda", "cuda:N", "mps" or a ``torch.device``): a model
+        loaded from a path goes there (default cpu); a model object stays where it is (``device``,
+        if given, must name that device) and the predictors and the draft follow it."""
+        from foretell.core.device import resolve_device
         from foretell.specee.loading import dtype_name, load_model, resolve_dtype
+
+        dev = None if device is None else resolve_device(device)
 
         if torch_dtype is not None and dtype is not None and resolve_dtype(torch_dtype) != resolve_dtype(dtype):
             raise ForetellError(f"torch_dtype={torch_dtype!r} and dtype={dtype!r} disagree; pass one of them")
         want = torch_dtype if torch_dtype is not None else dtype
         if model_or_path is None or isinstance(model_or_path, (str, Path)):
-            model, tok = load_model(None if model_or_path is None else str(model_or_path), want)
+            model, tok = load_model(None if model_or_path is None else str(model_or_path), want, device=dev)
             tokenizer = tokenizer or tok
         else:
             model = model_or_path
         acc = decoder_access(model)
+        if dev is not None and not _same_device(dev, acc.device):
+            raise ForetellError(f"the model is on {acc.device} but device={device!r} was asked; pass a model "
+                                f"path to load it there, or move the model first (model.to({str(dev)!r}))")
         if want is not None and resolve_dtype(want) != acc.dtype:
             raise ForetellError(f"the model's weights are {dtype_name(acc.dtype)} but torch_dtype={want!r} was "
                                 f"asked; pass a model path to load it in that dtype, or convert the model first")
@@ -119,11 +133,14 @@ class SpecEE:
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id=None,
                  streamer=None, callback=None, method: str = "specee", generator=None) -> torch.Tensor:
-        """Generate like ``model.generate`` (batch 1); returns prompt + new ids (1, n). ``method``:
-        specee | full | speculative | specee+speculative (the last two are greedy only)."""
+        """Generate like ``model.generate`` (batch 1); returns prompt + new ids (1, n) on
+        ``input_ids``' device (decoding runs on the model's). ``method``: specee | full |
+        speculative | specee+speculative (the last two are greedy only). A sampling
+        ``generator`` must be on the model's device type."""
         if method not in METHODS:
             raise ForetellError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        input_ids = torch.as_tensor(input_ids)
+        if not isinstance(input_ids, torch.Tensor):
+            input_ids = torch.as_tensor(input_ids, device="cpu")
         if input_ids.dim() == 2 and input_ids.shape[0] != 1:
             raise ForetellError(f"SpecEE decodes one sequence at a time (batch 1), got batch {input_ids.shape[0]}")
         if input_ids.numel() == 0:
@@ -150,3 +167,8 @@ class SpecEE:
                                 picker=picker, k=self.config.k, **common)
         self.last_stats = stats
         return out
+
+
+def _same_device(asked: torch.device, actual: torch.device) -> bool:
+    """"cuda" (no index) matches a model on any CUDA device; "cuda:N" only device N."""
+    return asked.type == actual.type and (asked.index is None or asked.index == actual.index)

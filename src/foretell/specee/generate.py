@@ -55,16 +55,26 @@ class TokenPicker:
         self.warpers = LogitsProcessorList(warpers)
         self.generator = generator
 
-    def __call__(self, logits, ids: torch.Tensor) -> int:
+    def check_device(self, device: torch.device) -> None:
+        """A sampling generator must live where the logits are (torch samples there)."""
+        g = self.generator
+        if self.do_sample and g is not None and g.device.type != device.type:
+            raise ForetellError(f"the sampling generator is on {g.device} but the model on {device}; "
+                                f"pass torch.Generator(device={str(device)!r})")
+
+    def __call__(self, logits, ids) -> int:
         """Next token from ``logits`` (V,) or from an :class:`ExitDecision` (its last row; greedy
-        then uses the exact token the exit check found, without the full-vocabulary product)."""
+        then uses the exact token the exit check found, without the full-vocabulary product).
+        ``ids``: the sequence so far (1-D), or a function returning it (built only when sampling)."""
         if isinstance(logits, ExitDecision):
             if not self.do_sample:
                 return int(logits.argmax()[-1])
             logits = logits.logits[-1]
         if not self.do_sample:
             return int(logits.argmax(-1))
-        scores = self.warpers(ids.view(1, -1), logits.view(1, -1).float())
+        if callable(ids):
+            ids = ids()
+        scores = self.warpers(ids.view(1, -1).to(logits.device), logits.view(1, -1).float())
         probs = torch.softmax(scores, dim=-1)
         return int(torch.multinomial(probs[0], 1, generator=self.generator))
 
@@ -78,8 +88,10 @@ def eos_set(eos_token_id) -> set[int]:
 class Emitter:
     """Collects generated ids, feeds the streamer/callback, and says when to stop."""
 
-    def __init__(self, prompt: torch.Tensor, max_new_tokens: int, eos: set[int], streamer=None, callback=None):
+    def __init__(self, prompt: torch.Tensor, max_new_tokens: int, eos: set[int], streamer=None, callback=None,
+                 device=None):
         self.ids, self.max_new, self.eos = prompt.tolist(), int(max_new_tokens), eos
+        self.device = prompt.device if device is None else device
         self.n_prompt = len(self.ids)
         self.streamer, self.callback = streamer, callback
         self.done = self.max_new <= 0
@@ -91,16 +103,17 @@ class Emitter:
             return
         self.ids.append(int(tok))
         if self.streamer is not None:
-            self.streamer.put(torch.tensor([int(tok)]))
+            self.streamer.put(torch.tensor([int(tok)], device="cpu"))
         if self.callback is not None:
             self.callback(int(tok))
         if int(tok) in self.eos or len(self.ids) - self.n_prompt >= self.max_new:
             self.done = True
 
     def finish(self) -> torch.Tensor:
+        """Prompt + generated ids (1, n) on ``device`` (the caller's input device)."""
         if self.streamer is not None:
             self.streamer.end()
-        return torch.tensor([self.ids], dtype=torch.long)
+        return torch.tensor([self.ids], dtype=torch.long, device=self.device)
 
 
 @torch.no_grad()
@@ -141,9 +154,13 @@ def exit_step(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule | None, 
 def decode(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule | None, draft: Draft | None,
            input_ids: torch.Tensor, *, max_new_tokens: int, picker: TokenPicker, eos_token_id=None,
            streamer=None, callback=None, k: int = 4) -> tuple[torch.Tensor, DecodeStats]:
-    """One sequence, one token per target pass; ``rule`` None = the full model."""
-    prompt = input_ids.view(-1)
-    em = Emitter(prompt, max_new_tokens, eos_set(eos_token_id), streamer, callback)
+    """One sequence, one token per target pass; ``rule`` None = the full model. Runs on the model's
+    device; the returned ids are on ``input_ids``' device. One host sync per token (the token id
+    decides what comes next) plus the exit rule's (see :class:`~foretell.specee.rules.SpecEERule`)."""
+    dev = acc.device
+    em = Emitter(input_ids.view(-1), max_new_tokens, eos_set(eos_token_id), streamer, callback)
+    prompt = input_ids.view(-1).to(dev)
+    picker.check_device(dev)
     stats = DecodeStats()
     if rule is not None:
         rule.reset_state()
@@ -153,8 +170,8 @@ def decode(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule | None, dra
     stats.layers.append(acc.num_layers)
     stats.emitted.append(1)
     while not em.done:
-        logits, state, layer = exit_step(acc, stepper, rule, draft, torch.tensor([tok]), state, k)
-        tok = picker(logits, torch.tensor(em.ids))
+        logits, state, layer = exit_step(acc, stepper, rule, draft, torch.tensor([tok], device=dev), state, k)
+        tok = picker(logits, lambda: torch.tensor(em.ids, device=dev))
         em.emit(tok)
         stats.layers.append(layer + 1)
         stats.emitted.append(1)

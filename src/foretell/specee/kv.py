@@ -79,7 +79,7 @@ class LayerStepper:
         q = 0 if tokens is None else tokens.numel()
         total = self.num_tokens + q
         start = self.cache_len(n_layers - 1)                     # the deepest layer lags the most
-        dev = acc.lm_head.weight.device
+        dev = acc.device
         positions = torch.arange(start, total, device=dev)
         if q:
             h = acc.embed(tokens.view(1, -1).to(dev))

@@ -53,17 +53,27 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def load_model(name_or_path: str | None = None, dtype=None):
+def load_model(name_or_path: str | None = None, dtype=None, device=None):
     """Return (model, tokenizer) in eval mode with weights in ``dtype`` (float32 default, or
-    bfloat16: transformers' own bf16 loading, RMSNorm/softmax/rotary as transformers computes them);
-    ``None`` or ``"smollm2"`` = the embedded model."""
+    bfloat16: transformers' own bf16 loading, RMSNorm/softmax/rotary as transformers computes them)
+    on ``device`` (default cpu; checked by :func:`foretell.core.device.resolve_device`);
+    ``None`` or ``"smollm2"`` = the embedded model. Cached per (model, dtype, device)."""
+    from foretell.core.device import resolve_device
+
+    dtype = resolve_dtype(dtype)
+    device = resolve_device(device)
+    key = (name_or_path or EMBEDDED_ID, dtype, str(device))
+    if key not in _CACHE:
+        model, tok = _load(name_or_path, dtype)
+        _CACHE[key] = (model if device.type == "cpu" else model.to(device), tok)
+    return _CACHE[key]
+
+
+def _load(name_or_path: str | None, dtype: torch.dtype):
+    """(model, tokenizer) on the CPU, eval mode, weights in ``dtype``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    dtype = resolve_dtype(dtype)
-    key = (name_or_path or EMBEDDED_ID, dtype)
-    if key in _CACHE:
-        return _CACHE[key]
     hf_logging.set_verbosity_error()
     if name_or_path in (None, "smollm2", EMBEDDED_ID):
         conv = cache_dir() / "smollm2-135m-instruct"
@@ -89,9 +99,7 @@ def load_model(name_or_path: str | None = None, dtype=None):
                                 f"directory or 'smollm2' for the embedded SmolLM2-135M-Instruct")
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    model.eval()
-    _CACHE[key] = (model, tok)
-    return model, tok
+    return model.eval(), tok
 
 
 def _save_plain_copy(model, tok, target: Path) -> None:

@@ -88,7 +88,11 @@ class SpecEERule(ExitRule):
     calibration disabled (threshold >= 1: sigmoid <= 1 never fires) is not even evaluated; an
     explicit 1.0 still evaluates every predictor (it measures their overhead, equals the full model).
     ``screen``: check the candidate condition with :class:`~foretell.specee.screen.LMHeadScreen`
-    (exact, no full-vocabulary product); False = the full product (the reference path).
+    (exact, no full-vocabulary product) where it pays, i.e. for an LM head on the CPU; on a GPU
+    (and with False) the full product decides (one GEMV there, no per-row host syncs).
+
+    Host syncs: one per evaluated (scheduled, enabled) layer to read "does every row fire", and
+    one more when it does (the candidate check); other layers cost none.
     """
 
     name = "specee"
@@ -159,11 +163,12 @@ class SpecEERule(ExitRule):
 def lm_head_screen(acc: DecoderAccess):
     """One :class:`LMHeadScreen` per LM head (built once and kept on the module, shared by all
     rules, rebuilt if the weight is replaced or changed in place); None when the head has a bias
-    (the bound covers ``W h`` only)."""
+    (the bound covers ``W h`` only) or is not on the CPU (the screen saves memory traffic of a
+    CPU GEMV; on a GPU the full product is one fast kernel, the screen's per-row loop would sync)."""
     from foretell.specee.screen import LMHeadScreen
 
     head = acc.lm_head
-    if getattr(head, "bias", None) is not None:
+    if getattr(head, "bias", None) is not None or head.weight.device.type != "cpu":
         return None
     w = head.weight
     key = (w.data_ptr(), tuple(w.shape), w._version)

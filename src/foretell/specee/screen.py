@@ -36,10 +36,11 @@ def _int8_kernel_available(rows: int, width: int) -> bool:
     if width % 16 or not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
         return False
     try:
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(2, width, generator=g).to(torch.bfloat16)
-        q = torch.randint(-127, 128, (rows, width), generator=g, dtype=torch.int8)
-        s = torch.rand(rows, generator=g).add_(0.5).to(torch.bfloat16)
+        cpu = torch.device("cpu")                              # a probe of a CPU kernel
+        g = torch.Generator(device=cpu).manual_seed(0)
+        x = torch.randn(2, width, generator=g, device=cpu).to(torch.bfloat16)
+        q = torch.randint(-127, 128, (rows, width), generator=g, dtype=torch.int8, device=cpu)
+        s = torch.rand(rows, generator=g, device=cpu).add_(0.5).to(torch.bfloat16)
         got = torch.ops.aten._weight_int8pack_mm(x, q, s).float()
         ref = x.float() @ (q.float() * s.float()[:, None]).T
         return bool(((got - ref).abs() <= ref.abs() * 2.0 ** -7 + 1e-3 * width).all())
@@ -101,7 +102,7 @@ class LMHeadScreen:
         a, err = self.approx(x)
         upper = (a + err).scatter_(-1, cands, float("-inf"))
         lower = (a - err).scatter_(-1, cands, float("-inf"))
-        ok = torch.ones(x.shape[0], dtype=torch.bool)
+        ok = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         self.checks += x.shape[0]
         for i in range(x.shape[0]):
             if float(lower[i].max()) >= float(best[i]):        # a non-candidate provably reaches it

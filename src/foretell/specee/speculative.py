@@ -42,10 +42,11 @@ class MergedVerifyRule(SpecEERule):
             return None
         ok, top, logits = self.candidate_argmax(x[:lead], self.cands[:lead])
         q = h.shape[0]
+        oks, tops, chain = ok.tolist(), top.tolist(), self.chain.tolist()      # one read-back each
         for j in range(lead):
-            if not bool(ok[j]):
+            if not oks[j]:
                 return None
-            if j == q - 1 or int(top[j]) != int(self.chain[j]):
+            if j == q - 1 or tops[j] != chain[j]:
                 return ExitDecision(layer, None if logits is None else logits[: j + 1], top=top[: j + 1],
                                     states=x[: j + 1], lm_head=self.acc.logits)
         return None
@@ -55,9 +56,14 @@ class MergedVerifyRule(SpecEERule):
 def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, input_ids: torch.Tensor, *,
                        max_new_tokens: int, gamma: int = 4, k: int = 4, rule: MergedVerifyRule | None = None,
                        eos_token_id=None, streamer=None, callback=None) -> tuple[torch.Tensor, DecodeStats]:
-    """Greedy chain speculative decoding; with ``rule`` the verify pass uses early exit."""
-    prompt = input_ids.view(-1)
-    em = Emitter(prompt, max_new_tokens, eos_set(eos_token_id), streamer, callback)
+    """Greedy chain speculative decoding; with ``rule`` the verify pass uses early exit.
+
+    Runs on the model's device; the returned ids are on ``input_ids``' device. The draft chain
+    stays on the device; a round reads back the verify pass's tokens and the chain once (plus the
+    merged rule's syncs on evaluated layers)."""
+    dev = acc.device
+    em = Emitter(input_ids.view(-1), max_new_tokens, eos_set(eos_token_id), streamer, callback)
+    prompt = input_ids.view(-1).to(dev)
     stats = DecodeStats()
     if rule is not None:
         rule.reset_state()
@@ -66,33 +72,35 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
     em.emit(tok)
     stats.layers.append(acc.num_layers)
     stats.emitted.append(1)
-    feed_tokens, feed_states = torch.tensor([tok]), state.view(1, -1)
+    feed_tokens, feed_states = torch.tensor([tok], device=dev), state.view(1, -1)
     while not em.done:
         scores, g = draft.feed(feed_tokens, feed_states)
         committed = draft.length()
-        chain, cands = [], []
+        firsts, cands = [], []
         steps = gamma + (1 if rule is not None else 0)   # merged also needs the last row's candidates
         for j in range(steps):
             c = draft.topk(scores, k)
             cands.append(c)
             if j < gamma:
-                chain.append(int(c[0]))
+                firsts.append(c[:1])
                 if j < steps - 1:
                     scores, g = draft.feed(c[:1], None if g is None else g.view(1, -1))
         draft.crop(committed)
-        block = torch.tensor([tok] + chain)
+        chain_t = torch.cat(firsts).to(dev)
+        block = torch.cat([feed_tokens[-1:], chain_t])
         if rule is not None:
-            rule.start_chain(torch.stack(cands), torch.tensor(chain))
+            rule.start_chain(torch.stack(cands).to(dev), chain_t)
         h, layer, dec = stepper.run(block, rule)
         if dec:
             y = dec.argmax()
             rule.record(layer)
         else:
             y = acc.logits(acc.norm(h)).argmax(-1)
+        ys, chain = y.tolist(), chain_t.tolist()
         m = 0
-        while m < min(gamma, y.numel() - 1) and int(y[m]) == chain[m]:
+        while m < min(gamma, len(ys) - 1) and ys[m] == chain[m]:
             m += 1
-        accepted = chain[:m] + [int(y[m])]
+        accepted = chain[:m] + [ys[m]]
         stepper.rollback(gamma - m)
         states = acc.norm(h[: m + 1])
         before = len(em.ids)
@@ -100,8 +108,7 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
             em.emit(t)
         stats.layers.append(layer + 1)
         stats.emitted.append(len(em.ids) - before)
-        tok = accepted[-1]
-        feed_tokens, feed_states = torch.tensor(accepted), states
+        feed_tokens, feed_states = torch.tensor(accepted, device=dev), states
     if rule is not None:
         stats.evaluations, stats.head_checks = rule.evaluations, rule.head_checks
     return em.finish(), stats
