@@ -40,7 +40,7 @@ from foretell.specee.speculative import speculative_decode
 def oracle_layers(ee: SpecEE, out: torch.Tensor, n_prompt: int) -> torch.Tensor:
     """Oracle exit layer count (1..N) of every generated token of the full model's output."""
     acc = ee.acc
-    states = all_layer_states(acc, out[0, :-1])[:, n_prompt - 1:]
+    states = all_layer_states(acc, out[0, :-1].to(acc.device))[:, n_prompt - 1:]
     am = torch.stack([acc.logits(acc.norm(states[i])).argmax(-1) for i in range(acc.num_layers)])
     return oracle_exit_layers(am) + 1
 
@@ -55,7 +55,7 @@ class MethodSet:
         self.calibration = cal
         fv = LayerPredictors.load(assets, "full_vocab_predictors")
         fv.check_compatible(num_layers=acc.num_layers, hidden_size=acc.hidden_size, vocab_size=acc.vocab_size)
-        self.fv = fv
+        self.fv = fv.to(acc.device)
         sched = lambda: LayerSchedule(list(ee.predictors.config.offline_layers), acc.num_layers)  # noqa: E731
         self.fixed_layers = fixed_layers
         self.fill = LayerStepper(acc, "fill")
@@ -124,17 +124,21 @@ def _agreement(ref: list[int], got: list[int]) -> tuple[float, int]:
 def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: str | Path | None = None,
               seed: int = 0, repeats: int = 1, ppl_texts: int = 3, extras: bool = True,
               assistant_layers: int = 8, methods_filter: list[str] | None = None, dtype=None, gamma: int = 4,
-              log=print) -> dict:
+              device=None, log=print) -> dict:
     """Run every method on ``prompts``; returns the report dict (see module docstring). ``dtype``:
     the model's weights (float32 default, or bfloat16); every method, ``full`` included, runs in it.
-    ``gamma``: draft chain length of the speculative methods."""
+    ``gamma``: draft chain length of the speculative methods. ``device``: where the model runs
+    (cpu default, "cuda", ...; see :meth:`SpecEE.from_pretrained`); on a GPU each timed
+    generation ends with a device synchronisation."""
     from foretell.specee.loading import chat_ids, dtype_name
 
     seed_everything(seed)
     assets = Path(assets) if assets else ASSETS
-    ee = SpecEE.from_pretrained(model, predictors=assets, torch_dtype=dtype, gamma=gamma)
+    ee = SpecEE.from_pretrained(model, predictors=assets, torch_dtype=dtype, gamma=gamma, device=device)
+    dev = ee.device
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     tok = ee.tokenizer
-    inputs = [chat_ids(tok, p) for p in prompts]
+    inputs = [chat_ids(tok, p).to(dev) for p in prompts]
     cal = json.loads((assets / "calibration.json").read_text())
     fixed = max(1, min(ee.acc.num_layers - 1, int(round(cal["oracle_avg_layers"]))))
     ms = MethodSet(ee, assets, fixed, assistant_layers)
@@ -153,15 +157,17 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
         for r in range(repeats):                       # repeats interleaved across methods
             shift = (pi + r) % len(names)
             for n in names[shift:] + names[:shift]:
+                sync()
                 t0 = time.perf_counter()
                 out, st = methods[n](ids, max_new_tokens)
+                sync()
                 rep[n].append(time.perf_counter() - t0)
                 if r == 0:
                     outs[n].append(out[0, ids.shape[1]:].tolist())
                     stats[n].append(st)
         for n in names:
             times[n].append(statistics.median(rep[n]))
-    oracle = torch.cat([oracle_layers(ee, torch.tensor([ids[0].tolist() + o]), ids.shape[1])
+    oracle = torch.cat([oracle_layers(ee, torch.tensor([ids[0].tolist() + o], device=dev), ids.shape[1])
                         for ids, o in zip(inputs, outs["full"]) if o])
     n_layers = ee.acc.num_layers
 
@@ -196,7 +202,7 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
     report = {
         "model": ee.acc.model_id, "prompts": len(prompts), "new_tokens": max_new_tokens,
         "methods": main, "oracle_avg_layers": oracle_avg,
-        "config": {"dtype": dtype_name(ee.acc.dtype), "k": ee.config.k, "threshold": ee.config.threshold if ee.config.threshold is not None
+        "config": {"dtype": dtype_name(ee.acc.dtype), "device": str(dev), "k": ee.config.k, "threshold": ee.config.threshold if ee.config.threshold is not None
                    else "calibrated per layer", "thresholds": {str(l): t for l, t in ee.rule().thresholds.items()},
                    "threshold_calibration": ee.predictors.config.calibration or None,
                    "kv_strategy": ee.config.kv_strategy,
@@ -212,7 +218,7 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
         "oracle_bound_speedup": n_layers / oracle_avg,
         "histograms": {"oracle_layers": torch.bincount(oracle, minlength=n_layers + 1)[1:].tolist(),
                        "specee_layers": torch.bincount(torch.tensor([x for s in stats["specee"] for x in s.layers[1:]]
-                                                                    or [n_layers]), minlength=n_layers + 1)[1:].tolist()},
+                                                                    or [n_layers], device="cpu"), minlength=n_layers + 1)[1:].tolist()},
     }
     if extras:
         other = "fill" if ee.config.kv_strategy == "lazy" else "lazy"
@@ -262,7 +268,7 @@ def _perplexities(ee: SpecEE, ms: MethodSet, inputs, refs, fixed: int) -> dict:
         for ids, ref in zip(inputs, refs):
             if len(ref) < 2:
                 continue
-            seq = torch.tensor(ids[0].tolist() + ref)
+            seq = torch.tensor(ids[0].tolist() + ref, device=acc.device)
             a, b, c = teacher_forced_nll(acc, ms.lazy, rule, draft, seq, ids.shape[1], ee.config.k)
             nll, n, layers = nll + a, n + b, layers + c
         out[name] = {"perplexity": perplexity(nll, n), "tokens": n, "avg_layers": sum(layers) / max(1, len(layers))}

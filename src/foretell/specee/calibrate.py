@@ -30,7 +30,7 @@ def precision_threshold(scores: torch.Tensor, correct: torch.Tensor, target: flo
         raise ValueError(f"target precision must be in (0, 1], got {target}")
     s, order = torch.sort(scores.flatten().float(), descending=True)
     c = correct.flatten()[order].float()
-    n = torch.arange(1, s.numel() + 1, dtype=torch.float64)
+    n = torch.arange(1, s.numel() + 1, dtype=torch.float64, device=s.device)
     prec = torch.cumsum(c.double(), 0) / n
     boundary = torch.ones_like(s, dtype=torch.bool)                 # a cut after row j separates scores
     boundary[:-1] = s[:-1] > s[1:]
@@ -66,7 +66,7 @@ def replay_exits(preds: LayerPredictors, ex: dict, mask: torch.Tensor, layers: l
     layers used, share of tokens that exit."""
     n_layers = ex["labels"].shape[0]
     idx = torch.nonzero(mask).flatten()
-    exit_layer = torch.full((idx.numel(),), n_layers - 1)
+    exit_layer = torch.full((idx.numel(),), n_layers - 1, device=idx.device)
     for l in sorted(layers, reverse=True):                       # the earliest firing layer wins
         if thresholds.get(l, DISABLED) >= DISABLED:
             continue

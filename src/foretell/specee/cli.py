@@ -8,6 +8,7 @@ def _train(args) -> int:
 
     import torch
 
+    from foretell.core.device import resolve_device
     from foretell.core.errors import ForetellError
     from foretell.core.seed import seed_everything
     from foretell.specee.adapters import decoder_access
@@ -15,11 +16,12 @@ def _train(args) -> int:
     from foretell.specee.loading import cache_dir, load_model, read_prompts
     from foretell.specee.train import train_all
 
+    device = resolve_device(args.device)
     seed_everything(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
-    model, tok = load_model(args.model)
+    model, tok = load_model(args.model, device=device)
     acc = decoder_access(model)
     prompts = read_prompts(args.prompts, "train")
     if args.quick:
@@ -43,7 +45,8 @@ def _train(args) -> int:
     if args.json:
         from foretell.core.report import write_json
 
-        write_json(args.json, {"out": args.out, "calibration": cal})
+        write_json(args.json, {"out": args.out, "config": {"device": str(device), "model": args.model,
+                                                            "k": args.k, "seed": args.seed}, "calibration": cal})
     print(f"wrote draft head and predictors to {args.out} in {cal['seconds']:.0f} s")
     return 0
 
@@ -51,10 +54,12 @@ def _train(args) -> int:
 def _bench(args) -> int:
     import torch
 
+    from foretell.core.device import resolve_device
     from foretell.core.report import write_json
     from foretell.specee.bench import run_bench
     from foretell.specee.loading import read_prompts
 
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     prompts = read_prompts(args.prompts, "eval")
     n_new = args.max_new_tokens
@@ -64,7 +69,7 @@ def _bench(args) -> int:
         prompts = prompts[: args.num_prompts] if args.num_prompts else prompts
     report = run_bench(prompts, n_new, model=args.model, assets=args.predictors, seed=args.seed,
                        repeats=args.repeats, ppl_texts=0 if args.quick else args.ppl_texts, extras=not args.quick,
-                       dtype=args.dtype, gamma=args.gamma)
+                       dtype=args.dtype, gamma=args.gamma, device=device)
     if args.json:
         from pathlib import Path
 
@@ -87,18 +92,21 @@ def _generate(args) -> int:
     import torch
     from transformers import TextStreamer
 
+    from foretell.core.device import resolve_device
     from foretell.core.seed import seed_everything
     from foretell.specee.engine import SpecEE
     from foretell.specee.loading import chat_ids
 
+    device = resolve_device(args.device)
     seed_everything(args.seed)
     ee = SpecEE.from_pretrained(args.model, predictors=args.predictors, threshold=args.threshold,
-                                kv_strategy=args.kv_strategy, torch_dtype=args.dtype, gamma=args.gamma)
+                                kv_strategy=args.kv_strategy, torch_dtype=args.dtype, gamma=args.gamma,
+                                device=device)
     ids = chat_ids(ee.tokenizer, args.prompt)
     streamer = TextStreamer(ee.tokenizer, skip_prompt=True)
     ee.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
                 top_p=args.top_p, top_k=args.top_k, streamer=streamer, method=args.method,
-                generator=torch.Generator().manual_seed(args.seed))
+                generator=torch.Generator(device=device).manual_seed(args.seed))
     st = ee.last_stats
     print(f"[{args.method}] avg layers per pass {st.avg_layers:.2f} of {ee.acc.num_layers}, "
           f"{sum(st.emitted)} tokens in {len(st.layers)} passes")
@@ -106,6 +114,8 @@ def _generate(args) -> int:
 
 
 def register(sub) -> None:
+    from foretell.core.device import add_device_argument
+
     p = sub.add_parser("specee", help="SpecEE: speculative early exiting for LLM decoding",
                        description="SpecEE: speculative early exiting for LLM decoding.")
     p.set_defaults(_parser=p)
@@ -114,6 +124,7 @@ def register(sub) -> None:
     def common(q):
         q.add_argument("--model", default=None, help="local transformers model directory (default: embedded SmolLM2-135M-Instruct)")
         q.add_argument("--seed", type=int, default=0, help="random seed")
+        add_device_argument(q)
 
     def dtype_flag(q):
         q.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],

@@ -28,7 +28,8 @@ def trajectory_item(acc: DecoderAccess, ids: torch.Tensor, n_prompt: int) -> dic
     """One teacher-forced pass over a finished trajectory ``ids`` (S,) whose first ``n_prompt`` ids
     are the prompt: every layer's state at every position at once, then per layer ONE batched
     norm + LM-head product over the generated positions for its argmax (the label source) and
-    the full-vocabulary features."""
+    the full-vocabulary features. Computed on the model's device, returned on the CPU (the
+    collected data files do not depend on where they were made)."""
     states = all_layer_states(acc, ids)                      # (L, S, d)
     gen = slice(n_prompt - 1, ids.shape[0] - 1)               # positions predicting generated tokens
     layer_h = states[:, gen]                                  # (L, G, d)
@@ -37,15 +38,16 @@ def trajectory_item(acc: DecoderAccess, ids: torch.Tensor, n_prompt: int) -> dic
         logits = acc.logits(acc.norm(layer_h[i]))
         argmax.append(logits.argmax(-1))
         fv.append(full_vocab_features(logits))
-    return {"ids": ids.to(torch.int32), "prompt_len": n_prompt, "final_h": states[-1].float().clone(),
-            "layer_h": layer_h.half(), "layer_argmax": torch.stack(argmax).to(torch.int32),
-            "full_vocab_feats": torch.stack(fv).float()}
+    cpu = torch.device("cpu")
+    return {"ids": ids.to(cpu, torch.int32), "prompt_len": n_prompt, "final_h": states[-1].float().to(cpu).clone(),
+            "layer_h": layer_h.half().to(cpu), "layer_argmax": torch.stack(argmax).to(cpu, torch.int32),
+            "full_vocab_feats": torch.stack(fv).float().to(cpu)}
 
 
 @torch.no_grad()
 def collect_one(acc: DecoderAccess, prompt_ids: torch.Tensor, max_new_tokens: int, eos_token_id=None) -> dict:
     """Greedy-generate with the full model, then record the per-layer states of that trajectory."""
-    out = acc.model.generate(prompt_ids, max_new_tokens=max_new_tokens, do_sample=False,
+    out = acc.model.generate(prompt_ids.to(acc.device), max_new_tokens=max_new_tokens, do_sample=False,
                              eos_token_id=eos_token_id, pad_token_id=eos_token_id)
     return trajectory_item(acc, out[0], prompt_ids.shape[1])
 
@@ -62,18 +64,19 @@ def collect_many(acc: DecoderAccess, prompts: list[torch.Tensor], max_new_tokens
     items (same data as :func:`collect_one`) and the number of such fallbacks.
     """
     n_in = max(p.numel() for p in prompts)
-    ids = torch.full((len(prompts), n_in), pad_token_id, dtype=torch.long)
-    mask = torch.zeros(len(prompts), n_in, dtype=torch.long)
+    ids = torch.full((len(prompts), n_in), pad_token_id, dtype=torch.long, device=acc.device)
+    mask = torch.zeros(len(prompts), n_in, dtype=torch.long, device=acc.device)
     for b, p in enumerate(prompts):
         ids[b, n_in - p.numel():], mask[b, n_in - p.numel():] = p, 1
-    out = acc.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    out = acc.model.generate(input_ids=ids, attention_mask=mask,
+                             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_token_id,
+                             pad_token_id=pad_token_id)
     items, fallbacks = [], 0
     for b, p in enumerate(prompts):
         gen = out[b, n_in:].tolist()
         if eos_token_id is not None and eos_token_id in gen:
             gen = gen[: gen.index(eos_token_id) + 1]
-        seq = torch.cat([p.long(), torch.tensor(gen, dtype=torch.long)])
+        seq = torch.cat([p.long().cpu(), torch.tensor(gen, dtype=torch.long, device="cpu")])
         item = trajectory_item(acc, seq, p.numel()) if gen else None
         if item is None or not torch.equal(item["layer_argmax"][-1].long(), seq[p.numel():]):
             item, fallbacks = collect_one(acc, p.view(1, -1), max_new_tokens, eos_token_id), fallbacks + 1
@@ -123,6 +126,7 @@ def collect_draft_batch(acc: DecoderAccess, tok, prompts: list[str], max_new_tok
         enc = tok(chat_texts(tok, prompts), return_tensors="pt", padding=True, add_special_tokens=False)
     finally:
         tok.padding_side = side
+    enc = enc.to(acc.device)
     out = acc.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                              pad_token_id=eos)
     return draft_pairs(acc, out, enc.attention_mask, eos)
@@ -133,9 +137,11 @@ def draft_pairs(acc: DecoderAccess, out: torch.Tensor, prompt_mask: torch.Tensor
     """Per-sequence draft training data of a left-padded batch ``out`` (B, n_in + new) whose prompt
     part has attention mask ``prompt_mask`` (B, n_in): one teacher-forced forward with the padding
     masked and positions counted from each sequence's first real token; each sequence is cut after
-    its first generated ``eos``."""
+    its first generated ``eos``. Computed on the model's device; the items are on the CPU."""
     n_in = prompt_mask.shape[1]
-    mask = torch.cat([prompt_mask.long(), torch.ones(out.shape[0], out.shape[1] - n_in, dtype=torch.long)], 1)
+    out = out.to(acc.device)
+    mask = torch.cat([prompt_mask.long().to(acc.device),
+                      torch.ones(out.shape[0], out.shape[1] - n_in, dtype=torch.long, device=acc.device)], 1)
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     normed = acc.model.model(input_ids=out, attention_mask=mask, position_ids=positions).last_hidden_state
     items = []
@@ -145,8 +151,8 @@ def draft_pairs(acc: DecoderAccess, out: torch.Tensor, prompt_mask: torch.Tensor
         end = n_in + (gen.index(eos) + 1 if eos is not None and eos in gen else len(gen))
         states = normed[b, start:end]
         target = torch.cat([acc.logits(c).argmax(-1) for c in states.split(64)])
-        items.append({"ids": out[b, start:end].to(torch.int32), "prompt_len": n_in - start,
-                      "final_normed": states.half(), "target_next": target.to(torch.int32)})
+        items.append({"ids": out[b, start:end].to("cpu", torch.int32), "prompt_len": n_in - start,
+                      "final_normed": states.half().cpu(), "target_next": target.to("cpu", torch.int32)})
     return items
 
 

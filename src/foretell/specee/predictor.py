@@ -85,7 +85,7 @@ class LayerPredictors(nn.Module):
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().float() for k, v in self.state_dict().items()},
+        save_file({k: v.detach().contiguous().float().cpu() for k, v in self.state_dict().items()},
                   str(d / f"{name}.safetensors"))
         (d / f"{name}.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         return d / f"{name}.json"

@@ -45,15 +45,18 @@ def draft_vocab(items: list[dict], vocab_size: int, size: int) -> torch.Tensor:
         if t not in seen:
             chosen.append(t)
         t += 1
-    return torch.tensor(sorted(chosen), dtype=torch.long)
+    return torch.tensor(sorted(chosen), dtype=torch.long, device="cpu")
 
 
 def _draft_inputs(acc: DecoderAccess, it: dict):
-    """(tokens, the target's normalised states before them, positions) of a collected sequence, the
-    states in the model's dtype (normalised from the stored state as the model's own norm does)."""
-    ids = it["ids"].long()
-    states = it["final_normed"].to(acc.dtype) if "final_normed" in it else acc.norm(it["final_h"].to(acc.dtype))
-    return ids[1:], states[:-1], torch.arange(1, ids.numel())
+    """(tokens, the target's normalised states before them, positions) of a collected sequence on
+    the model's device, the states in the model's dtype (normalised from the stored state as the
+    model's own norm does)."""
+    dev = acc.device
+    ids = it["ids"].to(dev).long()
+    states = it["final_normed"].to(dev, acc.dtype) if "final_normed" in it \
+        else acc.norm(it["final_h"].to(dev, acc.dtype))
+    return ids[1:], states[:-1], torch.arange(1, ids.numel(), device=dev)
 
 
 @torch.no_grad()
@@ -68,13 +71,13 @@ def draft_sequences(acc: DecoderAccess, items: list[dict]) -> list[dict]:
     seqs = []
     for it in items:
         tokens, states, pos = _draft_inputs(acc, it)
-        n = tokens.numel()
+        n, dev = tokens.numel(), tokens.device
         if "target_next" in it:
-            target = it["target_next"].long()
+            target = it["target_next"].to(dev).long()
         else:                        # collected trajectory: the final layer's argmax at generated positions
-            target = torch.zeros(n + 1, dtype=torch.long)             # (masked elsewhere)
-            target[it["prompt_len"] - 1: n] = it["layer_argmax"][-1].long()
-        mask = torch.zeros(n, dtype=torch.bool)
+            target = torch.zeros(n + 1, dtype=torch.long, device=dev)             # (masked elsewhere)
+            target[it["prompt_len"] - 1: n] = it["layer_argmax"][-1].to(dev).long()
+        mask = torch.zeros(n, dtype=torch.bool, device=dev)
         mask[max(0, it["prompt_len"] - 2): n - 1] = True
         seqs.append({"tokens": tokens, "states": states, "labels": target[1:], "next_states": states[1:],
                      "mask": mask})
@@ -82,14 +85,16 @@ def draft_sequences(acc: DecoderAccess, items: list[dict]) -> list[dict]:
 
 
 def _batches(seqs: list[dict], size: int, order: list[int]):
-    """Right-padded batches (causal attention never sees the padding of a valid row)."""
+    """Right-padded batches on the sequences' device (causal attention never sees the padding of
+    a valid row)."""
     for s in range(0, len(order), size):
         group = [seqs[i] for i in order[s:s + size]]
         n = max(g["tokens"].numel() for g in group)
         d = group[0]["states"].shape[-1]
-        out = {"tokens": torch.zeros(len(group), n, dtype=torch.long), "states": torch.zeros(len(group), n, d),
-               "labels": torch.zeros(len(group), n, dtype=torch.long), "next": torch.zeros(len(group), n, d),
-               "mask": torch.zeros(len(group), n, dtype=torch.bool)}
+        B, dev = len(group), group[0]["states"].device
+        out = {"tokens": torch.zeros(B, n, dtype=torch.long, device=dev), "states": torch.zeros(B, n, d, device=dev),
+               "labels": torch.zeros(B, n, dtype=torch.long, device=dev), "next": torch.zeros(B, n, d, device=dev),
+               "mask": torch.zeros(B, n, dtype=torch.bool, device=dev)}
         for b, g in enumerate(group):
             m = g["tokens"].numel()
             out["tokens"][b, :m], out["states"][b, :m] = g["tokens"], g["states"]
@@ -107,7 +112,7 @@ def draft_accuracy(head: DraftHead, seqs: list[dict], k: int = 4, batch: int = 1
     order = sorted(range(len(seqs)), key=lambda i: seqs[i]["tokens"].numel())
     for bt in _batches(seqs, batch, order):
         n = bt["tokens"].shape[1]
-        scores, _ = head(bt["tokens"], bt["states"], torch.arange(1, n + 1))
+        scores, _ = head(bt["tokens"], bt["states"], torch.arange(1, n + 1, device=head.device))
         top = vocab[torch.topk(scores, k, dim=-1).indices]                      # (B, n, k)
         m = bt["mask"]
         hit1 += int((top[..., 0] == bt["labels"])[m].sum())
@@ -127,15 +132,17 @@ def train_draft_head(acc: DecoderAccess, items: list[dict], vocab_ids: torch.Ten
     data noise); AdamW, linear decay, gradient clipping; ``batch`` sequences per step.
     """
     torch.manual_seed(seed)
-    head = DraftHead(acc, vocab_ids)
+    dev = acc.device
+    head = DraftHead(acc, vocab_ids).to(dev)
+    vocab_ids = vocab_ids.to(dev)
     for p in acc.model.parameters():
         p.requires_grad_(False)
     seqs = draft_sequences(acc, items)
     val = draft_sequences(acc, val_items) if val_items else None
     opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95),
                             weight_decay=0.0)
-    remap = torch.full((acc.vocab_size,), -100, dtype=torch.long)
-    remap[vocab_ids] = torch.arange(vocab_ids.numel())
+    remap = torch.full((acc.vocab_size,), -100, dtype=torch.long, device=dev)
+    remap[vocab_ids] = torch.arange(vocab_ids.numel(), device=dev)
     rng = random.Random(seed)
     by_len = sorted(range(len(seqs)), key=lambda i: seqs[i]["tokens"].numel())
     groups = [by_len[s:s + batch] for s in range(0, len(by_len), batch)]       # similar lengths together
@@ -150,7 +157,7 @@ def train_draft_head(acc: DecoderAccess, items: list[dict], vocab_ids: torch.Ten
             bt = next(_batches(seqs, len(group), group))
             L = bt["tokens"].shape[1]
             states = bt["states"] + (torch.rand_like(bt["states"]) - 0.5) * noise if noise else bt["states"]
-            scores, g = head(bt["tokens"], states, torch.arange(1, L + 1))
+            scores, g = head(bt["tokens"], states, torch.arange(1, L + 1, device=dev))
             m = bt["mask"]
             ce = F.cross_entropy(scores[m], remap[bt["labels"][m]], ignore_index=-100)
             reg = F.smooth_l1_loss(acc.norm(g)[m], bt["next"][m])
@@ -160,9 +167,9 @@ def train_draft_head(acc: DecoderAccess, items: list[dict], vocab_ids: torch.Ten
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
             opt.step()
             sched.step()
-            tot += float(ce.detach())
+            tot = tot + ce.detach().double()         # float64 sum in order: as the Python float sum was
             n += 1
-        rec = {"epoch": ep + 1, "train_ce": tot / max(1, n)}
+        rec = {"epoch": ep + 1, "train_ce": float(tot) / max(1, n)}
         if val:
             rec.update({f"val_{key}": v for key, v in draft_accuracy(head, val, k).items()})
         head.history.append(rec)
@@ -176,7 +183,7 @@ def stored_state_features(acc: DecoderAccess, layer_h: torch.Tensor, cands: torc
     """Training features of collected states ``layer_h`` (L, G, d) (stored float16) for candidates
     (G, k): normalised in the model's dtype exactly as inference does, then
     :func:`~foretell.specee.features.all_layer_features` -> (L, G, 3k) float32."""
-    return all_layer_features(acc.norm(layer_h.to(acc.dtype)), acc.lm_head.weight[cands])
+    return all_layer_features(acc.norm(layer_h.to(acc.device, acc.dtype)), acc.lm_head.weight[cands])
 
 
 @torch.no_grad()
@@ -191,13 +198,13 @@ def build_examples(acc: DecoderAccess, head: DraftHead, items: list[dict], k: in
         gen_scores = scores[0, g0 - 1: g0 - 1 + it["layer_h"].shape[1]]    # input index = position - 1
         cands = head.vocab_ids[torch.topk(gen_scores, k, dim=-1).indices]   # (G, k)
         feats.append(stored_state_features(acc, it["layer_h"], cands))      # (L, G, 3k)
-        am = it["layer_argmax"].long()
+        am = it["layer_argmax"].to(acc.device).long()
         labels.append((am == am[-1:]).float())
         in_cands.append((am.unsqueeze(-1) == cands.unsqueeze(0)).any(-1))
-        fv.append(it["full_vocab_feats"].float())
+        fv.append(it["full_vocab_feats"].to(acc.device).float())
         oracle.append(oracle_exit_layers(am))
         top1.append(cands[:, 0] == am[-1])
-        prompt_of.append(torch.full((am.shape[1],), n_it))
+        prompt_of.append(torch.full((am.shape[1],), n_it, device=acc.device))
     return {"feats": torch.cat(feats, 1), "labels": torch.cat(labels, 1), "full_vocab": torch.cat(fv, 1),
             "oracle": torch.cat(oracle), "in_cands": torch.cat(in_cands, 1), "draft_top1": torch.cat(top1),
             "prompt": torch.cat(prompt_of)}
@@ -207,14 +214,14 @@ def train_predictors(x: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor,
                      epochs: int = 30, lr: float = 1e-3, batch: int = 256, seed: int = 0) -> tuple[LayerPredictors, dict]:
     """BCE training of one MLP per layer in ``config.layers``; returns (predictors, val metrics)."""
     torch.manual_seed(seed)
-    preds = LayerPredictors(config)
+    preds = LayerPredictors(config).to(x.device)
     metrics = {}
     for layer in progress(config.layers, desc=f"{config.feature_kind} predictors"):
         mlp = preds.mlps[str(layer)]
         xs, ys = x[layer][train_mask], y[layer][train_mask]
         opt = torch.optim.Adam(mlp.parameters(), lr=lr)
         for _ in range(epochs):
-            perm = torch.randperm(xs.shape[0])
+            perm = torch.randperm(xs.shape[0], device=xs.device)
             for s in range(0, xs.shape[0], batch):
                 b = perm[s:s + batch]
                 loss = F.binary_cross_entropy_with_logits(preds.logit(layer, xs[b]), ys[b])
@@ -281,7 +288,7 @@ def train_all(acc: DecoderAccess, items: list[dict], out_dir: Path, *, k: int = 
     ex = build_examples(acc, head, items, k)
     n_prompts = len(items)
     val_prompts = set(held_out_prompts(n_prompts))
-    train_mask = torch.tensor([int(p) not in val_prompts for p in ex["prompt"]])
+    train_mask = ~torch.isin(ex["prompt"], torch.tensor(sorted(val_prompts), device=ex["prompt"].device))
     oracle = ex["oracle"]
     offline = choose_offline_layers(oracle[train_mask], n_layers)
     layers = list(range(n_layers - 1))
