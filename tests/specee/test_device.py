@@ -181,3 +181,21 @@ def test_bench_report_records_the_device():
     report = run_bench(read_prompts(None, "eval")[:1], 3, extras=False, ppl_texts=0, methods_filter=["specee"],
                        device="cpu", log=lambda *a: None)
     assert report["config"]["device"] == "cpu" and report["methods"]["specee"]["new_tokens"] == 3
+
+
+def test_cache_argument_name_follows_the_installed_transformers():
+    from foretell.specee.adapters import cache_kwarg
+
+    class OldLayer(torch.nn.Module):
+        def forward(self, h, past_key_values=None, **kwargs):
+            return h
+
+    class OlderLayer(torch.nn.Module):
+        def forward(self, h, past_key_value=None, **kwargs):
+            return h
+
+    assert cache_kwarg(OldLayer()) == "past_key_values" and cache_kwarg(OlderLayer()) == "past_key_value"
+    model = tiny_model(layers=2)
+    import inspect
+    for m in (model, model.model.layers[0]):
+        assert cache_kwarg(m) in inspect.signature(m.forward).parameters

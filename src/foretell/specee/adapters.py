@@ -69,12 +69,29 @@ class DecoderAccess:
         ``past_len`` cached tokens of that layer; appends their K/V to ``cache`` layer ``i``."""
         q = h.shape[1]
         mask = causal_mask(q, past_len, h.dtype, h.device) if (q > 1 and past_len > 0) else None
-        return self.layers[i](h, attention_mask=mask, position_ids=positions.view(1, -1),
-                              cache=cache, use_cache=cache is not None, position_embeddings=cos_sin)
+        layer = self.layers[i]
+        return layer(h, attention_mask=mask, position_ids=positions.view(1, -1), use_cache=cache is not None,
+                     position_embeddings=cos_sin, **{cache_kwarg(layer): cache})
 
     def logits(self, h_normed: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits of already-normalised hidden states."""
         return self.lm_head(h_normed)
+
+
+_CACHE_KWARG: dict = {}
+
+
+def cache_kwarg(module) -> str:
+    """Name of the KV-cache argument of a decoder layer's or model's ``forward``: ``cache`` in the
+    transformers this was developed on, ``past_key_values`` / ``past_key_value`` in other 4.x/5.x
+    releases (a wrong name would land in ``**kwargs`` and silently run without the cache)."""
+    cls = type(module)
+    if cls not in _CACHE_KWARG:
+        import inspect
+
+        params = inspect.signature(module.forward).parameters
+        _CACHE_KWARG[cls] = next((p for p in ("cache", "past_key_values", "past_key_value") if p in params), "cache")
+    return _CACHE_KWARG[cls]
 
 
 def causal_mask(q: int, past_len: int, dtype: torch.dtype, device) -> torch.Tensor:

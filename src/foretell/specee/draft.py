@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from foretell.core.errors import ForetellError
-from foretell.specee.adapters import DecoderAccess, causal_mask
+from foretell.specee.adapters import DecoderAccess, cache_kwarg, causal_mask
 
 
 class Draft:
@@ -104,8 +104,8 @@ class DraftHead(nn.Module):
         cos_sin = self.rotary(x, positions.view(1, -1))
         n = x.shape[1]
         mask = causal_mask(n, past_len, x.dtype, x.device) if (n > 1 and past_len > 0) else None
-        g = self.layer(x, attention_mask=mask, position_ids=positions.view(1, -1), cache=cache,
-                       use_cache=cache is not None, position_embeddings=cos_sin)
+        g = self.layer(x, attention_mask=mask, position_ids=positions.view(1, -1), use_cache=cache is not None,
+                       position_embeddings=cos_sin, **{cache_kwarg(self.layer): cache})
         return acc.norm(g) @ self.head_rows().T, g
 
     @property
@@ -236,7 +236,8 @@ class AssistantDraft(_CachedDraft):
     @torch.no_grad()
     def feed(self, tokens, states):
         dev = self.model.get_input_embeddings().weight.device
-        out = self.model(input_ids=tokens.view(1, -1).to(dev), cache=self.cache, use_cache=True)
+        out = self.model(input_ids=tokens.view(1, -1).to(dev), use_cache=True,
+                         **{cache_kwarg(self.model): self.cache})
         self._len += tokens.numel()
         return out.logits[0, -1, : self.vocab_size], None
 
