@@ -4,10 +4,14 @@
     data = add_split(load_preset("dblp"), seed=0)
     poisoned = NIFA(NIFAConfig.preset("dblp")).attack(data)
     poisoned.save("dblp_nifa.pt")          # PyG Data + injected-node metadata
+
+On a GPU, PyG style: ``NIFA(cfg).attack(data.to("cuda"))`` (or ``NIFAConfig(device="cuda")`` for data on
+the CPU); the poisoned graph comes back on the input's device.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -57,6 +61,7 @@ class NIFAConfig:
     use_all_labels_for_uncertainty: bool = False   # official code: train+val+test labels
     directional_gaps: bool = False       # non-paper, opt-in: widen the gaps on the training-label gap's side
     seed: int = 0
+    device: str | None = None            # None: where the data is; else run there ("cpu", "cuda", "cuda:N")
 
     @classmethod
     def preset(cls, dataset: str, **overrides) -> "NIFAConfig":
@@ -64,6 +69,7 @@ class NIFAConfig:
         return cls(**{**PRESET_SETTINGS.get(dataset, {}), **overrides})
 
     def validate(self) -> None:
+        """One-line ``ForetellError`` on a bad setting; ``device`` is checked and kept as a string."""
         checks = [
             (self.num_injected is None or self.num_injected >= 2, "num_injected must be >= 2"),
             (0 < self.injection_rate < 1, "injection_rate must be in (0, 1)"),
@@ -80,6 +86,10 @@ class NIFAConfig:
         for ok, msg in checks:
             if not ok:
                 raise ForetellError(f"invalid NIFA config: {msg}")
+        if self.device is not None:
+            from foretell.core.device import resolve_device
+
+            self.device = str(resolve_device(self.device))
 
     def budget(self, data) -> int:
         if self.num_injected is not None:
@@ -102,12 +112,14 @@ class PoisonedGraph:
         return int(self.injected_index.numel())
 
     def save(self, path) -> Path:
-        """Save as a ``torch.save`` dict: ``data`` (``Data.to_dict()``), injected ids/groups, info."""
+        """Save as a ``torch.save`` dict: ``data`` (``Data.to_dict()``), injected ids/groups, info
+        (tensors saved from the CPU, so the file loads anywhere)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"data": self.data.to_dict(), "injected_index": self.injected_index,
-                    "injected_group": self.injected_group,
+        data = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in self.data.to_dict().items()}
+        torch.save({"data": data, "injected_index": self.injected_index.cpu(),
+                    "injected_group": self.injected_group.cpu(),
                     "targets": {int(k): torch.as_tensor(v) for k, v in self.targets.items()},
                     "info": self.info}, tmp)
         tmp.replace(path)
@@ -141,14 +153,24 @@ class NIFA:
         cfg = self.config
         if "train_mask" not in data:
             raise ForetellError("data has no train_mask; call foretell.nifa.add_split(data, seed) first")
-        lab = (data.y >= 0).numpy()
-        train = np.flatnonzero(lab if cfg.use_all_labels_for_uncertainty else data.train_mask.numpy())
-        cand = np.flatnonzero(lab & (data.sens >= 0).numpy())
+        data = self._on_device(data)
+        lab = (data.y >= 0).cpu().numpy()
+        train = np.flatnonzero(lab if cfg.use_all_labels_for_uncertainty else data.train_mask.cpu().numpy())
+        cand = np.flatnonzero(lab & (data.sens >= 0).cpu().numpy())
         ucfg = UncertaintyConfig(hidden=cfg.hidden, num_masks=cfg.num_masks, keep_prob=cfg.keep_prob,
                                  epochs=cfg.uncertainty_epochs, lr=cfg.uncertainty_lr,
                                  check_every=cfg.uncertainty_check_every, k=cfg.k,
                                  init_gain=cfg.uncertainty_init_gain)
         return node_uncertainty(data, train, cand, ucfg, cfg.seed)
+
+    def _on_device(self, data):
+        """``data`` on ``config.device`` (a shallow copy moved there; the input is left as it is)."""
+        if self.config.device is None:
+            return data
+        from foretell.core.device import resolve_device
+
+        device = resolve_device(self.config.device)
+        return data if data.x.device == device else copy.copy(data).to(device)
 
     def attack(self, data, *, targets: dict | None = None) -> PoisonedGraph:
         """Run steps 1-4 on ``data`` (needs x, y, sens, edge_index, train_mask).
@@ -159,11 +181,13 @@ class NIFA:
         for key in ("x", "y", "sens", "edge_index"):
             if key not in data:
                 raise ForetellError(f"data has no {key!r}; NIFA needs x, y, sens, edge_index and train_mask")
+        input_device = data.x.device
+        data = self._on_device(data)
         times = {}
         t0 = time.perf_counter()
         if targets is None:
             unc = self.uncertainty(data)
-            targets = select_targets(unc["uncertainty"], data.y.numpy(), data.sens.numpy(), cfg.k)
+            targets = select_targets(unc["uncertainty"], data.y.cpu().numpy(), data.sens.cpu().numpy(), cfg.k)
         else:
             unc = {"epochs": 0}
             targets = {g: np.asarray(targets[g]) for g in (0, 1)}
@@ -174,18 +198,21 @@ class NIFA:
         edges = injection_edges(data.num_nodes, groups, targets, cfg.edges_per_injected, rng)
         lo, hi = feature_box(data.x)
         integer = bool(getattr(data, "integer_features", False))
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
-        placeholder = torch.zeros(b, data.x.shape[1])
+        gen = torch.Generator().manual_seed(cfg.seed + 1)      # CPU generator on every device (same start)
+        placeholder = torch.zeros(b, data.x.shape[1], device=data.x.device)
         structure = append_nodes(data, edges, placeholder, b)
         t1 = time.perf_counter()
         fcfg = FeatureConfig(alpha=cfg.alpha, beta=cfg.beta, max_iter=cfg.max_iter, max_step=cfg.max_step,
                              lr=cfg.lr, hidden=cfg.hidden, directional_gaps=cfg.directional_gaps)
-        train = np.flatnonzero(data.train_mask.numpy())
+        train = np.flatnonzero(data.train_mask.cpu().numpy())
         x_inj, history = optimise_features(structure, data.num_nodes, groups, train, fcfg, lo, hi, integer, gen)
         times["features"] = time.perf_counter() - t1
         poisoned = append_nodes(data, edges, x_inj, b)
+        if poisoned.x.device != input_device:
+            poisoned = poisoned.to(input_device)
         times["total"] = time.perf_counter() - t0
         info = {"config": dataclasses.asdict(cfg), "seconds": times, "uncertainty_epochs_run": unc["epochs"],
-                "feature_history": history, "num_edges_added": int(edges.shape[1] // 2)}
-        return PoisonedGraph(poisoned, torch.arange(data.num_nodes, data.num_nodes + b),
-                             torch.as_tensor(groups), targets, info)
+                "feature_history": history, "num_edges_added": int(edges.shape[1] // 2),
+                "device": str(data.x.device)}
+        return PoisonedGraph(poisoned, torch.arange(data.num_nodes, data.num_nodes + b, device=input_device),
+                             torch.as_tensor(groups, device=input_device), targets, info)

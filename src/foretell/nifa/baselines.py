@@ -8,6 +8,7 @@
   usual budget of 5% of the existing (undirected) edges; no nodes are added.
 
 Both use the labels of all labelled nodes (FA-GNN's gray-box setting) and never modify the input.
+The sampling runs on the host; the poisoned graph is on the input's device.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def random_injection(data, num_injected: int, degree: int, seed: int):
     if data.x.layout == torch.sparse_csr:
         new_x = torch.from_numpy(to_scipy(data.x)[donors].toarray())
     else:
-        new_x = data.x[torch.as_tensor(donors)].clone()
-    return append_nodes(data, edges, new_x, num_injected), torch.arange(n, n + num_injected)
+        new_x = data.x[torch.as_tensor(donors, device=data.x.device)].clone()
+    return append_nodes(data, edges, new_x, num_injected), torch.arange(n, n + num_injected, device=data.x.device)
 
 
 def fagnn_injection(data, seed: int, rate: float = 0.05, direction: str = "y1s1", strategy: str = "DD"):
@@ -47,12 +48,12 @@ def fagnn_injection(data, seed: int, rate: float = 0.05, direction: str = "y1s1"
     if direction != "y1s1" or strategy != "DD":
         raise ForetellError(f"only FA-GNN direction y1s1 with strategy DD is implemented, got {direction}/{strategy}")
     rng = np.random.default_rng(seed)
-    y, s = data.y.numpy(), data.sens.numpy()
+    y, s = data.y.cpu().numpy(), data.sens.cpu().numpy()
     a = np.flatnonzero((y == 1) & (s == 1))
     b = np.flatnonzero((y == 0) & (s == 0))
     if len(a) == 0 or len(b) == 0:
         raise ForetellError("FA-GNN y1s1/DD needs labelled nodes with (y=1, s=1) and (y=0, s=0)")
-    ei = data.edge_index.numpy()
+    ei = data.edge_index.cpu().numpy()
     existing = set(zip(ei[0].tolist(), ei[1].tolist()))
     budget = int(round(rate * ei.shape[1] / 2))
     budget = min(budget, len(a) * len(b))
@@ -65,5 +66,6 @@ def fagnn_injection(data, seed: int, rate: float = 0.05, direction: str = "y1s1"
             added.add((u, v))
     pairs = np.array(sorted(added), dtype=np.int64).reshape(-1, 2).T
     out = data.clone()
-    out.edge_index = torch.cat([data.edge_index, torch.from_numpy(np.hstack([pairs, pairs[::-1]]))], 1)
+    new = torch.from_numpy(np.hstack([pairs, pairs[::-1]])).to(data.edge_index.device)
+    out.edge_index = torch.cat([data.edge_index, new], 1)
     return out, int(pairs.shape[1])

@@ -14,6 +14,11 @@ sparse path's ``nnz(X[r2]) + nnz(P1)`` (and the matrix fits in ``DENSE_MAX_BYTES
 products run in scipy with a precomputed transpose for the backward pass (``ConstSpMM``): on this
 CPU that was 2-3x faster than torch's CSR product, which re-sorts the transpose on every backward;
 with more than one torch thread they are split by rows over a thread pool (scipy releases the GIL).
+
+On a GPU (the device of the features / of ``device=``) nothing runs in scipy after set-up: constant
+sparse matrices become torch CSR tensors on the device with their transpose precomputed (the same
+``ConstSpMM`` idea, with ``torch.sparse.mm``), and ``"auto"`` picks the dense ``P1 X`` whenever it
+fits in ``DEVICE_DENSE_MAX_BYTES`` (a dense product is cheap there), the sparse factors otherwise.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import scipy.sparse as sp
 import torch
 
 from foretell.core.errors import ForetellError
-from foretell.nifa.graph import is_sparse, neighbourhood, to_scipy
+from foretell.nifa.graph import device_of, is_sparse, neighbourhood, on_cpu, to_scipy, to_torch
 
 DENSE_SPEEDUP = 8.0
 DENSE_MAX_BYTES = 1 << 30
+DEVICE_DENSE_MAX_BYTES = 1 << 28
 BLOCK_MODES = ("auto", "dense", "sparse")
 
 
@@ -79,25 +85,47 @@ class ConstSpMM(torch.autograd.Function):
         return None, None, torch.from_numpy(ctx.at @ grad.contiguous().numpy())
 
 
-class ConstSparse:
-    """A constant sparse matrix; ``self @ w`` is differentiable in the dense ``w``."""
+class DeviceConstSpMM(torch.autograd.Function):
+    """``a @ w`` for a constant torch CSR ``a`` on a GPU with its precomputed transpose ``at``."""
 
-    def __init__(self, m):
+    @staticmethod
+    def forward(ctx, a, at, w):
+        ctx.at = at
+        return torch.sparse.mm(a, w.detach())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, torch.sparse.mm(ctx.at, grad.contiguous())
+
+
+class ConstSparse:
+    """A constant sparse matrix; ``self @ w`` is differentiable in the dense ``w``.
+
+    On the CPU (``device`` None or cpu) the products run in scipy (:class:`RowSplitCSR`, attributes
+    ``a``/``at``); elsewhere as torch CSR products on ``device`` (attributes ``a_t``/``at_t``)."""
+
+    def __init__(self, m, device=None):
         m = sp.csr_matrix(m, dtype=np.float32)
         m.sort_indices()
         at = m.T.tocsr()
         at.sort_indices()
-        self.a, self.at = RowSplitCSR(m), RowSplitCSR(at)
+        self.device = torch.device("cpu") if on_cpu(device) else torch.device(device)
+        if self.device.type == "cpu":
+            self.a, self.at = RowSplitCSR(m), RowSplitCSR(at)
+        else:
+            self.a_t, self.at_t = to_torch(m, self.device), to_torch(at, self.device)
         self.shape = m.shape
         self.nnz = m.nnz
 
     def __matmul__(self, w: torch.Tensor) -> torch.Tensor:
-        return ConstSpMM.apply(self.a, self.at, w)
+        if self.device.type == "cpu":
+            return ConstSpMM.apply(self.a, self.at, w)
+        return DeviceConstSpMM.apply(self.a_t, self.at_t, w)
 
 
 def constant_features(x: torch.Tensor) -> ConstSparse | None:
-    """A sparse feature matrix as :class:`ConstSparse` (``None`` for dense ``x``, which needs none)."""
-    return ConstSparse(to_scipy(x)) if is_sparse(x) else None
+    """A sparse feature matrix as :class:`ConstSparse` on ``x``'s device (``None`` for dense ``x``)."""
+    return ConstSparse(to_scipy(x), x.device) if is_sparse(x) else None
 
 
 def as_scipy_features(x) -> sp.csr_matrix:
@@ -111,20 +139,23 @@ def as_scipy_features(x) -> sp.csr_matrix:
 
 class FirstLayerInput:
     """The constant part of layer 1 on rows ``r1``: ``P1 @ X`` as a dense matrix or as two sparse
-    factors. ``self @ w`` = ``P1 X w`` (differentiable in ``w``)."""
+    factors, on ``device`` (default: the CPU). ``self @ w`` = ``P1 X w`` (differentiable in ``w``)."""
 
-    def __init__(self, p1: sp.csr_matrix, x: sp.csr_matrix, mode: str = "auto"):
+    def __init__(self, p1: sp.csr_matrix, x: sp.csr_matrix, mode: str = "auto", device=None):
         if mode not in BLOCK_MODES:
             raise ForetellError(f"unknown block mode {mode!r}; accepted: {', '.join(BLOCK_MODES)}")
         rows, feats = p1.shape[0], x.shape[1]
-        if mode == "auto":
+        if mode == "auto" and not on_cpu(device):
+            mode = "dense" if rows * feats * 4 <= DEVICE_DENSE_MAX_BYTES else "sparse"
+        elif mode == "auto":
             fits = rows * feats * 4 <= DENSE_MAX_BYTES
             mode = "dense" if fits and rows * feats <= DENSE_SPEEDUP * (x.nnz + p1.nnz) else "sparse"
         self.mode = mode
         if mode == "dense":
-            self.ax = torch.from_numpy(np.asarray((p1 @ x).toarray(), dtype=np.float32))
+            ax = torch.from_numpy(np.asarray((p1 @ x).toarray(), dtype=np.float32))
+            self.ax = ax if on_cpu(device) else ax.to(device)
         else:
-            self.x, self.p1 = ConstSparse(x), ConstSparse(p1)
+            self.x, self.p1 = ConstSparse(x, device), ConstSparse(p1, device)
 
     def __matmul__(self, w: torch.Tensor) -> torch.Tensor:
         if self.mode == "dense":
@@ -137,17 +168,20 @@ class GCNBlock:
 
     ``layer1 @ w`` gives the layer-1 pre-activation on the 1-hop rows ``r1`` (features of the first
     ``num_const`` nodes only when ``num_const`` is given; the rest are returned in ``r2_var``, the
-    positions in ``r2`` of nodes whose features change), ``p2 @ h`` propagates to ``out_nodes``."""
+    positions in ``r2`` of nodes whose features change), ``p2 @ h`` propagates to ``out_nodes``.
+    The products run on ``device`` (default: the device of ``x``)."""
 
     def __init__(self, prop: sp.csr_matrix, x, out_nodes: np.ndarray, mode: str = "auto",
-                 num_const: int | None = None):
+                 num_const: int | None = None, device=None):
+        device = device_of(x) if device is None else torch.device(device)
+        self.device = device
         out_nodes = np.asarray(out_nodes)
         self.r1 = neighbourhood(prop, out_nodes)
         self.r2 = neighbourhood(prop, self.r1)
         p1 = prop[self.r1][:, self.r2]
         const = self.r2 if num_const is None else self.r2[self.r2 < num_const]
         cols = np.arange(len(const))
-        self.layer1 = FirstLayerInput(p1[:, cols], as_scipy_features(x)[const], mode)
+        self.layer1 = FirstLayerInput(p1[:, cols], as_scipy_features(x)[const], mode, device)
         self.var_nodes = self.r2[len(const):]          # r2 is sorted: variable nodes come last
-        self.p1_var = ConstSparse(p1[:, len(const):]) if len(self.var_nodes) else None
-        self.p2 = ConstSparse(prop[out_nodes][:, self.r1])
+        self.p1_var = ConstSparse(p1[:, len(const):], device) if len(self.var_nodes) else None
+        self.p2 = ConstSparse(prop[out_nodes][:, self.r1], device)

@@ -80,6 +80,9 @@ def _add_victim_args(p) -> None:
 
 
 def _add_common(p) -> None:
+    from foretell.core.device import add_device_argument
+
+    add_device_argument(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2,3,4 (overrides --seed)")
     p.add_argument("--quick", action="store_true", help="short schedules for a smoke test (not for results)")
@@ -159,14 +162,19 @@ def _nifa_config(args, dataset: str):
         over = {**QUICK, **over}
     if args.injection_rate is not None and args.num_injected is None:
         over["num_injected"] = None
-    return NIFAConfig.preset(dataset, **over)
+    return NIFAConfig.preset(dataset, device=args.device, **over)
 
 
 def _setup(args):
+    """Warnings, threads, and ``args.device`` checked (one-line error before any data is read) and
+    normalised to its string form."""
     import warnings
 
     import torch
 
+    from foretell.core.device import resolve_device
+
+    args.device = str(resolve_device(args.device))
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     warnings.filterwarnings("ignore", message="Sparse invariant checks")
     torch.set_num_threads(max(1, args.threads))
@@ -195,7 +203,7 @@ def _cmd_run(args) -> int:
     if args.quick:
         fair.estimator_epochs = 20
     cfg = EvalConfig(seeds=seeds, victims=victims, baselines=baselines, nifa=_nifa_config(args, name),
-                     victim=vcfg, fair=fair, defense=args.defense)
+                     victim=vcfg, fair=fair, defense=args.defense, device=args.device)
     report = evaluate(name, data, cfg, json_path=args.json, save_poisoned=args.save_poisoned,
                       log=lambda m: print(m, flush=True))
     print_report(report)
@@ -216,7 +224,7 @@ def _cmd_attack(args) -> int:
     path = poisoned.save(args.save_poisoned)
     info = {"dataset": name, "num_nodes": int(data.num_nodes), "num_injected": poisoned.num_injected,
             "edges_added": poisoned.info["num_edges_added"], "seconds": poisoned.info["seconds"],
-            "saved": str(path), "config": poisoned.info["config"]}
+            "saved": str(path), "config": poisoned.info["config"], "device": args.device}
     print(f"NIFA on {name}: injected {poisoned.num_injected} nodes with {info['edges_added']} edges in "
           f"{info['seconds']['total']:.1f} s; saved to {path}")
     if args.json:

@@ -13,12 +13,12 @@ def apply_defense(data, eta: float, uncertainty: np.ndarray):
     nodes (``uncertainty`` from :meth:`foretell.nifa.NIFA.uncertainty` on the graph to be trained on)."""
     if not 0 <= eta < 1:
         raise ForetellError(f"--defense ETA must be in [0, 1), got {eta}")
-    train = np.flatnonzero(data.train_mask.numpy())
+    train = np.flatnonzero(data.train_mask.cpu().numpy())
     unc = np.asarray(uncertainty)[train]
     if np.isnan(unc).any():
         raise ForetellError("defense needs the uncertainty of every training node")
     drop = train[np.argsort(-unc, kind="stable")[: int(np.floor(eta * len(train)))]]
     out = data.clone()
     out.train_mask = data.train_mask.clone()
-    out.train_mask[torch.as_tensor(drop, dtype=torch.long)] = False
+    out.train_mask[torch.as_tensor(drop, dtype=torch.long, device=data.train_mask.device)] = False
     return out

@@ -4,10 +4,13 @@ For every seed: NIFA attacks the clean graph (config seed = run seed), the basel
 their budgets, and each victim is trained (same seed) on each graph; metrics are on the test nodes
 of the fixed split. The report follows the issue's JSON schema and keeps every per-seed run under
 ``runs`` so partial reports (e.g. seeds run in separate processes) can be merged.
+Everything runs on ``EvalConfig.device`` (default: where ``data`` is); the report's ``config.device``
+says which.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ class EvalConfig:
     fair: FairConfig = field(default_factory=FairConfig)
     defense: float | None = None
     fagnn_rate: float = 0.05
+    device: str | None = None      # None: where the data is; else the data is moved there first
 
 
 def _undirected_edges(data) -> int:
@@ -128,7 +132,7 @@ def build_report(dataset: str, data, cfg: EvalConfig, seed_results: list[dict]) 
     report["config"] = {"nifa": dataclasses.asdict(cfg.nifa), "victim": dataclasses.asdict(cfg.victim),
                         "fair": dataclasses.asdict(cfg.fair), "defense": cfg.defense,
                         "fagnn_rate": cfg.fagnn_rate, "victims": list(cfg.victims),
-                        "baselines": list(cfg.baselines)}
+                        "baselines": list(cfg.baselines), "device": _device_name(data, cfg)}
     report["per_seed"] = seed_results
     return report
 
@@ -141,6 +145,9 @@ def evaluate(dataset: str, data, cfg: EvalConfig, *, json_path=None, save_poison
     bad = [b for b in cfg.baselines if b not in BASELINES]
     if bad:
         raise ForetellError(f"unknown baseline(s) {bad}; accepted: {', '.join(BASELINES)}")
+    device = data_device(data, cfg)
+    if data.x.device != device:
+        data = copy.copy(data).to(device)          # a moved shallow copy: the caller's data stays put
     results, t0 = [], time.perf_counter()
 
     def write(partial=None):
@@ -159,6 +166,24 @@ def evaluate(dataset: str, data, cfg: EvalConfig, *, json_path=None, save_poison
     return report
 
 
+def data_device(data, cfg: EvalConfig):
+    """The device the runs use: ``cfg.device`` (checked to exist), else the device of ``data.x``."""
+    if cfg.device is None:
+        return data.x.device
+    from foretell.core.device import resolve_device
+
+    return resolve_device(cfg.device)
+
+
+def _device_name(data, cfg: EvalConfig):
+    """``config.device`` of the report: the asked device, else the data's (None for a merged report
+    whose parts did not record one)."""
+    if cfg.device is not None:
+        return str(cfg.device)
+    x = getattr(data, "x", None)
+    return None if x is None else str(x.device)
+
+
 def merge_reports(reports: list[dict]) -> dict:
     """Combine reports of the same data set and config run on disjoint seeds into one."""
     if not reports:
@@ -172,6 +197,7 @@ def merge_reports(reports: list[dict]) -> dict:
     cfg = EvalConfig(seeds=tuple(seeds), victims=tuple(c["victims"]), baselines=tuple(c["baselines"]),
                      nifa=NIFAConfig(**c["nifa"]), victim=VictimConfig(**c["victim"]), fair=FairConfig(**c["fair"]),
                      defense=c["defense"], fagnn_rate=c["fagnn_rate"])
+    cfg.device = c.get("device")
 
     out = build_report(first["dataset"], _ShapeData(first), cfg, per_seed)
     out["seconds_total"] = sum(r.get("seconds_total", 0.0) for r in reports)

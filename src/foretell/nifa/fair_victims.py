@@ -14,6 +14,8 @@ is trained adversarially to hide the sensitive attribute from a discriminator on
 encoder + classifier minimise ``BCE + alpha * L_fool`` (L_fool pushes the discriminator's output on
 the embedding to 0.5); after each encoder step the first-layer weights of each input feature are
 clamped to ``clip * (1 - |corr(feature, s)| / max |corr|)`` (adaptive weight clamping).
+
+Both train on the device of ``data``; parameters are initialised on the CPU and moved (as the plain victims).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch_geometric.nn import GATConv, GCNConv
 from foretell.core.errors import ForetellError
 from foretell.nifa.blocks import constant_features
 from foretell.nifa.graph import is_sparse, to_scipy
-from foretell.nifa.victims import VictimConfig, bind_constant_graph, evaluate_predictions, sparse_adjacency
+from foretell.nifa.victims import VictimConfig, bind_constant_graph, evaluate_predictions, mask_index, sparse_adjacency
 
 
 @dataclass
@@ -70,19 +72,19 @@ def _sens_train(data, number: int, seed: int) -> torch.Tensor:
     if len(known) == 0:
         raise ForetellError("FairGNN/FairVGNN need training nodes with a known sensitive value; there are none")
     g = torch.Generator().manual_seed(seed)
-    return known[torch.randperm(len(known), generator=g)[:number]]
+    return known[torch.randperm(len(known), generator=g)[:number].to(known.device)]
 
 
 def _fit(model_step, eval_logits, data, cfg: VictimConfig):
     """Shared loop: ``model_step(epoch)`` trains one epoch; ``eval_logits()`` -> (N,) logits."""
-    val, y = data.val_mask, data.y.float()
+    val, y = mask_index(data.val_mask), data.y.float()
     best, best_state, best_epoch, epoch = (-1.0, float("inf")), None, 0, 0
     for epoch in range(cfg.max_epochs):
         model_step(epoch)
-        with torch.no_grad():
+        with torch.no_grad():       # one read-back per epoch (early stopping)
             out = eval_logits(train=False)
-            acc = float(((out[val] > 0).float() == y[val]).float().mean())
-            loss = float(F.binary_cross_entropy_with_logits(out[val], y[val]))
+            acc, loss = torch.stack([((out[val] > 0).float() == y[val]).float().mean(),
+                                     F.binary_cross_entropy_with_logits(out[val], y[val])]).tolist()
         if (acc, -loss) > (best[0], -best[1]):
             best, best_epoch, best_state = (acc, loss), epoch, copy.deepcopy(eval_logits.state())
         elif epoch >= cfg.min_epochs and epoch - best_epoch > cfg.patience:
@@ -116,10 +118,10 @@ def train_fairgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
     torch.manual_seed(seed)
     adj = sparse_adjacency(data)
     graph = data.edge_index if fc.fairgnn_encoder == "gat" else adj
-    x, n, h = data.x, data.num_nodes, cfg.hidden
+    x, n, h, dev = data.x, data.num_nodes, cfg.hidden, data.x.device
     idx_s = _sens_train(data, fc.sens_number, seed)
     s_true = data.sens[idx_s].float()
-    est = torch.nn.ModuleDict({"conv": GCNConv(x.shape[1], h, cached=True), "out": torch.nn.Linear(h, 1)})
+    est = torch.nn.ModuleDict({"conv": GCNConv(x.shape[1], h, cached=True), "out": torch.nn.Linear(h, 1)}).to(dev)
     bind_constant_graph(est, data)
     opt_e = torch.optim.Adam(est.parameters(), lr=fc.estimator_lr, weight_decay=1e-5)
     for _ in range(fc.estimator_epochs):
@@ -130,11 +132,11 @@ def train_fairgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
     with torch.no_grad():
         s_score = torch.sigmoid(est["out"](torch.relu(est["conv"](x, adj))).view(-1))
         s_score[idx_s] = s_true
-    enc = bind_constant_graph(_Encoder(fc.fairgnn_encoder, x.shape[1], h, fc.dropout), data)
-    cls, adv = torch.nn.Linear(h, 1), torch.nn.Linear(h, 1)
+    enc = bind_constant_graph(_Encoder(fc.fairgnn_encoder, x.shape[1], h, fc.dropout).to(dev), data)
+    cls, adv = torch.nn.Linear(h, 1).to(dev), torch.nn.Linear(h, 1).to(dev)
     opt_g = torch.optim.Adam(list(enc.parameters()) + list(cls.parameters()), lr=cfg.lr, weight_decay=1e-5)
     opt_a = torch.optim.Adam(adv.parameters(), lr=cfg.lr, weight_decay=1e-5)
-    train, y = data.train_mask, data.y.float()
+    train, y = mask_index(data.train_mask), data.y.float()
 
     def step(_epoch):
         enc.train(), cls.train()
@@ -157,17 +159,17 @@ def train_fairgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
 
 
 def _feature_sens_corr(x, sens) -> torch.Tensor:
-    """|Pearson correlation| of each feature with the sensitive attribute (known nodes)."""
-    known = (sens >= 0).numpy()
-    s = sens.numpy()[known].astype(np.float64)
-    m = to_scipy(x)[known] if is_sparse(x) else x.numpy()[known]
+    """|Pearson correlation| of each feature with the sensitive attribute (known nodes), on ``x``'s device."""
+    known = (sens >= 0).cpu().numpy()
+    s = sens.cpu().numpy()[known].astype(np.float64)
+    m = to_scipy(x)[known] if is_sparse(x) else x.cpu().numpy()[known]
     mean = np.asarray(m.mean(0)).ravel()
     sq = np.asarray(m.multiply(m).mean(0)).ravel() if hasattr(m, "multiply") else (m ** 2).mean(0)
     cross = np.asarray(m.T @ s).ravel() / len(s)
     cov = cross - mean * s.mean()
     std = np.sqrt(np.maximum(sq - mean ** 2, 0)) * s.std()
     corr = np.divide(np.abs(cov), std, out=np.zeros_like(cov), where=std > 0)
-    return torch.from_numpy(corr.astype(np.float32))
+    return torch.from_numpy(corr.astype(np.float32)).to(x.device)
 
 
 def train_fairvgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
@@ -175,19 +177,19 @@ def train_fairvgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
     _binary(data)
     torch.manual_seed(seed)
     adj = sparse_adjacency(data)
-    x, h, f = data.x, cfg.hidden, data.x.shape[1]
+    x, h, f, dev = data.x, cfg.hidden, data.x.shape[1], data.x.device
     idx_s = _sens_train(data, 10 ** 9, seed)
     s_true = data.sens[idx_s].float()
     corr = _feature_sens_corr(x, data.sens)
     bound = (fc.fairvgnn_clip * (1 - corr / corr.max().clamp_min(1e-12))).unsqueeze(0)  # (1, F)
-    mask_logit = torch.nn.Parameter(torch.full((f,), 3.0))
-    w1 = torch.nn.Parameter(torch.nn.init.xavier_uniform_(torch.empty(h, f)))
-    conv = GCNConv(h, h, cached=True, bias=True)           # propagates the masked projection
-    cls, disc = torch.nn.Linear(h, 1), torch.nn.Linear(h, 1)
+    mask_logit = torch.nn.Parameter(torch.full((f,), 3.0, device=dev))
+    w1 = torch.nn.Parameter(torch.nn.init.xavier_uniform_(torch.empty(h, f)).to(dev))
+    conv = GCNConv(h, h, cached=True, bias=True).to(dev)   # propagates the masked projection
+    cls, disc = torch.nn.Linear(h, 1).to(dev), torch.nn.Linear(h, 1).to(dev)
     opt_m = torch.optim.Adam([mask_logit], lr=cfg.lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr)
     opt_c = torch.optim.Adam([w1, *conv.parameters(), *cls.parameters()], lr=cfg.lr)
-    train, y = data.train_mask, data.y.float()
+    train, y = mask_index(data.train_mask), data.y.float()
     torch.nn.init.eye_(conv.lin.weight)
     conv.lin.weight.requires_grad_(False)
 

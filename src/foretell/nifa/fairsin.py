@@ -19,6 +19,8 @@ sensitive attribute), used by the NIFA paper with a GCN encoder and delta = 4:
 Exact shortcut: ``MLP(x) = Z W3^T + b3`` with ``Z`` the MLP's last hidden layer (N x hidden), so the
 encoder's first map of ``x + delta MLP(x)`` is ``x W^T + delta (Z (W3^T W^T) + b3 W^T)``: the dense
 (N x F) neutralised feature matrix is never formed (``test_fairsin_low_rank_input_is_exact``).
+
+Trains on the device of ``data``; the neighbour means are computed on the host (scipy) once.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from torch_geometric.nn import GCNConv
 from foretell.core.errors import ForetellError
 from foretell.nifa.blocks import ConstSparse, as_scipy_features
 from foretell.nifa.fair_victims import _binary, _Evaluator, _fit
-from foretell.nifa.graph import adjacency
-from foretell.nifa.victims import VictimConfig, sparse_adjacency
+from foretell.nifa.graph import adjacency, device_of
+from foretell.nifa.victims import VictimConfig, mask_index, sparse_adjacency
 
 
 @dataclass
@@ -52,7 +54,7 @@ def heterogeneous_neighbour_mean(data) -> tuple[np.ndarray, np.ndarray]:
     """(nodes, means): nodes with at least one neighbour of the other (known) sensitive group, and the
     mean feature vector of those neighbours (dense float32, one row per node)."""
     a = adjacency(data.edge_index, data.num_nodes).tocoo()
-    s = data.sens.numpy()
+    s = data.sens.cpu().numpy()
     keep = (s[a.row] >= 0) & (s[a.col] >= 0) & (s[a.row] != s[a.col])
     h = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (a.row[keep], a.col[keep])),
                       shape=a.shape)
@@ -88,7 +90,8 @@ def neutralised_projection(x, z: torch.Tensor, w3: torch.Tensor, b3: torch.Tenso
 def _features(x, rows=None):
     m = as_scipy_features(x)
     m = m if rows is None else m[rows]
-    return ConstSparse(m) if m.nnz < 0.5 * m.shape[0] * m.shape[1] else torch.from_numpy(m.toarray())
+    dev = device_of(x)
+    return ConstSparse(m, dev) if m.nnz < 0.5 * m.shape[0] * m.shape[1] else torch.from_numpy(m.toarray()).to(dev)
 
 
 def fit_neighbour_mlp(data, hidden: int, fc: FairSINConfig, seed: int) -> NeighbourMLP:
@@ -100,10 +103,11 @@ def fit_neighbour_mlp(data, hidden: int, fc: FairSINConfig, seed: int) -> Neighb
     perm = nodes[torch.randperm(len(nodes), generator=gen).numpy()]
     pos = {int(n): i for i, n in enumerate(nodes)}
     n_val = max(1, len(perm) // 10)
-    splits = {k: (idx, torch.from_numpy(target[[pos[int(n)] for n in idx]]))
+    dev = data.x.device
+    splits = {k: (idx, torch.from_numpy(target[[pos[int(n)] for n in idx]]).to(dev))
               for k, idx in (("val", perm[:n_val]), ("train", perm[n_val:]))}
     xs = {k: _features(data.x, idx) for k, (idx, _) in splits.items()}
-    mlp = NeighbourMLP(data.x.shape[1], hidden)
+    mlp = NeighbourMLP(data.x.shape[1], hidden).to(dev)
     opt = torch.optim.Adam(mlp.parameters(), lr=fc.mlp_lr, weight_decay=fc.mlp_weight_decay)
     best, best_state = float("inf"), None
     for _ in range(fc.mlp_steps):
@@ -111,7 +115,7 @@ def fit_neighbour_mlp(data, hidden: int, fc: FairSINConfig, seed: int) -> Neighb
         F.mse_loss(mlp(xs["train"]), splits["train"][1]).backward()
         opt.step()
         with torch.no_grad():
-            val = float(F.mse_loss(mlp(xs["val"]), splits["val"][1]))
+            val = float(F.mse_loss(mlp(xs["val"]), splits["val"][1]))    # one read-back per step
         if val < best:
             best, best_state = val, {k: v.clone() for k, v in mlp.state_dict().items()}
     mlp.load_state_dict(best_state)
@@ -128,11 +132,12 @@ def train_fairsin(data, seed: int, cfg: VictimConfig | None = None, fc: FairSINC
     with torch.no_grad():
         z = mlp.hidden(x)                                        # (N, hidden), constant from here on
         w3, b3 = fc.delta * mlp.fc3.weight, fc.delta * mlp.fc3.bias  # delta * MLP(x) = z w3^T + b3
-    lin = torch.nn.Linear(data.x.shape[1], cfg.hidden, bias=False)
-    conv = GCNConv(cfg.hidden, cfg.hidden, cached=True, bias=True)   # propagation + bias only
+    dev = data.x.device
+    lin = torch.nn.Linear(data.x.shape[1], cfg.hidden, bias=False).to(dev)
+    conv = GCNConv(cfg.hidden, cfg.hidden, cached=True, bias=True).to(dev)   # propagation + bias only
     torch.nn.init.eye_(conv.lin.weight)
     conv.lin.weight.requires_grad_(False)
-    cls = torch.nn.Linear(cfg.hidden, 1)
+    cls = torch.nn.Linear(cfg.hidden, 1).to(dev)
     adj = sparse_adjacency(data)
 
     def logits():
@@ -140,7 +145,7 @@ def train_fairsin(data, seed: int, cfg: VictimConfig | None = None, fc: FairSINC
 
     params = [lin.weight, conv.bias, *cls.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    train, y = data.train_mask, data.y.float()
+    train, y = mask_index(data.train_mask), data.y.float()
 
     def step(_epoch):
         opt.zero_grad()

@@ -14,6 +14,10 @@ Exact shortcut for the feature step: the injected features only reach their 2-ho
 logits of training nodes outside it are constants while the surrogate is frozen. Per round we cache
 those logits and the real-feature part of layer 1, and each step recomputes only the 1-hop rows of
 layer 1 and the affected training rows of layer 2 (``FeatureObjective.full_loss`` is the reference).
+
+Everything runs on the device of the poisoned graph's features; the surrogate's weights and the
+injected nodes' start are drawn on the CPU with the attack's generator and moved, so a GPU run starts
+from the same numbers as a CPU run. The steps read no values back except the per-round history.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from foretell.core.progress import progress
-from foretell.nifa.blocks import GCNBlock
+from foretell.nifa.blocks import ConstSparse, GCNBlock
 from foretell.nifa.graph import feature_mm, gcn_norm, neighbourhood, rows, to_torch
 
 
@@ -53,13 +57,13 @@ def feature_box(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = to_scipy(x)
         lo = torch.from_numpy(np.asarray(m.min(0).todense()).ravel().astype(np.float32))
         hi = torch.from_numpy(np.asarray(m.max(0).todense()).ravel().astype(np.float32))
-        return lo, hi
+        return lo.to(x.device), hi.to(x.device)
     return x.min(0).values, x.max(0).values
 
 
 def init_features(num: int, lo: torch.Tensor, hi: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """N(0.5, 0.5^2) start, clamped to the box."""
-    x = 0.5 + 0.5 * torch.randn(num, lo.numel(), generator=gen)
+    """N(0.5, 0.5^2) start (drawn with the CPU generator ``gen``), clamped to the box on ``lo``'s device."""
+    x = (0.5 + 0.5 * torch.randn(num, lo.numel(), generator=gen)).to(lo.device)
     return torch.max(torch.min(x, hi), lo)
 
 
@@ -92,7 +96,19 @@ def label_gap_direction(y: torch.Tensor, sens: torch.Tensor, num_classes: int) -
     return torch.where(gap < 0, -1.0, 1.0)
 
 
-def fairness_gaps(logits, y, sens, num_classes, eo_terms: str = "true_class", direction=None):
+def gap_index(y: torch.Tensor, sens: torch.Tensor, num_classes: int):
+    """The rows :func:`fairness_gaps` averages over, as index tensors (computed once for fixed ``y``
+    and ``sens``, so that a step on a GPU reads nothing back): (s=1 rows, s=0 rows, per class c the
+    pair (s=1 & y=c rows, s=0 & y=c rows), or ``None`` when one of them is empty)."""
+    s1, s0 = sens == 1, sens == 0
+    per = []
+    for c in range(num_classes):
+        a, b = s1 & (y == c), s0 & (y == c)
+        per.append((a.nonzero().view(-1), b.nonzero().view(-1)) if a.any() and b.any() else None)
+    return s1.nonzero().view(-1), s0.nonzero().view(-1), per
+
+
+def fairness_gaps(logits, y, sens, num_classes, eo_terms: str = "true_class", direction=None, index=None):
     """(L_SP, L_EO): squared gaps of group-mean logits between the sensitive groups.
 
     L_SP: MSE between the two groups' mean logit vectors. L_EO, ``"true_class"`` (the NIFA code):
@@ -102,15 +118,17 @@ def fairness_gaps(logits, y, sens, num_classes, eo_terms: str = "true_class", di
 
     ``direction`` (non-paper, ``FeatureConfig.directional_gaps``; per-class signs, e.g.
     :func:`label_gap_direction`): every squared gap of a class-c entry becomes the signed square
-    ``direction[c] * gap * |gap|``, so maximising it widens the gap on the side of the labels' gap only."""
-    s1, s0 = sens == 1, sens == 0
-    l_sp = _sq(logits[s1].mean(0) - logits[s0].mean(0), direction).mean()
+    ``direction[c] * gap * |gap|``, so maximising it widens the gap on the side of the labels' gap only.
+    ``index``: :func:`gap_index` of ``y``, ``sens`` if precomputed."""
+    i1, i0, per = gap_index(y, sens, num_classes) if index is None else index
+    l_sp = _sq(logits[i1].mean(0) - logits[i0].mean(0), direction).mean()
     terms = []
-    for c in range(num_classes):
-        a, b = s1 & (y == c), s0 & (y == c)
-        if not (a.any() and b.any()):
+    for c, pair in enumerate(per):
+        if pair is None:
             terms.append(logits.new_zeros(()))     # the NIFA code's zero entry for an empty class
-        elif eo_terms == "true_class":
+            continue
+        a, b = pair
+        if eo_terms == "true_class":
             terms.append(_sq(logits[a, c].mean() - logits[b, c].mean(), None if direction is None else direction[c]))
         else:
             terms.append(_sq(logits[a].mean(0) - logits[b].mean(0), direction).mean())
@@ -124,33 +142,48 @@ class FeatureObjective:
     def __init__(self, data, num_real: int, groups: np.ndarray, train: np.ndarray, cfg: FeatureConfig,
                  gen: torch.Generator, block_mode: str = "auto"):
         self.cfg, self.num_real, self.train = cfg, num_real, train
-        self.groups = torch.as_tensor(groups)
+        self.device = dev = data.x.device
+        self.groups = torch.as_tensor(groups, device=dev)
+        self.g1, self.g0 = (torch.as_tensor(np.flatnonzero(np.asarray(groups) == g), device=dev) for g in (1, 0))
         self.prop = gcn_norm(data.edge_index, data.num_nodes)
+        self._prop_c = self._prop_train_c = None
         self.x_real = rows(data.x, np.arange(num_real)) if data.x.shape[0] != num_real else data.x
-        self.y = data.y[torch.as_tensor(train)]
-        self.sens = data.sens[torch.as_tensor(train)]
+        self.y = data.y[torch.as_tensor(train, device=data.y.device)].to(dev)
+        self.sens = data.sens[torch.as_tensor(train, device=data.sens.device)].to(dev)
         self.num_classes = int(data.y.max()) + 1
+        self.gaps = gap_index(self.y, self.sens, self.num_classes)
         self.direction = label_gap_direction(self.y, self.sens, self.num_classes) if cfg.directional_gaps else None
-        self.model = Surrogate(data.x.shape[1], cfg.hidden, self.num_classes, gen)
+        self.model = Surrogate(data.x.shape[1], cfg.hidden, self.num_classes, gen).to(dev)
         inj = np.arange(num_real, data.num_nodes)
         # surrogate block: train rows <- r1 <- r2; A_hat X of the real rows is constant for the attack
         self.block = GCNBlock(self.prop, self.x_real, train, mode=block_mode, num_const=num_real)
-        self.r2_inj = torch.as_tensor(self.block.var_nodes - num_real)
+        self.r2_inj = torch.as_tensor(self.block.var_nodes - num_real, device=dev)
         # feature block: injected -> R1 (1 hop) -> affected train rows T2
         self.R1 = neighbourhood(self.prop, inj)
         in_r1 = np.zeros(data.num_nodes, dtype=bool)
         in_r1[self.R1] = True
         reach = neighbourhood(self.prop, self.R1)
         t_mask = np.isin(train, reach)
-        self.t2_pos = torch.as_tensor(np.flatnonzero(t_mask))
+        self.t2_pos = torch.as_tensor(np.flatnonzero(t_mask), device=dev)
         t2 = train[t_mask]
         pr1 = self.prop[self.R1]
-        self.a_real = to_torch(pr1[:, :num_real])
-        self.a_inj = torch.from_numpy(pr1[:, num_real:].toarray())
+        self.a_real = self._const(pr1[:, :num_real])
+        self.a_inj = torch.from_numpy(pr1[:, num_real:].toarray()).to(dev)
         pt2 = self.prop[t2]
-        self.p_t2_r1 = to_torch(pt2[:, self.R1])
+        self.p_t2_r1 = self._const(pt2[:, self.R1])
         keep = np.flatnonzero(~in_r1)
-        self.p_t2_rest, self.rest = to_torch(pt2[:, keep]), torch.as_tensor(keep)
+        self.p_t2_rest, self.rest = self._const(pt2[:, keep]), torch.as_tensor(keep, device=dev)
+
+    def _const(self, m):
+        """A constant sparse matrix for :func:`_mm`: torch CSR on the CPU, :class:`ConstSparse`
+        (precomputed transpose for the backward) on a GPU."""
+        return to_torch(m) if self.device.type == "cpu" else ConstSparse(m, self.device)
+
+    def _props(self):
+        """The whole graph's A_hat and its training rows as :meth:`_const` (built once)."""
+        if self._prop_c is None:
+            self._prop_c, self._prop_train_c = self._const(self.prop), self._const(self.prop[self.train])
+        return self._prop_c, self._prop_train_c
 
     # ---- surrogate -------------------------------------------------------------------------
     def surrogate_logits(self, x_inj: torch.Tensor) -> torch.Tensor:
@@ -172,22 +205,29 @@ class FeatureObjective:
         return float(loss.detach())
 
     # ---- feature loss ----------------------------------------------------------------------
-    def loss_from_logits(self, logits, x_inj, cf_features=None):
-        """Feature loss; L_CF is computed on ``cf_features`` (default ``x_inj``)."""
+    def loss_terms(self, logits, x_inj, cf_features=None):
+        """(feature loss, its terms {"ce", "sp", "eo", "cf"} as detached tensors); L_CF is computed on
+        ``cf_features`` (default ``x_inj``)."""
         ce = F.cross_entropy(logits, self.y)
-        l_sp, l_eo = fairness_gaps(logits, self.y, self.sens, self.num_classes, self.cfg.eo_terms, self.direction)
-        g = self.groups
+        l_sp, l_eo = fairness_gaps(logits, self.y, self.sens, self.num_classes, self.cfg.eo_terms, self.direction,
+                                   self.gaps)
         cf = x_inj if cf_features is None else cf_features
-        l_cf = F.mse_loss(cf[g == 1].mean(0), cf[g == 0].mean(0))
+        l_cf = F.mse_loss(cf[self.g1].mean(0), cf[self.g0].mean(0))
         total = ce - self.cfg.beta * (l_sp + l_eo) - self.cfg.alpha * l_cf
-        return total, {k: float(v.detach()) for k, v in (("ce", ce), ("sp", l_sp), ("eo", l_eo), ("cf", l_cf))}
+        return total, {k: v.detach() for k, v in (("ce", ce), ("sp", l_sp), ("eo", l_eo), ("cf", l_cf))}
+
+    def loss_from_logits(self, logits, x_inj, cf_features=None):
+        """Feature loss and its terms as floats; L_CF is computed on ``cf_features`` (default ``x_inj``)."""
+        total, parts = self.loss_terms(logits, x_inj, cf_features)
+        return total, {k: float(v) for k, v in parts.items()}
 
     def full_logits(self, x_inj: torch.Tensor) -> torch.Tensor:
         """Reference: surrogate logits of the training nodes from the whole graph."""
         m = self.model
+        prop, prop_train = self._props()
         xw = torch.cat([feature_mm(self.x_real, m.w1), x_inj @ m.w1], 0)
-        h = torch.relu(torch.sparse.mm(to_torch(self.prop), xw) + m.b1)
-        return (torch.sparse.mm(to_torch(self.prop[self.train]), h @ m.w2) + m.b2)
+        h = torch.relu(_mm(prop, xw) + m.b1)
+        return _mm(prop_train, h @ m.w2) + m.b2
 
     def full_loss(self, x_inj):
         return self.loss_from_logits(self.full_logits(x_inj), x_inj)
@@ -195,19 +235,20 @@ class FeatureObjective:
     def freeze(self, x_inj: torch.Tensor) -> None:
         """Cache the parts of the logits the injected features cannot change (surrogate fixed)."""
         m = self.model
+        prop, prop_train = self._props()
         with torch.no_grad():
             xw_real = feature_mm(self.x_real, m.w1)
             xw = torch.cat([xw_real, x_inj @ m.w1], 0)
-            h = torch.relu(torch.sparse.mm(to_torch(self.prop), xw) + m.b1)
+            h = torch.relu(_mm(prop, xw) + m.b1)
             z = h @ m.w2
-            self.base_logits = torch.sparse.mm(to_torch(self.prop[self.train]), z) + m.b2
-            self.c1 = torch.sparse.mm(self.a_real, xw_real) + m.b1
-            self.const_t2 = torch.sparse.mm(self.p_t2_rest, z[self.rest]) + m.b2
+            self.base_logits = _mm(prop_train, z) + m.b2
+            self.c1 = _mm(self.a_real, xw_real) + m.b1
+            self.const_t2 = _mm(self.p_t2_rest, z[self.rest]) + m.b2
             self.w1, self.w2 = m.w1.detach(), m.w2.detach()
 
     def fast_logits(self, x_inj: torch.Tensor) -> torch.Tensor:
         h_r1 = torch.relu(self.c1 + self.a_inj @ (x_inj @ self.w1))
-        out_t2 = self.const_t2 + torch.sparse.mm(self.p_t2_r1, h_r1 @ self.w2)
+        out_t2 = self.const_t2 + _mm(self.p_t2_r1, h_r1 @ self.w2)
         logits = self.base_logits.clone()
         logits[self.t2_pos] = out_t2
         return logits
@@ -223,10 +264,20 @@ class FeatureObjective:
     def fast_loss(self, x_inj, cf_features=None):
         return self.loss_from_logits(self.fast_logits(x_inj), x_inj, cf_features)
 
+    def fast_terms(self, x_inj):
+        """:meth:`fast_loss` with the terms left as tensors (nothing read back)."""
+        return self.loss_terms(self.fast_logits(x_inj), x_inj)
+
+
+def _mm(a, w: torch.Tensor) -> torch.Tensor:
+    """``a @ w`` for a :meth:`FeatureObjective._const` matrix."""
+    return torch.sparse.mm(a, w) if isinstance(a, torch.Tensor) else a @ w
+
 
 def optimise_features(data, num_real: int, groups: np.ndarray, train: np.ndarray, cfg: FeatureConfig,
                       lo: torch.Tensor, hi: torch.Tensor, integer: bool, gen: torch.Generator):
-    """Run the alternating optimisation; returns (final features, per-round loss history)."""
+    """Run the alternating optimisation on ``data``'s device; returns (final features, per-round loss
+    history). ``gen`` is a CPU generator (see the module docstring)."""
     obj = FeatureObjective(data, num_real, groups, train, cfg, gen)
     x_inj = init_features(len(groups), lo, hi, gen).requires_grad_(True)
     opt_s = torch.optim.Adam(obj.model.parameters(), lr=cfg.lr)
@@ -238,10 +289,11 @@ def optimise_features(data, num_real: int, groups: np.ndarray, train: np.ndarray
         parts = {}
         for _ in range(cfg.max_step):
             opt_x.zero_grad()
-            loss, parts = obj.fast_loss(x_inj)
+            loss, parts = obj.fast_terms(x_inj)
             loss.backward()
             opt_x.step()
             with torch.no_grad():
                 x_inj.copy_(torch.max(torch.min(x_inj, hi), lo))
+        parts = {k: float(v) for k, v in parts.items()}
         history.append({"surrogate_ce": ce_s, **parts, **obj.train_gap(x_inj.detach())})
     return finalize_features(x_inj, lo, hi, integer), history

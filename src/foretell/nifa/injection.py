@@ -34,21 +34,23 @@ def injection_edges(num_nodes: int, groups: np.ndarray, targets: dict, degree: i
 
 def append_nodes(data, edges: np.ndarray, new_x: torch.Tensor, num_new: int):
     """A copy of ``data`` with ``num_new`` nodes (features ``new_x``, unknown label and sensitive
-    value, in no split) and the extra ``edges`` appended."""
+    value, in no split) and the extra ``edges`` appended, on ``data``'s device."""
     from foretell.nifa.graph import to_scipy, to_torch
     import scipy.sparse as sp
 
     out = data.clone()
+    dev = data.x.device
     if data.x.layout == torch.sparse_csr:
-        out.x = to_torch(sp.vstack([to_scipy(data.x), sp.csr_matrix(new_x.detach().numpy())]).tocsr())
+        out.x = to_torch(sp.vstack([to_scipy(data.x), sp.csr_matrix(new_x.detach().cpu().numpy())]).tocsr(), dev)
     else:
-        out.x = torch.cat([data.x, new_x.detach().to(data.x.dtype)], 0)
-    pad = torch.full((num_new,), -1, dtype=torch.long)
+        out.x = torch.cat([data.x, new_x.detach().to(dev, data.x.dtype)], 0)
+    pad = torch.full((num_new,), -1, dtype=torch.long, device=data.y.device)
     out.y = torch.cat([data.y, pad])
-    out.sens = torch.cat([data.sens, pad])
+    out.sens = torch.cat([data.sens, pad.to(data.sens.device)])
     for key in ("train_mask", "val_mask", "test_mask"):
         if key in data:
-            out[key] = torch.cat([data[key], torch.zeros(num_new, dtype=torch.bool)])
-    out.edge_index = torch.cat([data.edge_index, torch.as_tensor(edges, dtype=torch.long)], 1)
+            out[key] = torch.cat([data[key], torch.zeros(num_new, dtype=torch.bool, device=data[key].device)])
+    out.edge_index = torch.cat([data.edge_index, torch.as_tensor(edges, dtype=torch.long,
+                                                                 device=data.edge_index.device)], 1)
     out.num_nodes = data.num_nodes + num_new
     return out

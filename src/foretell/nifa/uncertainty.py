@@ -13,7 +13,9 @@ constant ``A_hat X`` part is cached dense or as sparse factors, see :mod:`forete
 Layer 2 is linear, so the propagation runs before the per-mask weights (P2 H1_t W2_t =
 (P2 H1_t) W2_t), and the masks are evaluated one after the other. Training epochs use
 :func:`foretell.nifa.masked_gcn.masked_logits` (same numbers, backward by hand, masks split over the
-torch threads with torch itself held to one intra-op thread meanwhile).
+torch threads with torch itself held to one intra-op thread meanwhile). On a GPU (the device of
+``data``) the epochs run the autograd forward on the device and the masks and weights are drawn on the
+CPU with the same generator as there, then moved, so both devices start from the same network.
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ class BayesianGCN(torch.nn.Module):
 
     def train_logits(self, block: GCNBlock, threads: int = 1) -> torch.Tensor:
         """Same as ``self(block)``, with the masks split over ``threads`` worker threads
-        (:func:`~foretell.nifa.masked_gcn.masked_logits`); call it under :func:`one_torch_thread`."""
+        (:func:`~foretell.nifa.masked_gcn.masked_logits`); call it under :func:`one_torch_thread`.
+        Off the CPU it is ``self(block)`` (the worker threads only help scipy's products)."""
+        if self.w1.device.type != "cpu":
+            return self(block)
         return masked_logits(block, self.w1, self.w2, self.m1, self.m2, threads)
 
     def regulariser(self) -> torch.Tensor:
@@ -122,21 +127,21 @@ def node_uncertainty(data, train_nodes: np.ndarray, eval_nodes: np.ndarray, cfg:
         raise ForetellError("the Bayesian GCN needs labelled training nodes; the split has none")
     gen = torch.Generator().manual_seed(int(seed))
     prop = gcn_norm(data.edge_index, data.num_nodes)
-    y = data.y
+    y, device = data.y, data.x.device
     num_classes = int(y.max()) + 1
-    model = BayesianGCN(data.x.shape[1], num_classes, cfg, gen)
+    model = BayesianGCN(data.x.shape[1], num_classes, cfg, gen).to(device)
     train_block = GCNBlock(prop, data.x, train_nodes)
     eval_block = GCNBlock(prop, data.x, eval_nodes)
-    target = y[torch.as_tensor(train_nodes)]
+    target = y[torch.as_tensor(train_nodes, device=y.device)].to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sens = data.sens.numpy()
+    sens = data.sens.cpu().numpy()
     unc = np.full(data.num_nodes, np.nan)
     history, prev, stable, epoch = {}, None, 0, 0
 
     def evaluate():
         with torch.no_grad():
             out = np.full(data.num_nodes, np.nan)
-            out[eval_nodes] = _variance(model(eval_block)).double().numpy()
+            out[eval_nodes] = _variance(model(eval_block)).double().cpu().numpy()
             return out
 
     bar = progress(range(cfg.epochs), desc="bayesian gcn")

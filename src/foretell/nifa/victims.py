@@ -12,6 +12,9 @@ The fairness-aware ``fairgnn`` and ``fairvgnn`` live in :mod:`foretell.nifa.fair
 :mod:`foretell.nifa.fairsin`.
 Training keeps the parameters with the best validation accuracy (ties: lower validation loss) and
 stops early after ``patience`` epochs without improvement, but never before ``min_epochs``.
+
+Every victim trains on the device of ``data`` (PyG style: ``train_victim(name, data.to("cuda"), seed)``);
+the parameters are initialised on the CPU from the seed and then moved, so both devices start alike.
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ def bind_constant_graph(model: torch.nn.Module, data) -> torch.nn.Module:
     first-layer linear maps of sparse features use :class:`ConstFeatureLinear`, and GraphSAGE's
     first mean aggregation a constant row-normalised adjacency. Returns ``model`` (modified)."""
     x = data.x
-    xs = constant_features(x)
+    xs = constant_features(x)                   # on x's device
     if xs is not None:
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
@@ -151,10 +154,10 @@ def bind_constant_graph(model: torch.nn.Module, data) -> torch.nn.Module:
                     setattr(parent, name, ConstFeatureLinear(child, x, xs))
     for m in model.modules():
         if isinstance(m, LinearFirstSAGEConv):
-            ei, n = data.edge_index.numpy(), data.num_nodes       # the same entries as sparse_adjacency
+            ei, n = data.edge_index.cpu().numpy(), data.num_nodes   # the same entries as sparse_adjacency
             a = sp.csr_matrix((np.ones(ei.shape[1], np.float32), (ei[0], ei[1])), shape=(n, n))
             deg = np.asarray(a.sum(1)).ravel()
-            m.mean_adj = ConstSparse(sp.diags(np.where(deg > 0, 1.0 / np.maximum(deg, 1), 0.0)) @ a)
+            m.mean_adj = ConstSparse(sp.diags(np.where(deg > 0, 1.0 / np.maximum(deg, 1), 0.0)) @ a, x.device)
     return model
 
 
@@ -173,17 +176,23 @@ def _masks(data):
     return data.train_mask, data.val_mask, data.test_mask
 
 
+def mask_index(mask: torch.Tensor) -> torch.Tensor:
+    """The node ids of a boolean mask: indexing with them reads the same rows as the mask, without the
+    device-to-host read a boolean index costs on a GPU in every epoch."""
+    return mask.nonzero().view(-1)
+
+
 def sparse_adjacency(data) -> torch.Tensor:
     """The graph as a torch sparse CSR adjacency (PyG convs then use sparse products, which are
     several times faster on CPU than edge-wise message passing)."""
-    n = data.num_nodes
-    return to_torch_csr_tensor(data.edge_index, torch.ones(data.edge_index.shape[1]), size=(n, n))
+    n, ei = data.num_nodes, data.edge_index
+    return to_torch_csr_tensor(ei, torch.ones(ei.shape[1], device=ei.device), size=(n, n))
 
 
 def evaluate_predictions(pred: torch.Tensor, data) -> dict:
-    """Test-node metrics of predictions over all nodes."""
+    """Test-node metrics of predictions over all nodes (computed on the host, once per run)."""
     test = data.test_mask
-    return fairness_metrics(pred[test].numpy(), data.y[test].numpy(), data.sens[test].numpy(),
+    return fairness_metrics(pred[test].cpu().numpy(), data.y[test].cpu().numpy(), data.sens[test].cpu().numpy(),
                             num_classes=int(data.y.max()) + 1)
 
 
@@ -192,10 +201,10 @@ def train_plain(name: str, data, seed: int, cfg: VictimConfig | None = None) -> 
     cfg = cfg or VictimConfig()
     if name not in MODELS:
         raise ForetellError(f"unknown plain victim {name!r}; accepted: {', '.join(MODELS)}")
-    train, val, _ = _masks(data)
+    train, val = (mask_index(m) for m in _masks(data)[:2])
     torch.manual_seed(seed)
     num_classes = int(data.y.max()) + 1
-    model = bind_constant_graph(MODELS[name](data.x.shape[1], cfg.hidden, num_classes), data)
+    model = bind_constant_graph(MODELS[name](data.x.shape[1], cfg.hidden, num_classes).to(data.x.device), data)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     y = data.y
     adj = sparse_adjacency(data)
@@ -205,9 +214,9 @@ def train_plain(name: str, data, seed: int, cfg: VictimConfig | None = None) -> 
         model.train()
         opt.zero_grad()
         out = model(data.x, adj)          # no dropout: these are also the eval logits
-        with torch.no_grad():
-            val_acc = float((out[val].argmax(-1) == y[val]).float().mean())
-            val_loss = float(F.cross_entropy(out[val], y[val]))
+        with torch.no_grad():       # one read-back per epoch: the early-stopping decision needs it
+            val_acc, val_loss = torch.stack([(out[val].argmax(-1) == y[val]).float().mean(),
+                                             F.cross_entropy(out[val], y[val])]).tolist()
         if (val_acc, -val_loss) > (best[0], -best[1]):
             best, best_epoch = (val_acc, val_loss), epoch
             best_state = copy.deepcopy(model.state_dict())
