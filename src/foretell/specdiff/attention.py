@@ -36,29 +36,44 @@ class AttentionContext:
         self.received = values if self.received is None else self.received + values
 
 
-def attention_with_received(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_with_received(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, compute_dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T / sqrt(d)) v with explicit probabilities; also the total probability per key.
 
     q: (B, H, Sq, d), k/v: (B, H, Sk, d). Returns (out (B, H, Sq, d), received (Sk,) float64).
     Heads are processed in chunks so the probability tensor stays under a fixed memory cap.
+    ``compute_dtype`` (default :func:`score_dtype`): float32, or on a GPU with float16/bfloat16
+    inputs the input dtype (tensor-core matmuls, softmax computed in float32 and stored in that
+    dtype, received summed in float32), as flash attention does; float32 there would make every
+    scoring step several times slower than the forward it scores.
     """
     b, h, sq, d = q.shape
     sk = k.shape[2]
     scale = d**-0.5
-    chunk = max(1, min(h, _PROBS_BYTES // max(1, b * sq * sk * 4)))
+    work = compute_dtype or score_dtype(q)
+    itemsize = torch.empty((), dtype=work).element_size()
+    chunk = max(1, min(h, _PROBS_BYTES // max(1, b * sq * sk * itemsize)))
     outs, received = [], None
     for h0 in range(0, h, chunk):
         h1 = min(h, h0 + chunk)
-        qc = q[:, h0:h1].reshape(-1, sq, d).float() * scale
-        kc = k[:, h0:h1].reshape(-1, sk, d).float()
-        vc = v[:, h0:h1].reshape(-1, sk, v.shape[-1]).float()
+        qc = q[:, h0:h1].reshape(-1, sq, d).to(work) * scale
+        kc = k[:, h0:h1].reshape(-1, sk, d).to(work)
+        vc = v[:, h0:h1].reshape(-1, sk, v.shape[-1]).to(work)
         probs = torch.bmm(qc, kc.transpose(1, 2))
         torch.softmax(probs, dim=-1, out=probs)
         outs.append(torch.bmm(probs, vc).view(b, h1 - h0, sq, -1))
-        part = probs.sum(dim=(0, 1))
+        part = probs.sum(dim=(0, 1), dtype=torch.float32)
         received = part if received is None else received + part
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
     return out.to(q.dtype), received.double()
+
+
+def score_dtype(q: torch.Tensor) -> torch.dtype:
+    """Dtype of the explicit attention when scoring: the input's half dtype on a GPU, else float32."""
+    if q.device.type != "cpu" and q.dtype in (torch.float16, torch.bfloat16):
+        return q.dtype
+    return torch.float32
 
 
 class _CachingProcessor:

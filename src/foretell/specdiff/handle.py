@@ -11,7 +11,7 @@ from foretell.core.errors import ForetellError
 from foretell.specdiff.adapters import SUPPORTED, adapter_for
 from foretell.specdiff.attention import AttentionContext
 from foretell.specdiff.config import SpecDiffConfig
-from foretell.specdiff.hooks import HOOK_NAME, SpecDiffHook
+from foretell.specdiff.hooks import HOOK_NAME, SpecDiffHook, level_counts
 
 
 class SpecDiffHandle:
@@ -65,7 +65,7 @@ class SpecDiffHandle:
             "macs": spent,
             "full_macs": t.full_macs,
             "cache_bytes": self._hook.cache_bytes(),
-            "per_step": [dict(s, level_counts=dict(s["level_counts"])) for s in self._hook.last_run_steps],
+            "per_step": [dict(s, level_counts=level_counts(s["level_counts"])) for s in self._hook.last_run_steps],
         }
 
     def remove(self) -> None:

@@ -45,10 +45,20 @@ class FeatureHistory:
 
     def assemble(self, levels: torch.Tensor, computed: torch.Tensor, idx: torch.Tensor, sigma: float) -> torch.Tensor:
         """Output of a cached step: C1 fresh, C2 last feature, C3 blend of the last features."""
-        out = self.features[0].clone()
-        blended = (levels == C3).nonzero().flatten()
-        if blended.numel() and self.depth > 1:
-            w = blend_weights(self.sigmas[:, blended], sigma).to(out.dtype)
-            out[:, blended] = torch.einsum("hn,hbnf->bnf", w, self.features[:, :, blended])
+        if self.depth > 1 and levels.device.type != "cpu":
+            out = self._blend_all(levels, sigma)
+        else:
+            out = self.features[0].clone()
+            blended = (levels == C3).nonzero().flatten()
+            if blended.numel() and self.depth > 1:
+                w = blend_weights(self.sigmas[:, blended], sigma).to(out.dtype)
+                out[:, blended] = torch.einsum("hn,hbnf->bnf", w, self.features[:, :, blended])
         out[:, idx] = computed.to(out.dtype)
         return out
+
+    def _blend_all(self, levels: torch.Tensor, sigma: float) -> torch.Tensor:
+        """C3 blend without selecting the C3 tokens first: on a GPU, boolean selection makes the step
+        wait for the device; blending every token and keeping it where the level is C3 does not."""
+        w = blend_weights(self.sigmas, sigma).to(self.features.dtype)
+        mixed = torch.einsum("hn,hbnf->bnf", w, self.features)
+        return torch.where((levels == C3)[None, :, None], mixed, self.features[0])

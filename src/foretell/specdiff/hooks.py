@@ -22,7 +22,7 @@ from foretell.specdiff.attention import AttentionContext
 from foretell.specdiff.config import SpecDiffConfig
 from foretell.specdiff.history import FeatureHistory
 from foretell.specdiff.importance import TokenImportance
-from foretell.specdiff.levels import LEVEL_NAMES, assign_levels, num_computed
+from foretell.specdiff.levels import LEVEL_NAMES, num_computed, select_levels
 from foretell.specdiff.speculative import euler_next_input, guided_velocity, speculative_sigmas
 
 HOOK_NAME = "foretell_specdiff"
@@ -84,6 +84,8 @@ class SpecDiffHook(ModelHook):
         self.run: RunState | None = None
         self.totals = Totals()
         self.last_run_steps: list[dict] = []
+        self._sigmas_src = None
+        self._sigmas_host: torch.Tensor | None = None
 
     # --- ModelHook interface -----------------------------------------------------------------
     def reset_state(self, module=None):
@@ -112,20 +114,32 @@ class SpecDiffHook(ModelHook):
         self.totals.stock_reasons[reason] = self.totals.stock_reasons.get(reason, 0) + 1
         return self.fn_ref.original_forward(**call)
 
-    def _locate(self, call: dict) -> tuple[int, float, Any] | None:
+    def _locate(self, call: dict) -> tuple[int, float, float, Any] | None:
+        """(step, sigma, timestep value, scheduler) of this call, or None when off the schedule."""
         scheduler = self.scheduler_getter()
         sigmas = getattr(scheduler, "sigmas", None)
         if sigmas is None or len(sigmas) < 2:
             raise ForetellError("SpecDiff needs a FlowMatchEulerDiscreteScheduler after set_timesteps(n)")
         ntt = scheduler.config.num_train_timesteps
-        value = float(torch.as_tensor(call["timestep"]).flatten()[0])
+        timestep = torch.as_tensor(call["timestep"])
+        value = float(timestep.flatten()[0])  # the one host read of a step
         sigma = self.adapter.timestep_to_sigma(value, ntt)
-        schedule = sigmas[:-1].double().cpu()
-        diffs = (schedule - sigma).abs()
+        schedule = self._host_sigmas(sigmas)
+        diffs = (schedule[:-1] - sigma).abs()
         step = int(diffs.argmin())
-        if float(diffs[step]) > _SIGMA_TOL:
+        # FluxPipeline casts the timestep to the latents' dtype: in bfloat16 it is off by up to eps/2
+        eps = torch.finfo(timestep.dtype).eps if timestep.is_floating_point() else 0.0
+        if float(diffs[step]) > max(_SIGMA_TOL, eps * abs(sigma)):
             return None
-        return step, float(sigmas[step]), scheduler
+        return step, float(schedule[step]), value, scheduler
+
+    def _host_sigmas(self, sigmas) -> torch.Tensor:
+        """The schedule as a float64 CPU tensor, copied once per ``set_timesteps`` (which builds a new
+        tensor, on the pipeline's device), not at every call."""
+        if self._sigmas_src is not sigmas:
+            self._sigmas_src = sigmas
+            self._sigmas_host = torch.as_tensor(sigmas).detach().double().cpu()
+        return self._sigmas_host
 
     def _is_full(self, step: int) -> bool:
         rel = step - self.run.start_step
@@ -149,7 +163,7 @@ class SpecDiffHook(ModelHook):
             p.reset_state()
         self.run = RunState(
             start_step=step,
-            sigmas=[float(s) for s in scheduler.sigmas],
+            sigmas=self._host_sigmas(scheduler.sigmas).tolist(),
             num_tokens=n,
             importance=TokenImportance(self.config, n, device),
             history=FeatureHistory(self.config.blend_history),
@@ -166,7 +180,7 @@ class SpecDiffHook(ModelHook):
         located = self._locate(call)
         if located is None:
             return self._stock(call, "timestep not on the scheduler's schedule")
-        step, sigma, scheduler = located
+        step, sigma, value, scheduler = located
         if step == 0 or self.run is None or step < self.run.last_step:
             self._start_run(step, scheduler, call)
         elif step == self.run.last_step:
@@ -176,7 +190,7 @@ class SpecDiffHook(ModelHook):
             )
         self.run.last_step = step
         try:
-            tokens = self._main_step(call, step, sigma)
+            tokens = self._main_step(call, step, sigma, value)
         finally:
             self.context.mode = "off"
             self.context.received = None
@@ -188,7 +202,7 @@ class SpecDiffHook(ModelHook):
             return Transformer2DModelOutput(sample=output)
         return (output,)
 
-    def _main_step(self, call: dict, step: int, sigma: float) -> torch.Tensor:
+    def _main_step(self, call: dict, step: int, sigma: float, value: float) -> torch.Tensor:
         run, ctx, cfg = self.run, self.context, self.config
         n = run.num_tokens
         batch = int(call["hidden_states"].shape[0])
@@ -205,10 +219,9 @@ class SpecDiffHook(ModelHook):
             n_query = n
         else:
             scores = run.importance.score(sigma)
-            levels = assign_levels(
+            levels, idx = select_levels(
                 scores, num_computed(n, cfg.cache_rate), cfg.reuse_mass, reuse=cfg.reuse, blend=cfg.blend
             )
-            idx = (levels == 0).nonzero().flatten()
             ctx.mode, ctx.store_kv, ctx.idx = "partial", False, idx
             computed = self.adapter.run(call, idx, ctx)
             tokens = run.history.assemble(levels, computed, idx, sigma)
@@ -217,8 +230,7 @@ class SpecDiffHook(ModelHook):
             else:
                 run.history.update(computed, idx, sigma)
             run.importance.update_counts(levels)
-            bins = torch.bincount(levels, minlength=3).tolist()
-            counts = {name: int(c) for name, c in zip(LEVEL_NAMES, bins)}
+            counts = torch.bincount(levels, minlength=3)  # read on the host by level_counts(), not per step
             n_query = int(idx.numel())
         received = ctx.received
         if record and received is not None and cfg.uses_history:
@@ -231,7 +243,6 @@ class SpecDiffHook(ModelHook):
         t.total_tokens += n
         t.main_macs += macs
         t.full_macs += self.adapter.macs(batch, n, n, n_text)
-        value = float(torch.as_tensor(call["timestep"]).flatten()[0])
         run.per_step.append(
             {"step": step, "timestep": value, "sigma": sigma, "level_counts": counts, "full": full, "macs": macs}
         )
@@ -268,6 +279,14 @@ class SpecDiffHook(ModelHook):
             self.totals.speculative_calls += 1
             rows = int(x.shape[0])
             self.totals.speculative_macs += self.adapter.macs(rows, run.num_tokens, run.num_tokens, n_text)
+
+
+def level_counts(counts) -> dict:
+    """A per-step ``level_counts`` entry as ``{"C1": int, "C2": int, "C3": int}`` (cached steps keep the
+    counts as a device tensor so the step does not wait for the GPU)."""
+    if isinstance(counts, dict):
+        return dict(counts)
+    return {name: int(c) for name, c in zip(LEVEL_NAMES, counts.tolist())}
 
 
 def _cond_half(call: dict, rows: int) -> dict:

@@ -30,22 +30,43 @@ def assign_levels(
     Ties are broken by token index (stable sort), so the assignment is deterministic.
     With ``reuse`` off, C2 tokens are blended; with ``blend`` off (or both off) cached tokens reuse.
     """
+    return select_levels(scores, n_compute, reuse_mass, reuse=reuse, blend=blend)[0]
+
+
+def select_levels(
+    scores: torch.Tensor, n_compute: int, reuse_mass: float, *, reuse: bool = True, blend: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`assign_levels` and the C1 token indices in ascending order, without a host sync (no
+    boolean indexing: the number of C1 tokens is known, the C2 set is written with a scatter)."""
     n = scores.numel()
-    levels = torch.full((n,), C3, dtype=torch.long, device=scores.device)
     order_desc = torch.argsort(scores, descending=True, stable=True)
     computed = order_desc[:n_compute]
     if reuse_mass > 0:
         order_asc = torch.argsort(scores, stable=True)
         mass = torch.cumsum(scores[order_asc].double(), 0)
         total = mass[-1].clamp_min(1e-300)
-        low = order_asc[mass <= reuse_mass * total]
-        levels[low] = C2
+        low = torch.where(mass <= reuse_mass * total, C2, C3)
+        levels = torch.empty(n, dtype=torch.long, device=scores.device).scatter_(0, order_asc, low)
+    else:
+        levels = torch.full((n,), C3, dtype=torch.long, device=scores.device)
     if not blend:
         levels[:] = C2
     elif not reuse:
         levels[:] = C3
     levels[computed] = C1
-    return levels
+    return levels, torch.sort(computed).values
+
+
+_DECAY: dict = {}
+
+
+def _decay(h: int, device: torch.device) -> torch.Tensor:
+    """exp(-(i + 1)) for i < h as float64 on ``device``, built once per (h, device) (a host-to-GPU copy
+    at every cached step would make the step wait for the GPU)."""
+    key = (h, str(device))
+    if key not in _DECAY:
+        _DECAY[key] = torch.tensor([math.exp(-(i + 1)) for i in range(h)], dtype=torch.float64).to(device)
+    return _DECAY[key]
 
 
 def blend_weights(hist_sigmas: torch.Tensor, sigma_now: float) -> torch.Tensor:
@@ -56,8 +77,7 @@ def blend_weights(hist_sigmas: torch.Tensor, sigma_now: float) -> torch.Tensor:
     ``exp(-(i+1)) * (hist_sigmas[i] - sigma_now)``, normalised over the available features; a token
     whose weights are all zero falls back to its most recent feature.
     """
-    h = hist_sigmas.shape[0]
-    decay = torch.tensor([math.exp(-(i + 1)) for i in range(h)], dtype=torch.float64, device=hist_sigmas.device)
+    decay = _decay(hist_sigmas.shape[0], hist_sigmas.device)
     gap = (hist_sigmas.double() - float(sigma_now)).clamp_min(0.0)
     w = torch.nan_to_num(decay[:, None] * gap, nan=0.0)
     total = w.sum(0, keepdim=True)
