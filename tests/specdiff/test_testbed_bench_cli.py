@@ -25,6 +25,7 @@ def test_quick_bench_writes_schema(tiny_dir, tmp_path):
     report = json.loads(out.read_text())
     assert {"model", "steps", "samples", "methods"} <= set(report)
     assert report["steps"] == 5 and report["samples"] == 2
+    assert report["config"]["device"] == "cpu"
     assert set(report["methods"]) >= {"full", "specdiff", "taylorseer"}
     for name, m in report["methods"].items():
         assert KEYS <= set(m), name
@@ -48,3 +49,30 @@ def test_bad_inputs_exit_2(argv, needle, capsys, tmp_path):
     err = capsys.readouterr().err
     assert rc == 2
     assert needle in err and "Traceback" not in err
+
+
+def test_device_flag_in_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["specdiff", "bench", "--help"])
+    assert "--device" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("device, needle", [("bogus", "unknown device 'bogus'"), ("cuda:7", "cuda:7")])
+def test_bad_or_missing_device_exits_2_before_writing(device, needle, capsys, tmp_path):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the GPU")
+    out = tmp_path / "x.json"
+    rc = main(["specdiff", "bench", "--model", "sd3-digits", "--quick", "--device", device, "--json", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_gpu_is_one_line(capsys, tmp_path):
+    rc = main(["specdiff", "bench", "--model", "sd3-digits", "--quick", "--device", "cuda",
+               "--json", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())

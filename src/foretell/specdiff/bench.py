@@ -39,10 +39,13 @@ class BenchConfig:
     repeats: int = 3
     premise: bool = True
     threads: int = 0
+    device: str = "cpu"  # where the model runs: cpu, cuda, cuda:N or mps (checked to exist)
 
     def __post_init__(self) -> None:
+        from foretell.core.device import resolve_device
         from foretell.specdiff.testbed.peers import DEFAULT_METHODS, check_method_names
 
+        self.device = str(resolve_device(self.device))
         if int(self.steps) < 1:
             raise ForetellError(f"--steps must be >= 1, got {self.steps}")
         if int(self.samples) < 2:
@@ -87,10 +90,11 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model = resolve_model(cfg.model)
-    classifier, clf_info = default_classifier()
+    device = torch.device(cfg.device)
+    model = resolve_model(cfg.model).to(device)
+    classifier, clf_info = default_classifier()  # stays on the CPU: metrics run once, after the timed rounds
     noise = make_noise(model, cfg.samples, cfg.seed)
-    labels = sample_labels(cfg.samples)
+    labels = sample_labels(cfg.samples, device)
     calib_noise = make_noise(model, cfg.samples, cfg.seed + 1000)  # MagCache calibrates on other noise
 
     def run(method, noise_=noise):
@@ -122,7 +126,8 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
             skipped[name] = str(exc)
             continue
         try:
-            macs[name], images[name] = count_macs(lambda: run(method))
+            macs[name], out = count_macs(lambda: run(method))
+            images[name] = out.cpu()  # metrics and plots read them on the host
             configs[name] = method.config
             stats[name] = method.stats()
         except Exception as exc:  # a diffusers cache that does not handle this model class at run time
@@ -140,13 +145,15 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
         for name in ran:
             method = install(name)
             try:
+                _synchronize(device)
                 t0 = time.perf_counter()
                 out = run(method)
+                _synchronize(device)  # GPU work is asynchronous: wait for it before reading the clock
                 seconds[name].append(time.perf_counter() - t0)
             finally:
                 method.remove()
             # the MACs pass runs SDPA on its math backend (core.macs), so timed outputs may differ in rounding
-            diff = float((out - images[name]).abs().max())
+            diff = float((out.cpu() - images[name]).abs().max())
             stats.setdefault(name, {})["timed_vs_counted_max_abs_diff"] = max(
                 diff, stats[name].get("timed_vs_counted_max_abs_diff", 0.0))
 
@@ -201,6 +208,16 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
                                                 steps=cfg.steps, guidance_scale=cfg.guidance_scale)
     report["images"] = {n: images[n] for n in ran}  # removed before writing JSON; used by plots
     return report
+
+
+def _synchronize(device) -> None:
+    """Wait for queued GPU work (no-op on the CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def _method_revision() -> dict | None:

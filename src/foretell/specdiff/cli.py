@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+from foretell.core.device import add_device_argument
+
+
 def register(sub) -> None:
     p = sub.add_parser("specdiff", help="SpecDiff: self-speculative multi-level feature caching for diffusion transformers",
                        description="SpecDiff: self-speculative multi-level feature caching for diffusion transformers.")
@@ -27,6 +30,7 @@ def register(sub) -> None:
     b.add_argument("--no-premise", action="store_true", help="skip the history-vs-speculation premise check")
     b.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     b.add_argument("--quick", action="store_true", help="smoke run: 6 steps, 4 samples, 1 repeat, full+specdiff+taylorseer")
+    add_device_argument(b)
     b.add_argument("--json", default="reports/specdiff/bench.json", help="output JSON path")
     b.add_argument("--plot", default=None, help="Pareto plot PNG path (default: beside the JSON)")
     b.set_defaults(func=_cmd_bench)
@@ -46,7 +50,7 @@ def _cmd_bench(args) -> int:
     cfg = BenchConfig(model=args.model, steps=steps, samples=samples, guidance_scale=args.guidance_scale,
                       cache_rate=args.cache_rate, speculative_steps=args.speculative_steps, methods=methods,
                       seed=args.seed, repeats=repeats, premise=not (args.no_premise or args.quick),
-                      threads=args.threads)
+                      threads=args.threads, device=args.device)
     report = run_bench(cfg)
     out = Path(args.json)
     plot = Path(args.plot) if args.plot else out.with_suffix(".png")

@@ -37,7 +37,7 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float = DATA_RANGE, win
     if min(x.shape[-2:]) < window:
         raise ForetellError(f"SSIM needs images of at least {window}x{window}, got {tuple(x.shape[-2:])}")
     c = x.shape[1]
-    w = _gaussian_window(window, sigma).expand(c, 1, window, window).contiguous()
+    w = _gaussian_window(window, sigma).to(x.device).expand(c, 1, window, window).contiguous()
     x, ref = x.double(), ref.double()
     blur = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731
     mu_x, mu_y = blur(x), blur(ref)
@@ -51,15 +51,23 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float = DATA_RANGE, win
 
 def class_accuracy(classifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction in [0, 1] of images the classifier assigns to the requested class."""
+    device = _device_of(classifier, images)  # images go to the classifier, wherever they were made
     with torch.no_grad():
-        pred = classifier(images.float()).argmax(1)
-    return float((pred == labels).float().mean())
+        pred = classifier(images.to(device).float()).argmax(1)
+    return float((pred == labels.to(pred.device)).float().mean())
 
 
 def classifier_features(classifier, images: torch.Tensor) -> np.ndarray:
     """Penultimate-layer features (float64 numpy) used by :func:`frechet_distance`."""
+    device = _device_of(classifier, images)
     with torch.no_grad():
-        return classifier.features(images.float()).double().numpy()
+        return classifier.features(images.to(device).float()).double().cpu().numpy()
+
+
+def _device_of(module, fallback: torch.Tensor) -> torch.device:
+    """The device of ``module``'s weights (``fallback``'s device for a module without any)."""
+    weight = next(module.parameters(), None) if hasattr(module, "parameters") else None
+    return weight.device if weight is not None else fallback.device
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:

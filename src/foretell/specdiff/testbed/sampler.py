@@ -35,15 +35,22 @@ def make_scheduler(model: DigitsDiT, steps: int):
     return sched
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device the model's weights are on."""
+    return next(model.parameters()).device
+
+
 def make_noise(model: DigitsDiT, n: int, seed: int) -> torch.Tensor:
-    """The starting noise for ``n`` samples; identical for every method given the seed."""
+    """The starting noise for ``n`` samples on the model's device; identical for every method and
+    every device given the seed (drawn by a CPU generator, then moved once)."""
     c, s = model.cfg.channels, model.cfg.image_size
-    return torch.randn((n, c, s, s), generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn((n, c, s, s), generator=torch.Generator().manual_seed(seed))
+    return noise.to(model_device(model))
 
 
-def sample_labels(n: int) -> torch.Tensor:
+def sample_labels(n: int, device=None) -> torch.Tensor:
     """Requested classes 0..9 cycled, so every digit appears (deterministic)."""
-    return torch.arange(n) % 10
+    return torch.arange(n, device=device) % 10
 
 
 @torch.no_grad()
@@ -70,6 +77,8 @@ def euler_loop(model: DigitsDiT, noise: torch.Tensor, labels: torch.Tensor, time
     """The CFG Euler loop over explicit ``timesteps`` (len N, scheduler units) and ``sigmas`` (len N + 1)."""
     if noise.shape[0] != labels.shape[0]:
         raise ForetellError(f"noise batch {noise.shape[0]} != labels batch {labels.shape[0]}")
+    device = model_device(model)  # inputs follow the model, as diffusers pipelines do
+    noise, labels = noise.to(device), labels.to(device)
     n = noise.shape[0]
     cond_labels = torch.cat([torch.full_like(labels, NULL_CLASS), labels])
     cond, pooled = model.conditioner(cond_labels)
@@ -77,7 +86,7 @@ def euler_loop(model: DigitsDiT, noise: torch.Tensor, labels: torch.Tensor, time
     for i, t in enumerate(timesteps):
         if step_callback is not None:
             step_callback(i, float(t))
-        ts = torch.full((2 * n,), float(t), dtype=x.dtype)
+        ts = torch.full((2 * n,), float(t), dtype=x.dtype, device=device)
         model_t = ts if model.cfg.kind == "sd3" else ts / 1000.0
         v = model.call_transformer(torch.cat([x, x]), model_t, cond, pooled)
         v_u, v_c = v[:n], v[n:]
