@@ -68,6 +68,11 @@ class VLAAdapter:
     def uninstall(self) -> None:
         raise NotImplementedError
 
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone runs (its first decoder layer's weights); inputs and state follow it."""
+        return next(self.layers[0].parameters()).device
+
     def dims(self) -> dict:
         """Widths for analytic MAC counts: hidden, q_width, kv_width, intermediate."""
         attn = self.layers[0].self_attn
@@ -90,7 +95,13 @@ class OFTStyleAdapter(VLAAdapter):
         self.patch_size = cfg.patch_size
         self.patches_per_view = cfg.patches_per_view
 
+    @property
+    def device(self) -> torch.device:
+        return self.vla.device
+
     def prepare(self, images, instruction_ids, proprio) -> PreparedInputs:
+        if isinstance(images, dict):  # the frame difference reads them on the model's device too
+            images = self.vla.inputs_to_device(images, None, None)[0]
         embeds = self.vla.embed_inputs(images, instruction_ids, proprio)
         pos = torch.arange(embeds.shape[1], device=embeds.device).unsqueeze(0)
         return PreparedInputs(embeds=embeds, position_ids=pos, layout=self.vla.layout(instruction_ids.shape[1]), images=images)
@@ -160,12 +171,19 @@ class PrismaticOFTAdapter(VLAAdapter):
                 raise ForetellError(f"image for view {v!r} has shape {tuple(im.shape)}; expected [B, 3, {self.image_size}, {self.image_size}]")
         if self.pixel_transform is not None:
             return self.pixel_transform(images)
-        return torch.cat([images[v] for v in self.views], dim=1)
+        pixels = torch.cat([images[v] for v in self.views], dim=1)
+        weight = next(self.vla.vision_backbone.parameters(), None)
+        return pixels.to(weight.dtype) if weight is not None and pixels.is_floating_point() else pixels
 
     def prepare(self, images, instruction_ids, proprio) -> PreparedInputs:
         n_act = self.chunk * self.action_dim
         if instruction_ids.dim() != 2 or instruction_ids.shape[1] < n_act + 3:
             raise ForetellError(f"input_ids must be [B, L] with BOS, prompt, {n_act} action placeholders and STOP")
+        dev = self.device  # inputs follow the model, as transformers models do
+        if isinstance(images, dict):
+            images = {v: im.to(dev) if torch.is_tensor(im) else im for v, im in images.items()}
+        instruction_ids = instruction_ids.to(dev)
+        proprio = proprio.to(dev) if torch.is_tensor(proprio) else proprio
         patches = self.vla.projector(self.vla.vision_backbone(self._pixels(images)))
         n_vis = self.patches_per_view * len(self.views)
         if patches.shape[1] != n_vis:

@@ -38,14 +38,17 @@ def layer_macs(n_tokens: int, n_keys: int, dims: dict) -> int:
 _KINDS_CACHE: dict = {}
 
 
-def token_kinds(layout: TokenLayout) -> torch.Tensor:
-    """Long [S]: view index for visual tokens, -1 for every other token (cached per layout; read-only)."""
-    key = (layout.length, tuple((s.start, s.stop) for s in layout.views.values()))
+def token_kinds(layout: TokenLayout, device=None) -> torch.Tensor:
+    """Long [S]: view index for visual tokens, -1 for every other token (cached per layout and device,
+    so a GPU query does not copy it again; read-only)."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    key = (layout.length, tuple((s.start, s.stop) for s in layout.views.values()), str(device))
     kind = _KINDS_CACHE.get(key)
     if kind is None:
         kind = torch.full((layout.length,), -1, dtype=torch.long)
         for i, sl in enumerate(layout.views.values()):
             kind[sl] = i
+        kind = kind.to(device)
         if len(_KINDS_CACHE) > 64:
             _KINDS_CACHE.clear()
         _KINDS_CACHE[key] = kind
@@ -84,10 +87,14 @@ class TokenState:
         e.g. non-visual tokens, which policies never drop)."""
         return torch.searchsorted(self.origin, origins)
 
+    def visual_total(self) -> int:
+        """Visual tokens of the unpruned sequence (from the layout: no device read)."""
+        return sum(s.stop - s.start for s in self.layout.views.values())
+
     def visual_count(self) -> int:
         """Visual tokens among the current rows (non-visual tokens are never dropped, so no tensor op)."""
         if self._non_visual is None:
-            self._non_visual = int((self.kinds < 0).sum())
+            self._non_visual = self.layout.length - self.visual_total()
         return self.hidden.shape[1] - self._non_visual
 
     def keep_rows_for(self, visual_origins: torch.Tensor) -> torch.Tensor:
@@ -266,7 +273,7 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
     cos, sin = adapter.rotary(hidden, prep.position_ids)
     state = TokenState(hidden=hidden, position_ids=prep.position_ids, cos=cos, sin=sin,
                        origin=torch.arange(hidden.shape[1], device=hidden.device), layout=prep.layout,
-                       kinds=token_kinds(prep.layout).to(hidden.device))
+                       kinds=token_kinds(prep.layout, hidden.device))
     keep = policy.begin(state, prep, history)
     if keep is not None:
         state.gather(keep)

@@ -58,19 +58,22 @@ class FrameHistory:
     def reset_state(self) -> None:
         self.frames = {}
 
-    def push(self, images: dict) -> None:
-        """Store one observation (dict view -> [1,3,H,W] or [3,H,W] in [0, 1])."""
+    def push(self, images: dict, device=None) -> None:
+        """Store one observation (dict view -> [1,3,H,W] or [3,H,W] in [0, 1]) as float32 copies on
+        ``device`` (default: the CPU; the pruning handle passes the model's device)."""
+        device = torch.device("cpu") if device is None else device
         for view, im in images.items():
             q = self.frames.setdefault(view, deque(maxlen=self.max_frames))
-            q.append(im.detach().reshape(im.shape[-3:]).to("cpu", torch.float32).clone())
+            q.append(im.detach().reshape(im.shape[-3:]).to(device, torch.float32, copy=True))
 
     def frame_back(self, view: str, current: torch.Tensor, gap: int) -> torch.Tensor | None:
-        """The frame ``gap`` steps before ``current`` (the oldest stored if fewer); None if none.
+        """The frame ``gap`` steps before ``current`` (the oldest stored if fewer), on ``current``'s
+        device; None if none.
 
         If the newest stored frame is the current one, it is not counted as a past frame.
         """
-        past = list(self.frames.get(view, ()))
-        cur = current.detach().reshape(current.shape[-3:]).to("cpu", torch.float32)
+        cur = current.detach().reshape(current.shape[-3:]).float()
+        past = [p.to(cur.device) for p in self.frames.get(view, ())]  # no copy when already there
         if past and torch.equal(past[-1], cur):
             past = past[:-1]
         if not past:

@@ -49,7 +49,7 @@ class PruningHandle:
         missing = [v for v in self.adapter.views if v not in images]
         if missing:
             raise ForetellError(f"observe: missing camera view(s) {missing}; expected {list(self.adapter.views)}")
-        self.history.push({v: torch.as_tensor(images[v]) for v in self.adapter.views})
+        self.history.push({v: torch.as_tensor(images[v]) for v in self.adapter.views}, device=self.adapter.device)
         if self.policy.observe(images, executed_action, queue_empty):
             self._requery = True
 

@@ -314,7 +314,7 @@ class OFTStyleVLA(nn.Module):
             raise ForetellError(f"instruction_ids must be a LongTensor [B={batch}, L>=1] from InstructionTokenizer")
         if instruction_ids.dtype != torch.long:
             raise ForetellError("instruction_ids must have dtype torch.long")
-        if int(instruction_ids.max()) >= cfg.vocab_size or int(instruction_ids.min()) < 0:
+        if bool(((instruction_ids >= cfg.vocab_size) | (instruction_ids < 0)).any()):
             raise ForetellError(f"instruction id out of range [0, {cfg.vocab_size}); use the tokenizer the model was trained with")
         if not torch.is_tensor(proprio) or tuple(proprio.shape) != (batch, cfg.proprio_dim):
             shape = tuple(proprio.shape) if torch.is_tensor(proprio) else type(proprio).__name__
@@ -325,9 +325,27 @@ class OFTStyleVLA(nn.Module):
         """Token layout for an instruction of ``instruction_len`` ids."""
         return token_layout(self.config, instruction_len)
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's weights."""
+        return self.bos.device
+
+    def inputs_to_device(self, images, instruction_ids, proprio) -> tuple:
+        """The inputs on the model's device (no copy for those already there), as transformers
+        models move ``input_ids`` and pixel values to their own device."""
+        dev = self.bos.device
+        if isinstance(images, dict):
+            images = {v: im.to(dev) if torch.is_tensor(im) else im for v, im in images.items()}
+        if torch.is_tensor(instruction_ids):
+            instruction_ids = instruction_ids.to(dev)
+        if torch.is_tensor(proprio):
+            proprio = proprio.to(dev)
+        return images, instruction_ids, proprio
+
     def embed_inputs(self, images, instruction_ids, proprio) -> torch.Tensor:
-        """Backbone input embeddings [B, S, H] in the documented layout."""
+        """Backbone input embeddings [B, S, H] in the documented layout (inputs on any device)."""
         b = self.check_inputs(images, instruction_ids, proprio)
+        images, instruction_ids, proprio = self.inputs_to_device(images, instruction_ids, proprio)
         dtype = self.bos.dtype
         words = self.backbone.embed_tokens(instruction_ids)
         film = self.film(words, instruction_ids != 0) if self.film is not None else None  # id 0 = <pad>
@@ -367,7 +385,7 @@ class OFTStyleVLA(nn.Module):
         want = (pred.shape[0], self.config.chunk, self.config.action_dim)
         if tuple(target_actions.shape) != want:
             raise ForetellError(f"target_actions has shape {tuple(target_actions.shape)}; expected {list(want)}")
-        return (pred - target_actions.to(pred.dtype)).abs().mean()
+        return (pred - target_actions.to(pred.device, pred.dtype)).abs().mean()
 
     def predict_action(self, images, instruction_ids, proprio) -> torch.Tensor:
         """Inference: one bidirectional pass -> actions [B, chunk, action_dim] (float).

@@ -132,18 +132,19 @@ class VLACachePolicy(PruningPolicy):
         layout = prep.layout
         if self.length != layout.length:  # new episode layout: nothing cached
             self.store, self.last_frames, self.length = {}, {}, layout.length
-        frames = {v: prep.images[v][0].detach().float().cpu() for v in layout.views}
-        reused = torch.empty(0, dtype=torch.long)
+        dev = state.origin.device
+        frames = {v: prep.images[v][0].detach().float().to(dev) for v in layout.views}
+        reused = torch.empty(0, dtype=torch.long, device=dev)
         total = sum(s.stop - s.start for s in layout.views.values())
         n_reuse = total - self.budget
         if self.store and self.last_frames and n_reuse > 0:
             sims = torch.cat([patch_similarity(frames[v], self.last_frames[v], self.adapter.patch_size) for v in layout.views])
-            origins = torch.cat([torch.arange(s.start, s.stop) for s in layout.views.values()])
-            relevant = torch.isin(origins, self.relevant.cpu())
+            origins = torch.cat([torch.arange(s.start, s.stop, device=dev) for s in layout.views.values()])
+            relevant = torch.isin(origins, self.relevant.to(dev))
             order = torch.argsort(sims + torch.where(relevant, -10.0, 0.0), descending=True)  # task-relevant ones last
             reused = torch.sort(origins[order[:n_reuse]]).values
         self.last_frames = frames
-        self.reused = reused.to(state.origin.device)
+        self.reused = reused
         self._kept = total - int(reused.numel())
         if reused.numel() == 0:
             return None
@@ -160,8 +161,7 @@ class VLACachePolicy(PruningPolicy):
         if probs is not None:
             scores = received_attention(probs)
             vis = torch.nonzero(state.row_kinds >= 0).flatten()
-            total = int((state.kinds >= 0).sum())
-            k = max(1, int(round(self.relevant_fraction * total)))
+            k = max(1, int(round(self.relevant_fraction * state.visual_total())))
             self.relevant = state.origin[vis[torch.argsort(scores[vis], descending=True)[:k]]]
         return None
 

@@ -91,20 +91,22 @@ class SpecPrunePolicy(PruningPolicy):
         self.speed_xyz = [0.0, 0.0, 0.0]
         cap = int(round((cfg.static_cap_fine if fine else cfg.static_cap_coarse) * n))
         views = list(prep.layout.views)
-        dyn = torch.zeros(len(views), n, dtype=torch.bool)
+        dyn = torch.zeros(len(views), n, dtype=torch.bool, device=dev)
         unknown = [0] * len(views)  # per view: patches to keep by layer-0 attention (no past frame)
         if cfg.use_frame_diff:
-            current = [prep.images[v][0].detach().float().cpu() for v in views]
+            current = [prep.images[v][0].detach().float().to(dev) for v in views]
             prev = [history.frame_back(v, c, gap) if history is not None else None for v, c in zip(views, current)]
             have = [i for i, p in enumerate(prev) if p is not None]
             if have:
                 sim = patch_similarity(torch.stack([current[i] for i in have]), torch.stack([prev[i] for i in have]),
                                        self.adapter.patch_size)
-                dyn[have] = ~static_mask(sim, cfg.similarity_threshold, cap)
+                changed = ~static_mask(sim, cfg.similarity_threshold, cap)
+                for j, i in enumerate(have):  # integer rows: a list index would be copied to the GPU
+                    dyn[i] = changed[j]
             # no past frame (first query of an episode): which patches changed is unknown; as many
             # patches as the static cap leaves are kept, chosen by layer-0 attention instead
             unknown = [n - min(cap, n) if p is None else 0 for p in prev]
-        self.dynamic = dyn.to(dev)
+        self.dynamic = dyn
         self._unknown_views = [i for i, u in enumerate(unknown) if u > 0]
         self.k = tuple(per_view(cfg.topk_fine if fine else cfg.topk_coarse, vi, n) for vi in range(len(views)))
         self.kg = tuple(per_view(cfg.global_topk, vi, n) for vi in range(len(views)))
@@ -196,7 +198,7 @@ class SpecPrunePolicy(PruningPolicy):
 
     def _drop_by_importance(self, state: TokenState):
         vis = torch.nonzero(state.row_kinds >= 0).flatten()
-        total = int((state.kinds >= 0).sum())
+        total = state.visual_total()
         floor = int(round(self.cfg.drop_floor * total))
         target = max(int(round(self.cfg.drop_keep_fraction * vis.numel())), min(floor, vis.numel()))
         if target >= vis.numel():
