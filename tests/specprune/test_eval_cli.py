@@ -36,6 +36,7 @@ def test_quick_eval_writes_the_schema(tiny_weights, tmp_path):
     assert rc == 0
     rep = json.loads(out.read_text())
     assert rep["episodes"] == 2 and rep["seed"] == 3
+    assert rep["config"]["eval"]["device"] == "cpu"
     assert set(rep["methods"]) == set(METHOD_NAMES)
     for name, r in rep["methods"].items():
         assert KEYS <= set(r), name
@@ -90,9 +91,32 @@ def test_full_handle_reproduces_the_unpruned_closed_loop_episode(tiny_weights):
     (["--weights", "/nonexistent/weights"], "weights directory"),
     (["--specprune-config", "fastest"], "unknown operating point"),
     (["--specprune-config", '{"bogus": 1}'], "unknown SpecPruneConfig field"),
+    (["--device", "bogus"], "unknown device 'bogus'"),
+    (["--device", "cuda:9"], "cuda:9"),
 ])
 def test_bad_inputs_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    import torch
+
+    if "cuda:9" in argv and torch.cuda.device_count() > 9:
+        pytest.skip("this machine has a tenth GPU")
     rc = main(["specprune", "eval", "--quick", "--json", str(tmp_path / "x.json"), *argv])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "x.json").exists()
+
+
+def test_device_flag_in_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["specprune", "eval", "--help"])
+    assert "--device" in capsys.readouterr().out
+
+
+def test_cuda_without_gpu_is_one_line(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the message on a machine without a GPU")
+    rc = main(["specprune", "eval", "--quick", "--device", "cuda", "--json", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no CUDA GPU" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not list(tmp_path.iterdir())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from foretell.core.device import add_device_argument
+
 
 def register(sub) -> None:
     p = sub.add_parser("specprune", help="SpecPrune-VLA: action-aware visual-token pruning for VLA models", description="SpecPrune-VLA: action-aware visual-token pruning for VLA models.")
@@ -26,6 +28,7 @@ def register(sub) -> None:
                    help="operating point of the specprune variants: a name (paper, tight; see docs/specprune.md) "
                         "or SpecPruneConfig changes as a JSON object, e.g. '{\"token_budget\": 80}' (default: paper)")
     e.add_argument("--no-baselines", action="store_true", help="skip the blind / random-action / expert reference policies")
+    add_device_argument(e)
     e.set_defaults(func=_cmd_eval)
 
 
@@ -35,7 +38,7 @@ def _cmd_eval(args) -> int:
 
     cfg = EvalConfig(episodes=args.episodes, seed=args.seed, methods=parse_methods(args.methods), quick=args.quick,
                      weights=args.weights, threads=args.threads, baselines=not args.no_baselines,
-                     specprune=args.specprune_config)
+                     specprune=args.specprune_config, device=args.device)
     report = evaluate(cfg)
     json_path = Path(args.json)
     md_path = Path(args.md) if args.md else json_path.with_suffix(".md")

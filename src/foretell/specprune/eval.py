@@ -72,10 +72,13 @@ class EvalConfig:
     baselines: bool = True
     specprune: dict | str | None = None  # OPERATING_POINTS name or SpecPruneConfig changes (testbed_specprune_config)
     extra: dict = field(default_factory=dict)
+    device: str = "cpu"  # where the policy runs: cpu, cuda, cuda:N or mps (checked to exist)
 
     def check(self) -> None:
+        from foretell.core.device import resolve_device
         from foretell.specprune.methods import METHOD_NAMES
 
+        self.device = str(resolve_device(self.device))
         if not isinstance(self.episodes, int) or self.episodes < 1:
             raise ForetellError(f"--episodes must be a positive integer, got {self.episodes!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -145,6 +148,8 @@ class EpisodeRunner:
                 t0 = time.perf_counter()
                 predict = handle.predict_action if handle is not None else self.vla.predict_action
                 acts = predict(images, ids, prop)
+                if acts.is_cuda:  # the GPU runs asynchronously: wait for the actions before reading the clock
+                    torch.cuda.synchronize(acts.device)
                 e2e.append(time.perf_counter() - t0)
                 queries += 1
                 queue = [a for a in acts[0].cpu().numpy().astype(np.float64)]
@@ -273,6 +278,7 @@ def _evaluate(cfg: EvalConfig, log) -> dict:
     n = min(cfg.episodes, QUICK_EPISODES) if cfg.quick else cfg.episodes
     horizon = min(cfg.horizon, QUICK_HORIZON) if cfg.quick else cfg.horizon
     vla, tok = load_policy(cfg.weights)
+    vla = vla.to(cfg.device)
     runner = EpisodeRunner(vla, tok, vla.config.image_size, horizon)
     layouts = [sample_layout(cfg.seed, i) for i in range(n)]
     spc = testbed_specprune_config(cfg.specprune)
