@@ -91,7 +91,7 @@ class DeviceConstSpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, at, w):
         ctx.at = at
-        return torch.sparse.mm(a, w.detach())
+        return torch.sparse.mm(a, w.detach().contiguous())
 
     @staticmethod
     def backward(ctx, grad):

@@ -14,10 +14,10 @@ from foretell.core.errors import ForetellError
 
 
 def split_masks(y: torch.Tensor, seed: int, train_frac: float = 0.5, val_frac: float = 0.25):
-    """Boolean (train, val, test) masks over the nodes of ``y`` (-1 = unlabelled)."""
+    """Boolean (train, val, test) masks over the nodes of ``y`` (-1 = unlabelled), on ``y``'s device."""
     if not (0 < train_frac < 1 and 0 < val_frac < 1 and train_frac + val_frac < 1):
         raise ForetellError(f"split fractions train={train_frac}, val={val_frac} must be in (0, 1) and sum to < 1")
-    labelled = np.flatnonzero(y.numpy() >= 0)
+    labelled = np.flatnonzero(y.cpu().numpy() >= 0)
     if len(labelled) < 4:
         raise ForetellError(f"only {len(labelled)} labelled nodes; need at least 4 to split")
     perm = np.random.default_rng(seed).permutation(labelled)
@@ -27,7 +27,7 @@ def split_masks(y: torch.Tensor, seed: int, train_frac: float = 0.5, val_frac: f
     for idx in (perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:]):
         m = torch.zeros(len(y), dtype=torch.bool)
         m[torch.from_numpy(idx)] = True
-        masks.append(m)
+        masks.append(m.to(y.device))
     return tuple(masks)
 
 
@@ -41,7 +41,8 @@ def add_split(data, seed: int = 0, train_frac: float = 0.5, val_frac: float = 0.
 def labelled_subgraph(data, num_nodes: int, seed: int = 0):
     """A connected real subgraph for quick runs: breadth-first ``num_nodes`` nodes (from the
     highest-degree one) of the graph induced by the nodes with known label and sensitive value.
-    Feature columns that are all zero in it are dropped. ``seed`` is only used for the split."""
+    Feature columns that are all zero in it are dropped. ``seed`` is only used for the split.
+    Built on the host; the subgraph is on ``data``'s device."""
     import scipy.sparse as sp
     from scipy.sparse.csgraph import breadth_first_order
     from torch_geometric.data import Data
@@ -49,6 +50,11 @@ def labelled_subgraph(data, num_nodes: int, seed: int = 0):
 
     from foretell.nifa.graph import adjacency, to_scipy, to_torch
 
+    dev = data.x.device
+    if dev.type != "cpu":
+        import copy
+
+        data = copy.copy(data).cpu()        # Data.cpu() moves in place: a shallow copy leaves the input be
     keep = np.flatnonzero(((data.y >= 0) & (data.sens >= 0)).numpy())
     a = adjacency(data.edge_index, data.num_nodes)[keep][:, keep]
     order = breadth_first_order(a, int(np.argmax(np.asarray(a.sum(1)).ravel())), directed=False,
@@ -62,4 +68,4 @@ def labelled_subgraph(data, num_nodes: int, seed: int = 0):
     xt = to_torch(x) if sparse else torch.from_numpy(x.toarray())
     g = Data(x=xt, y=data.y[nodes], sens=data.sens[nodes], edge_index=ei, num_nodes=len(nodes),
              integer_features=bool(getattr(data, "integer_features", False)), name=getattr(data, "name", None))
-    return add_split(g, seed)
+    return add_split(g if dev.type == "cpu" else g.to(dev), seed)
