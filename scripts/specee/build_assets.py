@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.device import add_device_argument, resolve_device
+from foretell.core.errors import ForetellError
 from foretell.core.seed import seed_everything
 from foretell.specee.adapters import decoder_access
 from foretell.specee.collect import load_draft_shards, load_shards
@@ -33,12 +35,17 @@ ap.add_argument("--draft-lr", type=float, default=5e-4)
 ap.add_argument("--draft-reg-weight", type=float, default=1.0)
 ap.add_argument("--predictor-epochs", type=int, default=30)
 ap.add_argument("--threads", type=int, default=1)
+add_device_argument(ap)
 args = ap.parse_args()
+try:
+    device = resolve_device(args.device)
+except ForetellError as exc:
+    ap.error(str(exc))
 
 torch.set_num_threads(args.threads)
 seed_everything(0)
 t0 = time.time()
-model, tok = load_model()
+model, tok = load_model(device=device)
 items = load_shards(args.data)
 draft_items = load_draft_shards(Path(args.draft_data) / "train") if args.draft_data else []
 draft_val = load_draft_shards(Path(args.draft_data) / "eval") if args.draft_data else []
@@ -55,7 +62,7 @@ made = {"script": "scripts/specee/build_assets.py", "predictor_prompts": "prompt
         "draft_prompts": "prompts_draft.txt" if draft_items else "prompts_train.txt",
         "draft_sequences": len(draft_items) or len(items), "draft_generated_tokens": n_draft or n_gen,
         "draft_held_out": "prompts_eval.txt (measured only)" if draft_val else None,
-        "build_seconds": round(time.time() - t0, 1), "threads": args.threads,
+        "build_seconds": round(time.time() - t0, 1), "threads": args.threads, "device": str(device),
         "args": {k: v for k, v in vars(args).items() if k not in ("data", "draft_data", "out")}}
 for key, d in (("collect_info", args.data), ("draft_collect_info", args.draft_data)):
     info = Path(d) / "collect_info.json" if d else None

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.device import add_device_argument, resolve_device
+from foretell.core.errors import ForetellError
 from foretell.core.report import write_text
 from foretell.core.seed import seed_everything
 from foretell.specee.calibrate import calibrate_thresholds, end_to_end_agreement, replay_exits
@@ -38,19 +40,24 @@ ap.add_argument("--prompts", type=int, default=16, help="calibration prompts dec
 ap.add_argument("--min-fires", type=int, default=20, help="exits a layer needs on calibration data to be enabled")
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--dry-run", action="store_true", help="report only, do not write the asset JSON files")
+add_device_argument(ap)
 args = ap.parse_args()
+try:
+    device = resolve_device(args.device)
+except ForetellError as exc:
+    ap.error(str(exc))
 
 torch.set_num_threads(args.threads)
 seed_everything(0)
 t0 = time.time()
 assets = Path(args.assets)
-ee = SpecEE.from_pretrained(None, predictors=assets)
+ee = SpecEE.from_pretrained(None, predictors=assets, device=device)
 acc, preds = ee.acc, ee.predictors
 fv = LayerPredictors.load(assets, "full_vocab_predictors")
 items = load_shards(args.data)
 cal_items = [items[i] for i in held_out_prompts(len(items))]     # train_all's held-out split
 ex = build_examples(acc, ee.draft.head, cal_items, preds.config.k)
-mask = torch.ones(ex["labels"].shape[1], dtype=torch.bool)
+mask = torch.ones(ex["labels"].shape[1], dtype=torch.bool, device=ex["labels"].device)
 offline = list(preds.config.offline_layers)
 print(f"{len(cal_items)} calibration prompts, {int(mask.sum())} tokens; end to end on {args.prompts}", flush=True)
 

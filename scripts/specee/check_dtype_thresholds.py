@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.device import add_device_argument, resolve_device
+from foretell.core.errors import ForetellError
 from foretell.core.report import write_json
 from foretell.core.seed import seed_everything
 from foretell.specee.calibrate import end_to_end_agreement
@@ -32,12 +34,17 @@ ap.add_argument("--data", default=str(cache_dir() / "collect"))
 ap.add_argument("--prompts", type=int, default=20)
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--json", default=None, help="default: benchmarks/specee/threshold_check_<dtype>.json")
+add_device_argument(ap)
 args = ap.parse_args()
+try:
+    device = resolve_device(args.device)
+except ForetellError as exc:
+    ap.error(str(exc))
 
 torch.set_num_threads(args.threads)
 seed_everything(0)
 t0, cpu0, load = time.time(), time.process_time(), [os.getloadavg()[0]]
-ee = SpecEE.from_pretrained(None, predictors=args.assets, torch_dtype=args.dtype)
+ee = SpecEE.from_pretrained(None, predictors=args.assets, torch_dtype=args.dtype, device=device)
 items = load_shards(args.data)
 cal = [items[i] for i in held_out_prompts(len(items))][: args.prompts]
 refs = []
@@ -55,6 +62,6 @@ report = {"dtype": args.dtype, "prompts": len(cal), "thresholds": "calibrated (f
           "specee_vs_full_same_dtype": specee, "met_0.97": specee["agreement"] >= 0.97,
           "full_same_dtype_vs_stored_float32": full_vs_fp32,
           "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
-          "load_average_1min": load, "threads": args.threads}
+          "load_average_1min": load, "threads": args.threads, "device": str(device)}
 write_json(args.json or f"benchmarks/specee/threshold_check_{args.dtype}.json", report)
 print(report)

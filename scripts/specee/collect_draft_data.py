@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.device import add_device_argument, resolve_device
+from foretell.core.errors import ForetellError
 from foretell.core.seed import seed_everything
 from foretell.specee.adapters import decoder_access
 from foretell.specee.collect import collect_draft_data
@@ -26,12 +28,17 @@ ap.add_argument("--limit", type=int, default=0, help="use only the first N draft
 ap.add_argument("--max-new-tokens", type=int, default=48)
 ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--threads", type=int, default=1)
+add_device_argument(ap)
 args = ap.parse_args()
+try:
+    device = resolve_device(args.device)
+except ForetellError as exc:
+    ap.error(str(exc))
 
 torch.set_num_threads(args.threads)
 seed_everything(0)
 t0 = time.time()
-model, tok = load_model()
+model, tok = load_model(device=device)
 acc = decoder_access(model)
 ev = collect_draft_data(acc, tok, read_prompts(None, "eval"), f"{args.out}/eval", max_new_tokens=args.max_new_tokens,
                         batch=args.batch)

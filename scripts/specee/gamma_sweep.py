@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from foretell.core.device import add_device_argument, resolve_device
+from foretell.core.errors import ForetellError
 from foretell.core.report import write_json
 from foretell.specee.engine import SpecEE
 from foretell.specee.loading import chat_ids, read_prompts
@@ -23,11 +25,16 @@ ap.add_argument("--max-new-tokens", type=int, default=48)
 ap.add_argument("--gammas", default="1,2,3,4")
 ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 ap.add_argument("--json", required=True)
+add_device_argument(ap)
 args = ap.parse_args()
+try:
+    device = resolve_device(args.device)
+except ForetellError as exc:
+    ap.error(str(exc))
 
 torch.set_num_threads(1)
 load = [os.getloadavg()[0]]
-ee = SpecEE.from_pretrained(None, torch_dtype=args.dtype)
+ee = SpecEE.from_pretrained(None, torch_dtype=args.dtype, device=device)
 inputs = [chat_ids(ee.tokenizer, p) for p in read_prompts(None, "eval")[: args.num_prompts]]
 variants = [("full", None)] + [(f"{m}_gamma{g}", (m, int(g))) for g in args.gammas.split(",")
                                 for m in ("speculative", "specee+speculative")]
@@ -44,6 +51,8 @@ for pi, ids in enumerate(inputs):
             ee.config.gamma = spec[1]
         t0 = time.perf_counter()
         out = ee.generate(ids, max_new_tokens=args.max_new_tokens, method=spec[0] if spec else "full")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         secs[name] += time.perf_counter() - t0
         outs[name] = out[0, ids.shape[1]:].tolist()
         toks[name] += len(outs[name])
@@ -57,6 +66,6 @@ res = {n: {"tokens_per_s": toks[n] / secs[n], "speedup": toks[n] / secs[n] / bas
            "tokens_per_pass": toks[n] / max(1, passes[n]), "agreement": agree[n] / sum(ref)} for n, _ in variants}
 write_json(args.json, {"prompts": len(inputs), "new_tokens": args.max_new_tokens, "methods": res,
                        "config": {"torch_threads": 1, "k": ee.config.k, "threshold": ee.config.threshold,
-                                  "dtype": args.dtype, "load_average_1min": load + [os.getloadavg()[0]]}})
+                                  "dtype": args.dtype, "device": str(device), "load_average_1min": load + [os.getloadavg()[0]]}})
 for n, m in res.items():
     print(f"{n:>28}: x{m['speedup']:.3f}  {m['tokens_per_pass']:.2f} tokens/pass  agreement {m['agreement']:.3f}")

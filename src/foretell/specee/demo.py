@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def run_demo(out_dir: Path, *, seed: int, quick: bool, shared: str | None) -> list[dict]:
-    """Short end-to-end SpecEE run on the embedded SmolLM2 with the shipped assets; writes
-    specee_demo.json / .md / .png under ``out_dir`` and returns summary rows."""
+def run_demo(out_dir: Path, *, seed: int, quick: bool, shared: str | None, device=None) -> list[dict]:
+    """Short end-to-end SpecEE run on the embedded SmolLM2 with the shipped assets on ``device``
+    (default cpu); writes specee_demo.json / .md / .png under ``out_dir`` and returns summary rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +22,8 @@ def run_demo(out_dir: Path, *, seed: int, quick: bool, shared: str | None) -> li
     out_dir = Path(out_dir)
     prompts = read_prompts(None, "eval")[: 1 if quick else 3]
     report = run_bench(prompts, 12 if quick else 24, seed=seed, ppl_texts=0, extras=False,
-                       methods_filter=["specee", "speculative", "specee+speculative"])
+                       methods_filter=["specee", "speculative", "specee+speculative"], device=device)
+    where = report["config"]["device"].upper() if report["config"]["device"] == "cpu" else report["config"]["device"]
     write_json(out_dir / "specee_demo.json", report)
     rows, summary = [], []
     for name, m in report["methods"].items():
@@ -31,8 +32,9 @@ def run_demo(out_dir: Path, *, seed: int, quick: bool, shared: str | None) -> li
                         "quality": f"agreement {m['agreement']:.3f} with full greedy, {m['avg_layers']:.1f} layers/pass",
                         "fairness": None,
                         "note": f"oracle {report['oracle_avg_layers']:.1f}/{report['config']['num_layers']} layers; "
-                                f"shared CPU, {report['prompts']} prompts x {report['new_tokens']} tokens"})
-    write_markdown_table(out_dir / "specee_demo.md", "SpecEE demo (SmolLM2-135M, CPU)",
+                                f"{'shared CPU' if where == 'CPU' else where}, {report['prompts']} prompts x "
+                                f"{report['new_tokens']} tokens"})
+    write_markdown_table(out_dir / "specee_demo.md", f"SpecEE demo (SmolLM2-135M, {where})",
                          ["method", "tokens/s", "speedup", "avg layers", "agreement", "first divergence"], rows)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     n = report["config"]["num_layers"]
