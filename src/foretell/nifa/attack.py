@@ -11,7 +11,6 @@ the CPU); the poisoned graph comes back on the input's device.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -168,9 +167,9 @@ class NIFA:
         if self.config.device is None:
             return data
         from foretell.core.device import resolve_device
+        from foretell.nifa.graph import data_to
 
-        device = resolve_device(self.config.device)
-        return data if data.x.device == device else copy.copy(data).to(device)
+        return data_to(data, resolve_device(self.config.device))
 
     def attack(self, data, *, targets: dict | None = None) -> PoisonedGraph:
         """Run steps 1-4 on ``data`` (needs x, y, sens, edge_index, train_mask).

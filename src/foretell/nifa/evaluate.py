@@ -10,7 +10,6 @@ says which.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -145,9 +144,9 @@ def evaluate(dataset: str, data, cfg: EvalConfig, *, json_path=None, save_poison
     bad = [b for b in cfg.baselines if b not in BASELINES]
     if bad:
         raise ForetellError(f"unknown baseline(s) {bad}; accepted: {', '.join(BASELINES)}")
-    device = data_device(data, cfg)
-    if data.x.device != device:
-        data = copy.copy(data).to(device)          # a moved shallow copy: the caller's data stays put
+    from foretell.nifa.graph import data_to
+
+    data = data_to(data, data_device(data, cfg))     # a moved shallow copy: the caller's data stays put
     results, t0 = [], time.perf_counter()
 
     def write(partial=None):

@@ -66,6 +66,18 @@ def device_of(x) -> torch.device:
     return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
 
 
+def data_to(data, device):
+    """PyG ``data`` on ``device``: ``data`` itself when it is there already, else a moved shallow copy
+    (``Data.to`` moves in place; the caller's object stays where it is)."""
+    import copy
+
+    device = torch.device(device)
+    x = data.x.device
+    if x.type == device.type and (device.index is None or x.index == device.index):
+        return data
+    return copy.copy(data).to(device)
+
+
 def neighbourhood(prop: sp.csr_matrix, nodes: np.ndarray) -> np.ndarray:
     """Sorted nodes reachable in one step of ``prop`` (self loops included) from ``nodes``."""
     return np.unique(prop[np.asarray(nodes)].indices)

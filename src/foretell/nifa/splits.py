@@ -48,13 +48,10 @@ def labelled_subgraph(data, num_nodes: int, seed: int = 0):
     from torch_geometric.data import Data
     from torch_geometric.utils import subgraph
 
-    from foretell.nifa.graph import adjacency, to_scipy, to_torch
+    from foretell.nifa.graph import adjacency, data_to, to_scipy, to_torch
 
     dev = data.x.device
-    if dev.type != "cpu":
-        import copy
-
-        data = copy.copy(data).cpu()        # Data.cpu() moves in place: a shallow copy leaves the input be
+    data = data_to(data, "cpu")
     keep = np.flatnonzero(((data.y >= 0) & (data.sens >= 0)).numpy())
     a = adjacency(data.edge_index, data.num_nodes)[keep][:, keep]
     order = breadth_first_order(a, int(np.argmax(np.asarray(a.sum(1)).ravel())), directed=False,
@@ -68,4 +65,4 @@ def labelled_subgraph(data, num_nodes: int, seed: int = 0):
     xt = to_torch(x) if sparse else torch.from_numpy(x.toarray())
     g = Data(x=xt, y=data.y[nodes], sens=data.sens[nodes], edge_index=ei, num_nodes=len(nodes),
              integer_features=bool(getattr(data, "integer_features", False)), name=getattr(data, "name", None))
-    return add_split(g if dev.type == "cpu" else g.to(dev), seed)
+    return add_split(data_to(g, dev), seed)
