@@ -9,7 +9,7 @@ Part 1 (same process, same inputs, warm-up + median of repeats, interleaved):
     own threads) vs the code before it (all T masked W1 as one (F, T*H) matrix, torch CSR) vs the whole graph;
   * victim epoch (forward + backward) of GCN/SAGE/APPNP/SGC: PyG model as built vs bind_constant_graph.
 Part 2: one seed end to end: NIFA attack + GCN/SAGE/APPNP/SGC trained on the clean and the attacked
-graph, wall-clock per stage. The target-overlap numbers of the shorter Bayesian schedule come from
+graph, wall-clock per stage, on ``--device`` (part 1 compares CPU code paths and always runs on the CPU). The target-overlap numbers of the shorter Bayesian schedule come from
 benchmarks/results/nifa_uncertainty_overlap_<dataset>.json (benchmarks/nifa_uncertainty_overlap.py).
 
     python benchmarks/nifa_dblp.py [--threads 2] [--uncertainty-epochs E --uncertainty-lr LR] [--skip-end-to-end]
@@ -44,7 +44,11 @@ def main() -> None:
     ap.add_argument("--skip-steps", action="store_true", help="part 2 only (no side-by-side step timings)")
     ap.add_argument("--attack-only", action="store_true", help="part 2 without the victims (attack wall/CPU seconds)")
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_dblp_timing.json"))
+    from foretell.core.device import add_device_argument, resolve_device
+
+    add_device_argument(ap)
     args = ap.parse_args()
+    args.device = resolve_device(args.device)
     warnings.filterwarnings("ignore", message="Sparse")
     torch.set_num_threads(args.threads)
     t_load = time.perf_counter()
@@ -52,7 +56,8 @@ def main() -> None:
     load_s = time.perf_counter() - t_load
     import os
 
-    report = {"dataset": "dblp", "seed": args.seed, "threads": args.threads, "load_seconds": load_s,
+    report = {"dataset": "dblp", "seed": args.seed, "threads": args.threads, "device": str(args.device),
+              "load_seconds": load_s,
               "load_average_at_start": list(os.getloadavg()),
               "note": "machine shared with other jobs during the measurement; compare ratios, not absolutes"}
 
@@ -228,8 +233,14 @@ def end_to_end(args, data, report) -> None:
     from foretell.core.paths import repo_root
     from foretell.core.report import write_json
     from foretell.nifa.attack import NIFA, NIFAConfig
+    from foretell.nifa.graph import data_to
     from foretell.nifa.victims import train_victim
 
+    def sync():
+        if args.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    data = data_to(data, args.device)
     if not args.skip_end_to_end:
         sched = {k: v for k, v in (("uncertainty_epochs", args.uncertainty_epochs),
                                    ("uncertainty_lr", args.uncertainty_lr)) if v is not None}
@@ -239,6 +250,7 @@ def end_to_end(args, data, report) -> None:
         load0 = list(os.getloadavg())
         t0 = time.perf_counter()
         poisoned = NIFA(acfg).attack(data)
+        sync()
         attack_s = time.perf_counter() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         victims = {}
@@ -246,6 +258,7 @@ def end_to_end(args, data, report) -> None:
             for gname, g in (("clean", data), ("attacked", poisoned.data)):
                 t = time.perf_counter()
                 r = train_victim(v, g, args.seed)
+                sync()
                 victims[f"{v}/{gname}"] = {"seconds": time.perf_counter() - t, "epochs": r["epochs"],
                                            "sp": 100 * r["sp"], "acc": 100 * r["acc"]}
                 print(v, gname, victims[f"{v}/{gname}"], flush=True)

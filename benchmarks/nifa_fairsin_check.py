@@ -27,14 +27,19 @@ def main() -> None:
     ap.add_argument("graphs", nargs="+", help="poisoned graphs saved by foretell nifa run/attack")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_dblp_fairsin.json"))
+    from foretell.core.device import add_device_argument, resolve_device
+
+    add_device_argument(ap)
     args = ap.parse_args()
+    device = resolve_device(args.device)
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
-    data = add_split(load_preset("dblp"), 0)
-    report = {"dataset": "dblp", "victim": "fairsin", "threads": args.threads,
+    data = add_split(load_preset("dblp"), 0).to(device)
+    report = {"dataset": "dblp", "victim": "fairsin", "threads": args.threads, "device": str(device),
               "load_average_at_start": list(os.getloadavg()), "runs": {}}
     for path in args.graphs:
         pg = PoisonedGraph.load(path)
+        pg.data = pg.data.to(device)
         seed = int(pg.info["config"]["seed"])
         for name, graph in ((f"clean_victim_seed{seed}", data), (f"nifa_seed{seed}", pg.data)):
             t0, c0 = time.perf_counter(), time.process_time()

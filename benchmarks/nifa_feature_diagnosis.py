@@ -48,24 +48,28 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_feature_diagnosis.json"))
+    from foretell.core.device import add_device_argument, resolve_device
+
+    add_device_argument(ap)
     args = ap.parse_args()
+    device = resolve_device(args.device)
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    data = add_split(load_preset("dblp"), 0)
+    data = add_split(load_preset("dblp"), 0).to(device)
     cfg = NIFAConfig.preset("dblp", seed=args.seed, uncertainty_epochs=max(1, args.uncertainty_epochs),
                             uncertainty_lr=args.uncertainty_lr)
     if args.uncertainty_epochs > 0:
         unc = NIFA(cfg).uncertainty(data)["uncertainty"]
     else:
         unc = np.random.default_rng(args.seed).random(data.num_nodes)
-    targets = select_targets(unc, data.y.numpy(), data.sens.numpy(), cfg.k)
+    targets = select_targets(unc, data.y.cpu().numpy(), data.sens.cpu().numpy(), cfg.k)
     b = cfg.budget(data)
     groups = injected_groups(b)
     edges = injection_edges(data.num_nodes, groups, targets, cfg.edges_per_injected, np.random.default_rng(args.seed))
     lo, hi = feature_box(data.x)
-    structure = append_nodes(data, edges, torch.zeros(b, data.x.shape[1]), b)
-    train = np.flatnonzero(data.train_mask.numpy())
+    structure = append_nodes(data, edges, torch.zeros(b, data.x.shape[1], device=device), b)
+    train = np.flatnonzero(data.train_mask.cpu().numpy())
     fcfg = FeatureConfig(alpha=cfg.alpha, beta=cfg.beta, max_iter=cfg.max_iter, max_step=cfg.max_step, lr=cfg.lr)
     captured = {}
 
@@ -99,7 +103,7 @@ def main() -> None:
     for graph_name, graph in (("clean", data), ("nifa", poisoned)):
         r = train_plain("gcn", graph, args.seed, VictimConfig())
         victims[graph_name] = {k: (100 * v if k in ("acc", "sp", "eo", "eo_tpr") else v) for k, v in r.items()}
-    report = {"dataset": "dblp", "seed": args.seed, "uncertainty_epochs": args.uncertainty_epochs,
+    report = {"dataset": "dblp", "seed": args.seed, "device": str(device), "uncertainty_epochs": args.uncertainty_epochs,
               "uncertainty_lr": args.uncertainty_lr, "targets": "random" if args.uncertainty_epochs == 0 else "bayesian",
               "history": history, "surrogate_train_sp_signed": surrogate,
               "injected_nonzeros_per_row": float((x_inj != 0).sum(1).float().mean()),

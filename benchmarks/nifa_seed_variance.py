@@ -77,7 +77,11 @@ def main() -> None:
     ap.add_argument("--skip-clean", action="store_true", help="no clean-graph victims in the grid")
     ap.add_argument("--quick", action="store_true", help="smoke test: 5 victim epochs, 1 feature round of 2 steps")
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_dblp_seed_variance.json"))
+    from foretell.core.device import add_device_argument, resolve_device
+
+    add_device_argument(ap)
     args = ap.parse_args()
+    device = resolve_device(args.device)
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -87,10 +91,12 @@ def main() -> None:
     vcfg = VictimConfig(max_epochs=5, min_epochs=0) if args.quick else None
     quick_attack = dict(max_iter=1, max_step=2) if args.quick else {}
     t_start, cpu0 = time.perf_counter(), time.process_time()
-    data = add_split(load_preset("dblp"), 0)
+    data = add_split(load_preset("dblp"), 0).to(device)
     pois = {s: PoisonedGraph.load(Path(args.poisoned_dir) / f"dblp_s{s}.pt") for s in seeds}
+    for pg in pois.values():
+        pg.data = pg.data.to(device)
     report = {"dataset": "dblp", "quick": args.quick, "split_seed": 0, "seeds": seeds, "victims": list(VICTIMS),
-              "poisoned_dir": args.poisoned_dir, "threads": args.threads,
+              "poisoned_dir": args.poisoned_dir, "threads": args.threads, "device": str(device),
               "load_average_at_start": list(os.getloadavg()),
               "attack_config": pois[seeds[0]].info["config"],
               "note": "metrics x100 on the test nodes; sp_signed = P(yhat=1|s=1) - P(yhat=1|s=0)"}

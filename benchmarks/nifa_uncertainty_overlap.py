@@ -76,7 +76,11 @@ def main() -> None:
                          "existing --json report")
     ap.add_argument("--json", default=None,
                     help="default: benchmarks/results/nifa_uncertainty_overlap_<dataset>.json")
+    from foretell.core.device import add_device_argument, resolve_device
+
+    add_device_argument(ap)
     args = ap.parse_args()
+    device = resolve_device(args.device)
     args.json = args.json or str(repo_root() / f"benchmarks/results/nifa_uncertainty_overlap_{args.dataset}.json")
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
@@ -84,6 +88,7 @@ def main() -> None:
     train = np.flatnonzero(data.train_mask.numpy())
     cand = np.flatnonzero(((data.y >= 0) & (data.sens >= 0)).numpy())
     sens = data.sens.numpy()
+    data = data.to(device)
     gain = {} if args.init_gain is None else {"init_gain": args.init_gain}
     checks = tuple(int(c) for c in args.checkpoints.split(",") if int(c) < args.epochs)
     runs, seconds, previous = {}, {}, None
@@ -150,6 +155,7 @@ def main() -> None:
     write_json(args.json, {"dataset": args.dataset, "seed": args.seed, "split_seed": args.split_seed,
                            "full_epochs": args.epochs, "lr": args.lr, "k": args.k,
                            "init_gain": UncertaintyConfig(**gain).init_gain, "threads": args.threads,
+                           "device": str(device),
                            "compare_npz": args.compare_npz, "overlap_with_compared_full": compared,
                            "full_runs": args.full_runs, "overlap_of_saved_targets_with_full": saved_targets,
                            "num_candidates": int(len(cand)), "random_overlap": args.k,
