@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, shared: str | None = None) -> list[dict]:
+def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, shared: str | None = None,
+             device: str = "cpu") -> list[dict]:
     """Bench full, SpecDiff and two peers on sd3-digits (and flux-digits unless ``quick``).
 
     Writes ``bench_<model>.json`` (the bench schema), ``<model>_pareto.png``, ``<model>_samples.png``
-    and ``summary.md`` under ``out_dir``; returns one summary row per method and model.
+    and ``summary.md`` under ``out_dir``; returns one summary row per method and model. ``device``: where
+    the models run (as ``foretell specdiff bench --device``).
     """
     from foretell.core.report import markdown_table, write_json, write_text
     from foretell.specdiff.bench import BenchConfig, pareto_plot, run_bench, sample_grid, strip_images
@@ -20,7 +22,7 @@ def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, shared: str |
     rows, table = [], []
     for name in models:
         cfg = BenchConfig(model=name, steps=10 if quick else 28, samples=4 if quick else 8, methods=methods,
-                          seed=seed, repeats=1, premise=False)
+                          seed=seed, repeats=1, premise=False, device=device)
         report = run_bench(cfg)
         report["plot"] = str(pareto_plot(report, out_dir / f"{name}_pareto.png"))
         report["grid"] = str(sample_grid(report, out_dir / f"{name}_samples.png"))

@@ -79,13 +79,14 @@ def _plot(report: dict, frame, instruction: str, vcfg, path: Path) -> None:
     plt.close(fig)
 
 
-def run_demo(out_dir: Path, *, seed: int, quick: bool, shared: str | None) -> list[dict]:
-    """Short closed-loop comparison on the shipped weights; writes JSON/MD/PNG under ``out_dir``."""
+def run_demo(out_dir: Path, *, seed: int, quick: bool, shared: str | None, device: str = "cpu") -> list[dict]:
+    """Short closed-loop comparison on the shipped weights; writes JSON/MD/PNG under ``out_dir``.
+    ``device``: where the policy runs (as ``foretell specprune eval --device``)."""
     from foretell.specprune.eval import EvalConfig, evaluate, write_report
 
     out_dir = Path(out_dir)
     cfg = EvalConfig(episodes=DEMO_EPISODES, seed=seed, methods=DEMO_METHODS, quick=quick,
-                     calibration_episodes=2, baselines=not quick)
+                     calibration_episodes=2, baselines=not quick, device=device)
     report = evaluate(cfg)
     write_report(report, out_dir / "specprune_eval.json", out_dir / "specprune_eval.md")
     frame, instruction, vcfg = _kept_patch_frame(seed, 40 if quick else 100)
