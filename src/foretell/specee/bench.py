@@ -202,7 +202,8 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
     report = {
         "model": ee.acc.model_id, "prompts": len(prompts), "new_tokens": max_new_tokens,
         "methods": main, "oracle_avg_layers": oracle_avg,
-        "config": {"dtype": dtype_name(ee.acc.dtype), "device": str(dev), "k": ee.config.k, "threshold": ee.config.threshold if ee.config.threshold is not None
+        "config": {"dtype": dtype_name(ee.acc.dtype), "device": str(dev), "k": ee.config.k,
+                   "threshold": ee.config.threshold if ee.config.threshold is not None
                    else "calibrated per layer", "thresholds": {str(l): t for l, t in ee.rule().thresholds.items()},
                    "threshold_calibration": ee.predictors.config.calibration or None,
                    "kv_strategy": ee.config.kv_strategy,

@@ -81,7 +81,7 @@ class DraftHead(nn.Module):
         self.rotary = LlamaRotaryEmbedding(self.layer_config)
         with torch.no_grad():
             self.fc.weight.zero_()
-            self.fc.weight[:, d:].copy_(torch.eye(d, device=self.fc.weight.device))          # start as "use the target state"
+            self.fc.weight[:, d:].copy_(torch.eye(d, device=self.fc.weight.device))   # start as "use the target state"
             if init_from_last_layer and acc.model_type == "llama":
                 self.layer.load_state_dict(acc.layers[-1].state_dict())
         self.register_buffer("vocab_ids", vocab_ids.long().clone(), persistent=True)
