@@ -12,7 +12,8 @@ Steps, each recorded with its own result or error (a failed step does not stop t
    the defense (covers EvalConfig.device, the baselines, FairSIN and the defense on the device).
 
 ``attack_plus_4_victims_s`` = step 1 + gcn/sage/appnp/sgc clean and attacked from step 2 (the issue's
-CPU target for that is 180 s). Steps 3-4 are skipped once ``BUDGET_S`` has passed. ``ok`` needs every
+CPU target for that is 180 s). If step 1 fails, step 3 runs first and step 2 uses its graph (moved
+to the device). Steps 3-4 are skipped once ``BUDGET_S`` has passed. ``ok`` needs every
 step without error, the poisoned graph on the device, attacked accuracy > 0.5 for every victim and
 a target overlap with the CPU run of at least 0.9 (same initial weights and masks on both devices;
 only float rounding differs).
@@ -23,7 +24,6 @@ only float rounding differs).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import tempfile
@@ -124,6 +124,7 @@ def _cli(args, dev: str, nodes: str | None) -> dict:
 
 
 def run(args) -> dict:
+    from foretell.nifa.graph import data_to
     from foretell.nifa.loaders import load_preset
     from foretell.nifa.splits import add_split, labelled_subgraph
 
@@ -145,28 +146,18 @@ def run(args) -> dict:
     state = {}
 
     def attack_device():
-        out, state["pg_dev"] = _attack(copy.copy(data).to(dev), dev)
+        out, state["pg_dev"] = _attack(data_to(data, dev), dev)
         if dev.startswith("cuda"):
             out["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
         return out
 
-    _step(res, "attack_device", attack_device)
-    pg = state.get("pg_dev")
-    if pg is not None:
-        _step(res, "victims", lambda: _victims(copy.copy(data).to(dev), pg.data, dev))
-        vic = res["victims"]
-        try:
-            res["attack_plus_4_victims_s"] = res["attack_device"]["seconds"] + sum(
-                vic[v][g]["seconds"] for v in PLAIN for g in ("clean", "attacked"))
-            res["cpu_target_s"] = 180.0
-        except (KeyError, TypeError):
-            pass
-
     def attack_cpu():
         if dev == "cpu":
             return {"skipped": "device is the CPU (step 1 is the CPU run)"}
-        out, pg_cpu = _attack(data, "cpu")
+        out, state["pg_cpu"] = _attack(data, "cpu")
+        pg = state.get("pg_dev")
         if pg is not None:
+            pg_cpu = state["pg_cpu"]
             out["target_overlap"] = _overlap(pg.targets, pg_cpu.targets)
             (e_dev, x_dev), (e_cpu, x_cpu) = _injected(pg), _injected(pg_cpu)
             out["injected_edges_equal"] = bool(e_dev.shape == e_cpu.shape and (e_dev == e_cpu).all())
@@ -174,11 +165,32 @@ def run(args) -> dict:
             out["speedup_device_vs_cpu"] = out["seconds"] / res["attack_device"]["seconds"]
         return out
 
-    for name, fn in (("attack_cpu", attack_cpu), ("cli", lambda: _cli(args, dev, nodes))):
-        if time.perf_counter() - t_start > BUDGET_S:
-            res[name] = {"skipped": f"time budget of {BUDGET_S:.0f} s spent"}
+    def victims():
+        pg = state.get("pg_dev") or state.get("pg_cpu")
+        if pg is None:
+            return {"skipped": "no attacked graph (both attacks failed)"}
+        out = _victims(data_to(data, dev), data_to(pg.data, dev), dev)
+        out["attacked_graph_from"] = "device" if "pg_dev" in state else "cpu (the device attack failed)"
+        return out
+
+    def cli():
+        return _cli(args, dev, nodes)
+
+    _step(res, "attack_device", attack_device)
+    # without a device-attacked graph the victims use the CPU-attacked one, so the CPU attack goes first
+    order = [attack_cpu, victims, cli] if "pg_dev" not in state else [victims, attack_cpu, cli]
+    for fn in order:
+        if fn is not victims and time.perf_counter() - t_start > BUDGET_S:
+            res[fn.__name__] = {"skipped": f"time budget of {BUDGET_S:.0f} s spent"}
             continue
-        _step(res, name, fn)
+        _step(res, fn.__name__, fn)
+    try:
+        vic = res["victims"]
+        res["attack_plus_4_victims_s"] = res["attack_device"]["seconds"] + sum(
+            vic[v][g]["seconds"] for v in PLAIN for g in ("clean", "attacked"))
+        res["cpu_target_s"] = 180.0
+    except (KeyError, TypeError):
+        pass
 
     errors = [k for k in ("attack_device", "victims", "attack_cpu", "cli")
               if isinstance(res.get(k), dict) and "error" in res[k]]
@@ -189,7 +201,9 @@ def run(args) -> dict:
               "poisoned_on_device": res.get("attack_device", {}).get("poisoned_on", "").split(":")[0] == dev.split(":")[0],
               "attacked_acc_above_0.5": all(isinstance(r, dict) and r.get("attacked", {}).get("acc", 0) > 0.5
                                             for r in res.get("victims", {}).values() if isinstance(r, dict)),
-              "target_overlap_at_least_0.9": res.get("attack_cpu", {}).get("target_overlap", {}).get("min", 1.0) >= 0.9}
+              "target_overlap_at_least_0.9": res.get("attack_cpu", {}).get("target_overlap", {}).get("min", 1.0) >= 0.9,
+              "victims_ran": any(isinstance(r, dict) and "attacked" in r for r in res.get("victims", {}).values())}
     res["checks"] = checks
-    res["ok"] = all(checks.values()) and "victims" in res
+    res["target_overlap_measured"] = "target_overlap" in res.get("attack_cpu", {})
+    res["ok"] = all(checks.values())
     return res
