@@ -138,3 +138,20 @@ def test_testbed_sampler_follows_the_model_device(name):
     assert make_noise(model, 2, 0).device.type == "meta"
     out = sample(model, noise, sample_labels(2), scheduler=make_scheduler(model, 3), guidance_scale=4.0)
     assert out.device.type == "meta" and tuple(out.shape) == tuple(noise.shape)
+
+
+def test_schedule_is_copied_to_the_host_once_per_set_timesteps():
+    model = tiny_sd3()
+    s = scheduler()
+    data = inputs(model, batch=1)
+    with apply(model, SpecDiffConfig(cache_rate=0.5, warmup_steps=2), scheduler=s, guidance_scale=3.0) as h:
+        from _method_tiny import sample
+
+        sample(model, s, data, steps=5)
+        hook = h._hook
+        first = hook._sigmas_host
+        assert hook._sigmas_src is s.sigmas and torch.equal(first, s.sigmas.double())
+        assert hook._host_sigmas(s.sigmas) is first  # same schedule tensor: no new copy
+        sample(model, s, data, steps=5)  # set_timesteps builds a new tensor: copied again
+        assert hook._sigmas_host is not first and hook._sigmas_src is s.sigmas
+        assert h.stats()["runs"] == 2 and h.stats()["stock_calls"] == 0
