@@ -103,7 +103,8 @@ def main() -> None:
     for graph_name, graph in (("clean", data), ("nifa", poisoned)):
         r = train_plain("gcn", graph, args.seed, VictimConfig())
         victims[graph_name] = {k: (100 * v if k in ("acc", "sp", "eo", "eo_tpr") else v) for k, v in r.items()}
-    report = {"dataset": "dblp", "seed": args.seed, "device": str(device), "uncertainty_epochs": args.uncertainty_epochs,
+    report = {"dataset": "dblp", "seed": args.seed, "device": str(device),
+              "uncertainty_epochs": args.uncertainty_epochs,
               "uncertainty_lr": args.uncertainty_lr, "targets": "random" if args.uncertainty_epochs == 0 else "bayesian",
               "history": history, "surrogate_train_sp_signed": surrogate,
               "injected_nonzeros_per_row": float((x_inj != 0).sum(1).float().mean()),

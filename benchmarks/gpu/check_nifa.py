@@ -8,12 +8,15 @@ Steps, each recorded with its own result or error (a failed step does not stop t
    graph on the device (seed 0), metrics and seconds each.
 3. ``attack_cpu``: the same attack on the CPU of the same machine (torch's default threads); the
    overlap of the selected targets with step 1 and whether the injected edges are equal.
-4. ``cli``: ``foretell nifa run --device ... --quick`` on DBLP with gcn + fairsin, both baselines and
-   the defense (covers EvalConfig.device, the baselines, FairSIN and the defense on the device).
+4. ``cli``: ``foretell nifa run --device ... --quick`` on DBLP with gcn + fairsin and both baselines
+   (covers the flag, EvalConfig.device, the baselines and FairSIN on the device).
+5. ``defense``: ``evaluate(..., EvalConfig(device=..., defense=0.1))`` with gcn and both baselines on a
+   2,000-author DBLP subgraph of known gender (on the whole DBLP the defense stops with "needs the
+   uncertainty of every training node" on any device: training authors of unknown gender get none).
 
 ``attack_plus_4_victims_s`` = step 1 + gcn/sage/appnp/sgc clean and attacked from step 2 (the issue's
 CPU target for that is 180 s). If step 1 fails, step 3 runs first and step 2 uses its graph (moved
-to the device). Steps 3-4 are skipped once ``BUDGET_S`` has passed. ``ok`` needs every
+to the device). Steps 3-5 are skipped once ``BUDGET_S`` has passed. ``ok`` needs every
 step without error, the poisoned graph on the device, attacked accuracy > 0.5 for every victim and
 a target overlap with the CPU run of at least 0.9 (same initial weights and masks on both devices;
 only float rounding differs).
@@ -107,7 +110,7 @@ def _cli(args, dev: str, nodes: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "r.json")
         argv = ["nifa", "run", "--dataset", "dblp", "--device", dev, "--quick", "--victims", "gcn,fairsin",
-                "--baselines", "random,fagnn", "--defense", "0.1", "--max-epochs", "40", "--json", path]
+                "--baselines", "random,fagnn", "--max-epochs", "40", "--json", path]
         if args.nifa_data:
             argv[4:4] = ["--data-dir", args.nifa_data]
         os.environ["FORETELL_DEBUG"] = "1"           # a failure raises, so its traceback is recorded
@@ -121,6 +124,22 @@ def _cli(args, dev: str, nodes: str | None) -> dict:
     return {"rc": rc, "config_device": rep["config"]["device"], "nifa_device": rep["config"]["nifa"]["device"],
             "victims": {v: {g: rep["victims"][v][g]["acc"] for g in ("clean", "attacked")} for v in rep["victims"]},
             "seconds_total": rep["seconds_total"]}
+
+
+def _defense(data, dev: str) -> dict:
+    from foretell.nifa.attack import NIFAConfig
+    from foretell.nifa.evaluate import EvalConfig, evaluate
+    from foretell.nifa.splits import labelled_subgraph
+    from foretell.nifa.victims import VictimConfig
+
+    sub = labelled_subgraph(data, 2000, seed=0)
+    cfg = EvalConfig(victims=("gcn",), baselines=("random", "fagnn"), defense=0.1, device=dev,
+                     nifa=NIFAConfig(num_injected=20, edges_per_injected=10, uncertainty_epochs=30, max_iter=2,
+                                     max_step=20),
+                     victim=VictimConfig(max_epochs=100, min_epochs=20, patience=10))
+    rep = evaluate("dblp-subgraph", sub, cfg, log=lambda m: None)
+    return {"config_device": rep["config"]["device"], "seconds_total": rep["seconds_total"],
+            "gcn": {g: rep["per_seed"][0]["runs"]["gcn"][g]["acc"] for g in ("clean", "nifa", "random", "fagnn")}}
 
 
 def run(args) -> dict:
@@ -176,9 +195,12 @@ def run(args) -> dict:
     def cli():
         return _cli(args, dev, nodes)
 
+    def defense():
+        return _defense(data, dev)
+
     _step(res, "attack_device", attack_device)
     # without a device-attacked graph the victims use the CPU-attacked one, so the CPU attack goes first
-    order = [attack_cpu, victims, cli] if "pg_dev" not in state else [victims, attack_cpu, cli]
+    order = [attack_cpu, victims, cli, defense] if "pg_dev" not in state else [victims, attack_cpu, cli, defense]
     for fn in order:
         if fn is not victims and time.perf_counter() - t_start > BUDGET_S:
             res[fn.__name__] = {"skipped": f"time budget of {BUDGET_S:.0f} s spent"}
@@ -192,17 +214,19 @@ def run(args) -> dict:
     except (KeyError, TypeError):
         pass
 
-    errors = [k for k in ("attack_device", "victims", "attack_cpu", "cli")
+    errors = [k for k in ("attack_device", "victims", "attack_cpu", "cli", "defense")
               if isinstance(res.get(k), dict) and "error" in res[k]]
     errors += [f"victims.{v}.{g}" for v, r in res.get("victims", {}).items() if isinstance(r, dict)
                for g, m in r.items() if isinstance(m, dict) and "error" in m]
     res["errors"] = errors
+    runs = [r for r in res.get("victims", {}).values() if isinstance(r, dict)]
+    poisoned_on = res.get("attack_device", {}).get("poisoned_on", "")
+    overlap = res.get("attack_cpu", {}).get("target_overlap", {}).get("min", 1.0)
     checks = {"no_errors": not errors,
-              "poisoned_on_device": res.get("attack_device", {}).get("poisoned_on", "").split(":")[0] == dev.split(":")[0],
-              "attacked_acc_above_0.5": all(isinstance(r, dict) and r.get("attacked", {}).get("acc", 0) > 0.5
-                                            for r in res.get("victims", {}).values() if isinstance(r, dict)),
-              "target_overlap_at_least_0.9": res.get("attack_cpu", {}).get("target_overlap", {}).get("min", 1.0) >= 0.9,
-              "victims_ran": any(isinstance(r, dict) and "attacked" in r for r in res.get("victims", {}).values())}
+              "poisoned_on_device": poisoned_on.split(":")[0] == dev.split(":")[0],
+              "attacked_acc_above_0.5": all(r.get("attacked", {}).get("acc", 0) > 0.5 for r in runs),
+              "target_overlap_at_least_0.9": overlap >= 0.9,
+              "victims_ran": any("attacked" in r for r in runs)}
     res["checks"] = checks
     res["target_overlap_measured"] = "target_overlap" in res.get("attack_cpu", {})
     res["ok"] = all(checks.values())
