@@ -199,3 +199,27 @@ def test_cache_argument_name_follows_the_installed_transformers():
     import inspect
     for m in (model, model.model.layers[0]):
         assert cache_kwarg(m) in inspect.signature(m.forward).parameters
+
+
+def test_train_command_records_the_device(tmp_path, monkeypatch, tiny):
+    import json
+
+    import foretell.specee.collect as collect_mod
+    import foretell.specee.loading as loading
+    from foretell.cli import main
+    from foretell.specee.collect import collect_one
+
+    acc = decoder_access(tiny)
+    torch.manual_seed(0)
+    items = [collect_one(acc, torch.randint(0, 256, (1, 6)), 8, None) for _ in range(5)]
+    asked = []
+    monkeypatch.setattr(loading, "load_model", lambda path=None, dtype=None, device=None:
+                        asked.append(device) or (tiny, None))
+    monkeypatch.setattr(collect_mod, "collect", lambda *a, **k: [])
+    monkeypatch.setattr(collect_mod, "load_shards", lambda d: items)
+    rc = main(["specee", "train", "--quick", "--k", "4", "--draft-vocab", "64", "--device", "cpu",
+               "--out", str(tmp_path / "out"), "--json", str(tmp_path / "t.json"), "--data-dir", str(tmp_path / "d")])
+    assert rc == 0 and asked == [torch.device("cpu")]
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert report["config"]["device"] == "cpu" and report["calibration"]["tokens"] == 40
+    assert (tmp_path / "out" / "predictors.json").is_file()
