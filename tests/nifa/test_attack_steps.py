@@ -215,6 +215,26 @@ def test_defense_drops_most_uncertain():
         apply_defense(data, 1.0, unc)
 
 
+def test_defense_scores_training_nodes_of_unknown_sensitive_value():
+    # DBLP has training authors of unknown gender: they are not target candidates, but the defense
+    # ranks every training node, so the uncertainty must cover them too (it stopped with an error before)
+    from foretell.nifa.attack import NIFA, NIFAConfig
+    from foretell.nifa.defense import apply_defense
+
+    data = toy_graph(n=40)
+    train = np.flatnonzero(data.train_mask.numpy())
+    data.sens[torch.as_tensor(train[:5])] = -1
+    nifa = NIFA(NIFAConfig(uncertainty_epochs=3, num_injected=2, edges_per_injected=2))
+    cand = nifa.uncertainty(data)["uncertainty"]
+    assert np.isnan(cand[train[:5]]).all()                # candidates only: unknown gender left out
+    with pytest.raises(ForetellError, match="every training node"):
+        apply_defense(data, 0.5, cand)
+    unc = nifa.uncertainty(data, nodes=train)["uncertainty"]
+    assert np.isfinite(unc[train]).all() and np.isnan(np.delete(unc, train)).all()
+    out = apply_defense(data, 0.5, unc)
+    assert int(out.train_mask.sum()) == len(train) - len(train) // 2
+
+
 def test_baselines_budgets():
     from foretell.nifa.baselines import fagnn_injection, random_injection
 

@@ -147,15 +147,16 @@ class NIFA:
         self.config = config or NIFAConfig()
         self.config.validate()
 
-    def uncertainty(self, data) -> dict:
-        """Step 1: Bayesian-GCN uncertainty of every labelled node."""
+    def uncertainty(self, data, nodes=None) -> dict:
+        """Step 1: Bayesian-GCN uncertainty of the target candidates (labelled nodes of known sensitive
+        value), or of ``nodes`` (indices) when given, e.g. every training node for the defense."""
         cfg = self.config
         if "train_mask" not in data:
             raise ForetellError("data has no train_mask; call foretell.nifa.add_split(data, seed) first")
         data = self._on_device(data)
         lab = (data.y >= 0).cpu().numpy()
         train = np.flatnonzero(lab if cfg.use_all_labels_for_uncertainty else data.train_mask.cpu().numpy())
-        cand = np.flatnonzero(lab & (data.sens >= 0).cpu().numpy())
+        cand = np.flatnonzero(lab & (data.sens >= 0).cpu().numpy()) if nodes is None else np.asarray(nodes)
         ucfg = UncertaintyConfig(hidden=cfg.hidden, num_masks=cfg.num_masks, keep_prob=cfg.keep_prob,
                                  epochs=cfg.uncertainty_epochs, lr=cfg.uncertainty_lr,
                                  check_every=cfg.uncertainty_check_every, k=cfg.k,

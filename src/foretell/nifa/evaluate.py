@@ -59,7 +59,8 @@ def _defended(graph, cfg: EvalConfig, seed: int):
         return graph
     from foretell.nifa.defense import apply_defense
 
-    unc = NIFA(dataclasses.replace(cfg.nifa, seed=seed)).uncertainty(graph)["uncertainty"]
+    train = np.flatnonzero(graph.train_mask.cpu().numpy())   # authors of unknown gender train too
+    unc = NIFA(dataclasses.replace(cfg.nifa, seed=seed)).uncertainty(graph, nodes=train)["uncertainty"]
     return apply_defense(graph, cfg.defense, unc)
 
 
