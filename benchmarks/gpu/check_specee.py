@@ -14,11 +14,9 @@ correctness assertion to hold and every sub-step to run.
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 import traceback
-from pathlib import Path
 
 import torch
 
@@ -47,15 +45,38 @@ def _step(res: dict, name: str, fn, deadline: float) -> None:
     res[name] = out
 
 
-def _test_helpers():
-    """tiny_model / make_predictors of the SpecEE tests (their conftest sets one torch thread on
-    import; restored so the parts that run after this one keep theirs)."""
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "specee"))
-    from conftest import make_predictors, tiny_model
+def tiny_model(kind: str = "llama", layers: int = 6, seed: int = 0):
+    """A tiny random model of ``kind`` (as tests/specee/conftest.py builds it; that file needs
+    pytest, which the GPU machine may lack)."""
+    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                              Qwen2ForCausalLM)
 
-    torch.set_num_threads(threads)
-    return tiny_model, make_predictors
+    torch.manual_seed(seed)
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=256, max_position_embeddings=512, tie_word_embeddings=True)
+    cfg_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+                          "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[kind]
+    model = model_cls(cfg_cls(**cfg)).eval()
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(8.0)       # a sharp, stable argmax on a random model
+    return model
+
+
+def make_predictors(model, layers=None, bias: float = 0.0, k: int = 4, seed: int = 0):
+    """Random exit predictors for ``model`` whose output bias is ``bias`` (30: always fire)."""
+    from foretell.specee.predictor import LayerPredictors, PredictorConfig
+
+    torch.manual_seed(seed)
+    n = model.config.num_hidden_layers
+    layers = list(range(n - 1)) if layers is None else list(layers)
+    cfg = PredictorConfig(model_id="tiny", num_layers=n, hidden_size=model.config.hidden_size,
+                          vocab_size=model.config.vocab_size, k=k, in_features=3 * k, layers=layers,
+                          offline_layers=layers)
+    p = LayerPredictors(cfg)
+    with torch.no_grad():
+        for mlp in p.mlps.values():
+            mlp[2].bias.fill_(bias)
+    return p.eval()
 
 
 def _first_diff(a: torch.Tensor, b: torch.Tensor):
@@ -70,7 +91,6 @@ def tiny_checks(kind: str, dev: str) -> dict:
     from foretell.specee.engine import SpecEE, SpecEEConfig
     from foretell.specee.perplexity import teacher_forced_nll
 
-    tiny_model, make_predictors = _test_helpers()
     model = tiny_model(kind, layers=8).to(dev)
     ids = torch.tensor([[1, 5, 9, 33, 70, 2, 8]], device=dev)
     ref = model.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0)
@@ -124,7 +144,6 @@ def api_and_training(dev: str) -> dict:
     from foretell.specee.engine import SpecEE
     from foretell.specee.train import train_all
 
-    tiny_model, _ = _test_helpers()
     model = tiny_model("llama", layers=6).to(dev)
     acc = decoder_access(model)
     torch.manual_seed(0)
@@ -243,7 +262,6 @@ def generate_speed(model, dev: str, n_new: int, repeats: int) -> dict:
     from foretell.specee.draft import DraftHead, HeadDraft
     from foretell.specee.engine import SpecEE, SpecEEConfig
 
-    _, make_predictors = _test_helpers()
     acc = decoder_access(model)
     torch.manual_seed(0)
     head = DraftHead(acc, torch.arange(4096)).set_dtype(acc.dtype)
