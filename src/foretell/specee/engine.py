@@ -95,7 +95,6 @@ class SpecEE:
         from foretell.specee.loading import dtype_name, load_model, resolve_dtype
 
         dev = None if device is None else resolve_device(device)
-
         if torch_dtype is not None and dtype is not None and resolve_dtype(torch_dtype) != resolve_dtype(dtype):
             raise ForetellError(f"torch_dtype={torch_dtype!r} and dtype={dtype!r} disagree; pass one of them")
         want = torch_dtype if torch_dtype is not None else dtype

@@ -88,10 +88,9 @@ def eos_set(eos_token_id) -> set[int]:
 class Emitter:
     """Collects generated ids, feeds the streamer/callback, and says when to stop."""
 
-    def __init__(self, prompt: torch.Tensor, max_new_tokens: int, eos: set[int], streamer=None, callback=None,
-                 device=None):
+    def __init__(self, prompt: torch.Tensor, max_new_tokens: int, eos: set[int], streamer=None, callback=None):
         self.ids, self.max_new, self.eos = prompt.tolist(), int(max_new_tokens), eos
-        self.device = prompt.device if device is None else device
+        self.device = prompt.device                      # the output goes back where the prompt came from
         self.n_prompt = len(self.ids)
         self.streamer, self.callback = streamer, callback
         self.done = self.max_new <= 0
@@ -110,7 +109,7 @@ class Emitter:
             self.done = True
 
     def finish(self) -> torch.Tensor:
-        """Prompt + generated ids (1, n) on ``device`` (the caller's input device)."""
+        """Prompt + generated ids (1, n) on the prompt's device."""
         if self.streamer is not None:
             self.streamer.end()
         return torch.tensor([self.ids], dtype=torch.long, device=self.device)
