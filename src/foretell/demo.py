@@ -1,6 +1,6 @@
 """``foretell demo``: a short end-to-end run of all four systems on the embedded defaults.
 
-Each system provides ``foretell.<system>.demo.run_demo(out_dir, *, seed, quick, shared)`` that
+Each system provides ``foretell.<system>.demo.run_demo(out_dir, *, seed, quick, shared, device)`` that
 runs its own small job, writes its JSON/Markdown/PNG under ``out_dir`` and returns summary rows:
 ``{"system", "method", "speedup", "quality", "fairness", "note"}`` (missing values are None).
 This module runs them, prints one table and writes ``summary.json`` / ``summary.md``.
@@ -12,6 +12,7 @@ import importlib
 import time
 from pathlib import Path
 
+from foretell.core.device import add_device_argument, resolve_device
 from foretell.core.errors import ForetellError
 
 SYSTEMS = ("specdiff", "specprune", "specee", "nifa")
@@ -30,6 +31,7 @@ def register(sub) -> None:
                    help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all)")
     p.add_argument("--shared-dir", default=None,
                    help="directory of the shared data (default: ../shared beside the repo)")
+    add_device_argument(p)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -41,8 +43,9 @@ def _parse_systems(text: str) -> list[str]:
     return names
 
 
-def run_demo(out: Path, *, seed: int = 0, quick: bool = False, systems=SYSTEMS, shared=None) -> dict:
-    """Run the selected systems' demos; a failing system is recorded, the others still run."""
+def run_demo(out: Path, *, seed: int = 0, quick: bool = False, systems=SYSTEMS, shared=None,
+             device: str = "cpu") -> dict:
+    """Run the selected systems' demos on ``device``; a failing system is recorded, the others still run."""
     from foretell.core.report import environment_info, markdown_table, write_json, write_text
 
     out = Path(out)
@@ -51,12 +54,12 @@ def run_demo(out: Path, *, seed: int = 0, quick: bool = False, systems=SYSTEMS, 
         t0 = time.perf_counter()
         try:
             module = importlib.import_module(f"foretell.{name}.demo")
-            rows.extend(module.run_demo(out / name, seed=seed, quick=quick, shared=shared))
+            rows.extend(module.run_demo(out / name, seed=seed, quick=quick, shared=shared, device=device))
         except ForetellError as exc:
             failures[name] = str(exc)
             rows.append({"system": name, "method": "-", "note": f"failed: {exc}"})
         seconds[name] = time.perf_counter() - t0
-    report = {"seed": seed, "quick": quick, "systems": list(systems), "rows": rows,
+    report = {"seed": seed, "quick": quick, "device": str(device), "systems": list(systems), "rows": rows,
               "seconds": seconds, "failures": failures, "environment": environment_info()}
     write_json(out / "summary.json", report)
     table = markdown_table(COLUMNS, ([r.get(c) for c in COLUMNS] for r in rows), digits=2)
@@ -86,8 +89,9 @@ def print_table(rows: list[dict]) -> None:
 
 def _cmd_demo(args) -> int:
     systems = _parse_systems(args.systems)
+    device = str(resolve_device(args.device))
     report = run_demo(Path(args.out), seed=args.seed, quick=args.quick, systems=systems,
-                      shared=args.shared_dir)
+                      shared=args.shared_dir, device=device)
     print_table(report["rows"])
     print(f"reports written to {Path(args.out).resolve()}")
     return 1 if report["failures"] else 0

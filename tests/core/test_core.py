@@ -84,6 +84,13 @@ def test_demo_rejects_unknown_system(capsys):
     assert "accepted" in capsys.readouterr().err
 
 
+def test_demo_rejects_bad_device_before_running_anything(capsys, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--device", "bogus", "--out", str(out)]) == 2
+    assert "unknown device 'bogus'" in capsys.readouterr().err
+    assert not out.exists()                      # nothing ran, nothing half-written
+
+
 def test_count_macs_sees_sdpa():
     import torch
     import torch.nn.functional as F

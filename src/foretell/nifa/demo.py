@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 
-def run_demo(out_dir: Path, *, seed: int, quick: bool, shared: str | None) -> list[dict]:
-    """Attack a DBLP subgraph, retrain GCN and SGC on the clean, NIFA and random-injection graphs;
-    write nifa_demo.json / .md / .png under ``out_dir``."""
+def run_demo(out_dir: Path, *, seed: int, quick: bool, shared: str | None, device: str = "cpu") -> list[dict]:
+    """Attack a DBLP subgraph, retrain GCN and SGC on the clean, NIFA and random-injection graphs on
+    ``device``; write nifa_demo.json / .md / .png under ``out_dir``."""
     import warnings
 
     import torch
@@ -37,7 +37,8 @@ def run_demo(out_dir: Path, *, seed: int, quick: bool, shared: str | None) -> li
                       uncertainty_epochs=20, uncertainty_lr=0.01, max_iter=2 if quick else 5,
                       max_step=20 if quick else 50, alpha=0.1, beta=8.0)
     victim = VictimConfig(max_epochs=100, min_epochs=40, patience=20) if quick else VictimConfig()
-    cfg = EvalConfig(seeds=(seed,), victims=("gcn", "sgc"), baselines=("random",), nifa=nifa, victim=victim)
+    cfg = EvalConfig(seeds=(seed,), victims=("gcn", "sgc"), baselines=("random",), nifa=nifa, victim=victim,
+                     device=device)
     report = evaluate(f"dblp-subgraph-{data.num_nodes}", data, cfg, log=lambda m: None)
     report["demo_seconds"] = time.perf_counter() - t0
     report["quick"] = quick
