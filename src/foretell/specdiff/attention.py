@@ -4,14 +4,14 @@ Each processor wraps the module's stock processor. In mode "off" it calls the st
 the model behaves exactly as without SpecDiff. In mode "full" it does the stock arithmetic and keeps
 the image tokens' keys/values as this layer's cache. In mode "partial" only the selected image tokens
 (plus all text tokens) are queries; their fresh keys/values are written into the layer cache and the
-queries attend to every token's key (fresh or cached). When ``record`` is on, the layer computes the
-attention probabilities explicitly (head-chunked) and adds the attention each image key received to
-the shared accumulator; otherwise SDPA runs.
+queries attend to every token's key (fresh or cached). When ``record`` is on (and the layer is one of
+every ``layer_stride``), the layer also adds the attention each image key received to the shared
+accumulator, by the context's ``backend`` (see :func:`attention_and_received`); otherwise SDPA runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +28,45 @@ class AttentionContext:
     store_kv: bool = False  # full mode: keep the image keys/values as the layer cache
     record: bool = False  # accumulate attention received per image token
     text_len: int = 0  # text tokens (needed by FLUX single-stream blocks)
-    received: torch.Tensor | None = None  # (N,) float64 accumulator
+    received: torch.Tensor | None = None  # (N,) accumulator: float64 on the CPU, float32 elsewhere
+    backend: str = "auto"  # how scoring layers compute the received attention (SpecDiffConfig.score_backend)
+    layer_stride: int = 1  # only layers whose index is a multiple of this score
+    backends_used: dict = field(default_factory=dict)  # backend -> scored layer calls
+
+    def scores_layer(self, index: int) -> bool:
+        """Whether layer ``index`` adds its received attention in this call."""
+        return self.record and index % self.layer_stride == 0
 
     def add_received(self, values: torch.Tensor) -> None:
         """Add one layer's attention received by each of the N image keys."""
-        values = values.double()
+        values = values.double() if values.device.type == "cpu" else values.float()
         self.received = values if self.received is None else self.received + values
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`attention_and_received` with this context's backend; counts the backend that ran."""
+        out, received, used = attention_and_received(q, k, v, self.backend)
+        self.backends_used[used] = self.backends_used.get(used, 0) + 1
+        return out, received
+
+
+def attention_and_received(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Attention output, attention received per key (Sk,), and the backend that ran.
+
+    "explicit": :func:`attention_with_received` (probabilities materialised head-chunked); "auto" on
+    the CPU. "sdpa" / "triton": the output from a fused SDPA kernel and the received attention from a
+    second pass that stores no probabilities (:func:`foretell.specdiff.received.fused_attention_with_received`);
+    "auto" on CUDA is "triton" (it falls back to "sdpa" without Triton), elsewhere "sdpa".
+    """
+    if backend == "auto":
+        backend = {"cpu": "explicit", "cuda": "triton"}.get(q.device.type, "sdpa")
+    if backend == "explicit":
+        out, received = attention_with_received(q, k, v)
+        return out, received, "explicit"
+    from foretell.specdiff.received import fused_attention_with_received
+
+    return fused_attention_with_received(q, k, v, backend)
 
 
 def attention_with_received(
@@ -42,7 +75,8 @@ def attention_with_received(
     """softmax(q k^T / sqrt(d)) v with explicit probabilities; also the total probability per key.
 
     q: (B, H, Sq, d), k/v: (B, H, Sk, d). Returns (out (B, H, Sq, d), received (Sk,) float64).
-    Heads are processed in chunks so the probability tensor stays under a fixed memory cap.
+    Heads are processed in chunks so the probability tensor stays under a memory cap (256 MiB on the
+    CPU, a share of the free memory on CUDA: :func:`foretell.specdiff.received.chunk_bytes`).
     ``compute_dtype`` (default :func:`score_dtype`): float32, or on a GPU with float16/bfloat16
     inputs the input dtype (tensor-core matmuls, softmax computed in float32 and stored in that
     dtype, received summed in float32), as flash attention does; float32 there would make every
@@ -53,7 +87,12 @@ def attention_with_received(
     scale = d**-0.5
     work = compute_dtype or score_dtype(q)
     itemsize = torch.empty((), dtype=work).element_size()
-    chunk = max(1, min(h, _PROBS_BYTES // max(1, b * sq * sk * itemsize)))
+    cap = _PROBS_BYTES
+    if q.device.type == "cuda":
+        from foretell.specdiff.received import chunk_bytes
+
+        cap = chunk_bytes(q.device)
+    chunk = max(1, min(h, cap // max(1, b * sq * sk * itemsize)))
     outs, received = [], None
     for h0 in range(0, h, chunk):
         h1 = min(h, h0 + chunk)
@@ -79,9 +118,10 @@ def score_dtype(q: torch.Tensor) -> torch.dtype:
 class _CachingProcessor:
     """Shared state of the SpecDiff processors: the wrapped stock processor and the K/V cache."""
 
-    def __init__(self, original, context: AttentionContext) -> None:
+    def __init__(self, original, context: AttentionContext, index: int = 0) -> None:
         self.original = original
         self.context = context
+        self.index = index  # position among the wrapped layers (for ``layer_stride``)
         self.k_cache: torch.Tensor | None = None
         self.v_cache: torch.Tensor | None = None
 
@@ -154,8 +194,8 @@ class JointCachingAttnProcessor(_CachingProcessor):
             value = torch.cat([value, c_value], dim=2)
         key, value = self._keys_values(key, value, dim=2, image_start=0, image_len=num_image)
         num_image_keys = key.shape[2] - (query.shape[2] - num_image)  # all keys minus the text keys
-        if ctx.record:
-            out, received = attention_with_received(query, key, value)
+        if ctx.scores_layer(self.index):
+            out, received = ctx.attend(query, key, value)
             ctx.add_received(received[:num_image_keys])
         else:
             out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
@@ -201,8 +241,8 @@ class FluxCachingAttnProcessor(_CachingProcessor):
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
         key, value = self._keys_values(key, value, dim=1, image_start=text_len, image_len=key.shape[1] - text_len)
-        if ctx.record:
-            out, received = attention_with_received(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+        if ctx.scores_layer(self.index):
+            out, received = ctx.attend(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
             out = out.transpose(1, 2)
             ctx.add_received(received[text_len:])
         else:

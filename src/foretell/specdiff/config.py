@@ -9,6 +9,7 @@ from foretell.core.errors import ForetellError
 SCORE_MODES = ("product", "history", "future")
 SCORE_NORMS = ("mean", "rank")
 FEATURE_SOURCES = ("steps", "computed")
+SCORE_BACKENDS = ("auto", "explicit", "sdpa", "triton")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,14 @@ class SpecDiffConfig:
     speculative_uncond: with CFG, the speculative steps also run the unconditional half (True, as the
         paper describes); False runs only the conditional half there (half the speculative cost; the
         first speculative Euler step still uses the guided velocity of the main run's first step).
+    score_backend: how a scoring layer computes the attention each key received (the same quantity,
+        to rounding). "explicit": materialise the softmax probabilities head-chunked (QK^T, softmax, sum,
+        PV). "sdpa": output from one fused SDPA kernel that also returns each query's log-sum-exp,
+        received from large chunks of one matmul, exp and sum (no PV, no softmax tensor). "triton":
+        as "sdpa" with the second pass in one Triton kernel that stores no logits (CUDA, fp16/bf16;
+        "sdpa" where unavailable). "auto": "explicit" on the CPU, "triton" on CUDA, "sdpa" elsewhere.
+    score_layer_stride: only every this many attention layers (index 0, n, 2n, ...) score (>= 1;
+        1 = all layers, the method as described). An approximation that cuts the scoring cost by n.
     """
 
     cache_rate: float = 0.8
@@ -56,6 +65,8 @@ class SpecDiffConfig:
     score_norm: str = "rank"
     speculative_uncond: bool = False
     feature_source: str = "steps"
+    score_backend: str = "auto"
+    score_layer_stride: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache_rate, (int, float)) or not 0.0 <= float(self.cache_rate) < 1.0:
@@ -80,6 +91,13 @@ class SpecDiffConfig:
             raise ForetellError(
                 f"unknown feature_source {self.feature_source!r}; accepted: {', '.join(FEATURE_SOURCES)}"
             )
+        if self.score_backend not in SCORE_BACKENDS:
+            raise ForetellError(
+                f"unknown score_backend {self.score_backend!r}; accepted: {', '.join(SCORE_BACKENDS)}"
+            )
+        if isinstance(self.score_layer_stride, bool) or not isinstance(self.score_layer_stride, int) \
+                or self.score_layer_stride < 1:
+            raise ForetellError(f"score_layer_stride must be an integer >= 1, got {self.score_layer_stride!r}")
         if not isinstance(self.max_cached_count, int) or not 0 <= self.max_cached_count <= 80:
             raise ForetellError(f"max_cached_count must be an integer in [0, 80], got {self.max_cached_count!r}")
 

@@ -40,6 +40,7 @@ class SpecDiffHandle:
 
         self._hook.totals = Totals()
         self._hook.last_run_steps = []
+        self._hook.context.backends_used.clear()
 
     def stats(self) -> dict:
         """Counters over every call since apply()/reset_stats(); ``per_step`` is the latest run's.
@@ -48,6 +49,7 @@ class SpecDiffHandle:
         macs_fraction: (main-run MACs + speculative MACs) / MACs of the same calls without cache.
         speculative_macs_fraction: speculative MACs / (main-run MACs + speculative MACs).
         cache_bytes: memory now held by the per-layer K/V caches and the feature history.
+        score_backends: scored layer calls per backend that ran ("explicit", "sdpa", "triton").
         """
         t = self._hook.totals
         spent = t.main_macs + t.speculative_macs
@@ -65,6 +67,7 @@ class SpecDiffHandle:
             "macs": spent,
             "full_macs": t.full_macs,
             "cache_bytes": self._hook.cache_bytes(),
+            "score_backends": dict(self._hook.context.backends_used),
             "per_step": [dict(s, level_counts=level_counts(s["level_counts"])) for s in self._hook.last_run_steps],
         }
 
@@ -153,10 +156,10 @@ def apply(
 
     state = {"had_forward_attr": "forward" in transformer.__dict__, "had_registry": hasattr(transformer, "_diffusers_hook")}
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    context = AttentionContext()
+    context = AttentionContext(backend=config.score_backend, layer_stride=config.score_layer_stride)
     originals, processors = [], []
-    for _, attn in adapter.attention_modules():
-        proc = adapter.processor_cls(attn.processor, context)
+    for index, (_, attn) in enumerate(adapter.attention_modules()):
+        proc = adapter.processor_cls(attn.processor, context, index)
         originals.append((attn, attn.processor))
         processors.append(proc)
         attn.set_processor(proc)
