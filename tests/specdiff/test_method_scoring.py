@@ -149,3 +149,39 @@ def test_scoring_knobs_default_to_the_exact_method():
     cfg = SpecDiffConfig()
     assert cfg.score_backend == "auto" and cfg.score_layer_stride == 1
     assert cfg.as_dict()["score_backend"] == "auto"
+
+
+def test_a_fused_lse_that_fails_the_row_sum_check_is_replaced(monkeypatch):
+    import foretell.specdiff.received as R
+
+    q, k, v = _qkv(seed=4)
+    real = R.sdpa_with_lse
+
+    def wrong_units(q, k, v, scale):  # e.g. a kernel that returned log2-sum-exp
+        out, _ = real(q, k, v, scale)
+        return out, lse_chunked(q, k, scale, 1 << 30) / 0.6931471805599453
+
+    monkeypatch.setattr(R, "sdpa_with_lse", wrong_units)
+    monkeypatch.setattr(R, "_fused_lse_ok", {})
+    _, ref = attention_with_received(q, k, v)
+    for _ in range(2):  # the check runs once; later calls use the chunked lse without checking
+        _, received, _ = fused_attention_with_received(q, k, v, "sdpa")
+        torch.testing.assert_close(received.double(), ref, rtol=1e-5, atol=1e-5)
+    assert R._fused_lse_ok == {"cpu": False}
+
+
+def test_a_triton_kernel_that_fails_to_launch_falls_back_to_the_matmul_pass(monkeypatch):
+    import foretell.specdiff.received as R
+
+    def broken(*args):
+        raise RuntimeError("no kernel image for this GPU")
+
+    monkeypatch.setattr(R, "triton_available", lambda device: True)
+    monkeypatch.setattr(R, "received_triton", broken)
+    monkeypatch.setattr(R, "_triton_state", {"kernel": object()})
+    q, k, v = _qkv(seed=5, dtype=torch.bfloat16)
+    _, received, used = fused_attention_with_received(q, k, v, "triton")
+    _, ref = attention_with_received(q, k, v, compute_dtype=torch.bfloat16)
+    assert used == "sdpa" and R._triton_state["kernel"] is None and "no kernel image" in R._triton_state["error"]
+    torch.testing.assert_close(received.double(), ref, rtol=0.03, atol=0.03)
+    assert R.scoring_state()["triton"] is False

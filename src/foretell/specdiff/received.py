@@ -19,15 +19,28 @@ _CPU_BYTES = 256 * 1024 * 1024  # logits held at once off CUDA
 _GPU_SHARE = 0.25  # share of the free GPU memory the logits of one chunk may take
 _GPU_BYTES_MAX = 4 * 1024**3
 
-_triton_state: dict = {}
+_triton_state: dict = {}  # "kernel": the compiled-on-demand kernel or None; "error": why it is off
+_fused_lse_ok: dict = {}  # device -> whether the fused kernel's lse passed the one-time row-sum check
+_chunk_bytes: dict = {}
 
 
 def chunk_bytes(device: torch.device) -> int:
-    """Bytes one chunk of logits may take: a quarter of the free memory on CUDA (capped), else 256 MiB."""
-    if device.type == "cuda":
+    """Bytes one chunk of logits may take: a quarter of the free memory on CUDA when first asked
+    (capped at 4 GiB, at least 256 MiB), else 256 MiB."""
+    if device.type != "cuda":
+        return _CPU_BYTES
+    key = str(device)
+    if key not in _chunk_bytes:
         free, _ = torch.cuda.mem_get_info(device)
-        return int(max(_CPU_BYTES, min(_GPU_BYTES_MAX, free * _GPU_SHARE)))
-    return _CPU_BYTES
+        _chunk_bytes[key] = int(max(_CPU_BYTES, min(_GPU_BYTES_MAX, free * _GPU_SHARE)))
+    return _chunk_bytes[key]
+
+
+def scoring_state() -> dict:
+    """What the fused scoring path decided in this process (for reports): Triton on/off and why, and
+    whether each device's fused-kernel lse passed its check."""
+    return {"triton": _triton_state.get("kernel") is not None if "kernel" in _triton_state else None,
+            "triton_error": _triton_state.get("error"), "fused_lse_ok": dict(_fused_lse_ok)}
 
 
 def sdpa_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
@@ -104,8 +117,8 @@ def triton_available(device: torch.device) -> bool:
     if "kernel" not in _triton_state:
         try:
             _triton_state["kernel"] = _build_triton_kernel()
-        except Exception:  # no Triton, or one this code does not compile with
-            _triton_state["kernel"] = None
+        except Exception as exc:  # no Triton, or one this code does not compile with
+            _triton_state["kernel"], _triton_state["error"] = None, f"{type(exc).__name__}: {exc}"
     return _triton_state["kernel"] is not None
 
 
@@ -176,10 +189,22 @@ def fused_attention_with_received(
     """
     scale = q.shape[-1] ** -0.5
     out, lse = sdpa_with_lse(q, k, v, scale)
-    budget = chunk_bytes(q.device)
-    if lse is None:
-        lse = lse_chunked(q, k, scale, budget)
-    half = q.dtype in (torch.float16, torch.bfloat16)
-    if backend == "triton" and half and triton_available(q.device):
-        return out, received_triton(q, k, lse, scale), "triton"
-    return out, received_matmul(q, k, lse, scale, budget), "sdpa"
+    key = str(q.device)
+    if lse is None or _fused_lse_ok.get(key) is False:
+        lse = lse_chunked(q, k, scale, chunk_bytes(q.device))
+    received, used = None, "sdpa"
+    if backend == "triton" and q.dtype in (torch.float16, torch.bfloat16) and triton_available(q.device):
+        try:
+            received, used = received_triton(q, k, lse, scale), "triton"
+        except Exception as exc:  # e.g. the kernel does not compile for this GPU: the matmul pass runs
+            _triton_state["kernel"], _triton_state["error"] = None, f"{type(exc).__name__}: {exc}"
+    if received is None:
+        received = received_matmul(q, k, lse, scale, chunk_bytes(q.device))
+    if key not in _fused_lse_ok:
+        # once per device (one host read): every query's probabilities sum to one, so the received
+        # attention sums to B*H*Sq; a fused kernel whose lse means something else fails this
+        rows = q.shape[0] * q.shape[1] * q.shape[2]
+        _fused_lse_ok[key] = abs(float(received.sum()) / rows - 1.0) < 1e-2
+        if not _fused_lse_ok[key]:
+            return fused_attention_with_received(q, k, v, backend)
+    return out, received, used
