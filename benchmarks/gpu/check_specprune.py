@@ -354,6 +354,7 @@ def _oft_7b_shape() -> dict:
                 ("specprune_released_fine", "specprune", "fine", SpecPruneConfig(**RELEASED), None),
                 ("fastv", "fastv", "coarse", None, "specprune_coarse"),
                 ("fastv_fine_budget", "fastv", "coarse", None, "specprune_fine")]
+    h = None
     for name, method, mode, config, budget_of in variants:
         if time.perf_counter() - t_start > OFT_BUDGET_S:
             out["skipped"].append(name)
@@ -387,7 +388,7 @@ def _oft_7b_shape() -> dict:
             rec["speedup_llm_vs_full"] = out["variants"]["full"]["llm_ms"] / rec["llm_ms"]
     if dev.startswith("cuda"):
         out["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    del vla, adapter, prep, ref, inputs, prev, cur, ids, proprio
+    del vla, adapter, h, bare, prep, ref, inputs, prev, cur, ids, proprio  # handles reference the model
     gc.collect()
     if dev.startswith("cuda"):
         torch.cuda.empty_cache()
