@@ -147,7 +147,7 @@ class _OFTShaped(torch.nn.Module):
                                              torch.nn.GELU(), torch.nn.Linear(h, h))
         lc = LlamaConfig(vocab_size=d["vocab"], hidden_size=h, intermediate_size=d["intermediate"],
                          num_hidden_layers=d["layers"], num_attention_heads=d["heads"], num_key_value_heads=d["heads"],
-                         max_position_embeddings=4096, rms_norm_eps=1e-5)
+                         max_position_embeddings=4096, rms_norm_eps=1e-5, use_cache=False)  # one parallel-decoding pass
         lc._attn_implementation = "sdpa"
         self.language_model = LlamaForCausalLM(lc)
 
@@ -260,7 +260,8 @@ def _time_handle(h, inputs, mode: str) -> dict:
             "llm_ms_min_max": [1e3 * min(st["llm_seconds"]), 1e3 * max(st["llm_seconds"])],
             "visual_tokens_kept": st["visual_tokens_kept"], "visual_tokens_layer_mean": st["visual_tokens_layer_mean"],
             "llm_macs_fraction": st["llm_macs_fraction"], "mode_fraction_fine": st["mode_fraction_fine"],
-            "queries": st["queries"], "actions_finite": bool(torch.isfinite(out).all())}
+            "queries": st["queries"], "visual_per_layer_last_query": h.records[-1].visual_per_layer,
+            "actions_finite": bool(torch.isfinite(out).all())}
 
 
 def _scoring_overhead(h, inputs) -> dict:
@@ -367,7 +368,7 @@ def _oft_7b_shape() -> dict:
             rec, h = _run_variant(vla, adapter, inputs, method, mode, config, budget)
             if name == "full":
                 act = h.predict_action(cur, ids, proprio)
-                rec["max_abs_diff_vs_bare"] = float((act - ref).abs().max())
+                rec["max_abs_diff_vs_bare"], rec["bare_abs_max"] = float((act - ref).abs().max()), float(ref.abs().max())
                 rec["allclose_bare"] = bool(torch.allclose(act, ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max())))
             out["variants"][name] = rec
             if name == "specprune_coarse":
