@@ -9,19 +9,36 @@ Sub-steps, each recorded on its own (its result, or its error and traceback), in
 * sd3_medium: random-init SD3-medium-sized SD3Transformer2DModel (24 joint blocks, width 1536), bf16,
   1024 px (128x128 latent), 28 steps, CFG 7 in one [uncond, cond] batch: full vs SpecDiff wall time.
 * flux_dev: random-init FLUX.1-dev-sized FluxTransformer2DModel (19 double + 38 single blocks, width
-  3072, guidance embedding; half the blocks if the part has already run 80 s, see ``blocks``), bf16,
+  3072, guidance embedding; half the blocks if the part has already run 95 s, see ``blocks``), bf16,
   512 px (64x64 latent, 1024 packed tokens, 512 text tokens), 28 steps with FluxPipeline's dynamic
   shift and its bf16 timestep: full vs SpecDiff wall time.
+* scoring (before sd3_medium): one attention layer at the SD3-medium (full and partial step) and FLUX
+  shapes: per-call time of plain SDPA and of each score_backend (explicit, sdpa, triton), and each
+  backend's received attention against a float32 explicit reference (relative error, top-20% overlap).
+  The Triton kernel is first tried in a subprocess (a faulty kernel must not break this process's
+  CUDA context); if that fails it is switched off and "triton" runs the matmul pass.
+* sd3_medium / flux_dev also get ``variants``: full vs SpecDiff default vs each knob (score_backend
+  explicit / sdpa, score_layer_stride 4, and a scoring floor where only layer 0 scores), median of 2
+  runs after a warm-up, speed-up, MACs fraction, latent relative error vs full and vs default; and
+  ``profile``: torch.profiler (CPU + CUDA) over one default SpecDiff run: top 15 ops and kernels by CUDA
+  time, and the CUDA time inside scoring, the speculative pass and the level/history bookkeeping.
+  Variants and profiles that would start after the part has run ``DEADLINE_S`` are skipped (recorded).
 
 On the CPU (a smoke run of this script) the same code runs with tiny sizes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import json
 import math
+import os
+import subprocess
+import sys
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,13 +46,21 @@ import torch
 import common
 
 STEPS = 28
-FLUX_FULL_SIZE_BEFORE_S = 80.0  # past this much of the part, the FLUX model gets half the blocks
+FLUX_FULL_SIZE_BEFORE_S = 95.0  # past this much of the part, the FLUX model gets half the blocks
+DEADLINE_S = 125.0  # variants and profiles that would start later are skipped
+VARIANTS = (("default", {}), ("explicit", {"score_backend": "explicit"}), ("sdpa", {"score_backend": "sdpa"}),
+            ("stride4", {"score_layer_stride": 4}), ("score_floor", {"score_layer_stride": 10**6}))
+_START = [0.0]
+
+
+def _left() -> float:
+    return DEADLINE_S - (time.perf_counter() - _START[0])
 
 
 def run(args) -> dict:
     res = {"device": common.DEV}
-    start = time.perf_counter()
-    steps = (("testbed", _testbed), ("bench", _bench), ("sd3_medium", _sd3_medium),
+    start = _START[0] = time.perf_counter()
+    steps = (("testbed", _testbed), ("bench", _bench), ("scoring", _scoring), ("sd3_medium", _sd3_medium),
              ("flux_dev", lambda: _flux_dev(half=time.perf_counter() - start > FLUX_FULL_SIZE_BEFORE_S)))
     for name, fn in steps:
         t0 = time.perf_counter()
@@ -54,7 +79,9 @@ def run(args) -> dict:
     res["testbed_psnr_vs_full"] = res["testbed"].get("psnr_specdiff_vs_full")
     for key in ("full_s", "specdiff_s", "speedup", "params_billion"):
         res[f"sd3_medium_{key}"] = res["sd3_medium"].get(key)
-    res["ok"] = all(bool(res[n].get("ok")) for n in ("testbed", "bench", "sd3_medium", "flux_dev"))
+    res["variants_speedup"] = {m: {n: r["speedup"] for n, r in res[m].get("variants", {}).items()
+                                   if isinstance(r, dict) and "speedup" in r} for m in ("sd3_medium", "flux_dev")}
+    res["ok"] = all(bool(res[n].get("ok")) for n in ("testbed", "bench", "scoring", "sd3_medium", "flux_dev"))
     return res
 
 
@@ -176,6 +203,8 @@ def _sd3_medium() -> dict:
            "image_tokens": (size // 2) ** 2, "text_tokens": text_len}
     out.update(_timed_pair(tr, loop, make_scheduler, sd.SpecDiffConfig(), cfg_scale))
     out["ok"] = bool(out["finite"] and out["stock_calls"] == 0 and out["macs_fraction"] < 1.0)
+    out["variants"] = _variants(tr, loop, make_scheduler, cfg_scale)
+    out["profile"] = _guarded(lambda: _profile(tr, loop, make_scheduler, cfg_scale))
     return out
 
 
@@ -236,4 +265,221 @@ def _flux_dev(half: bool = False) -> dict:
     out.update(_timed_pair(tr, loop, make_scheduler, sd.SpecDiffConfig(), None))
     out["ok"] = bool(out["finite"] and out["stock_calls"] == 0 and out["macs_fraction"] < 1.0
                      and math.isfinite(out["latent_rel_err"]))
+    out["variants"] = _variants(tr, loop, make_scheduler, None)
+    out["profile"] = _guarded(lambda: _profile(tr, loop, make_scheduler, None))
     return out
+
+
+def _guarded(fn) -> dict:
+    """``fn()``, or its error and traceback; skipped when the part is past ``DEADLINE_S``."""
+    if _left() <= 0:
+        return {"skipped": f"the part has run past {DEADLINE_S:.0f} s"}
+    try:
+        return fn()
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+
+
+_PROBE = """
+import json, sys, torch
+import foretell.specdiff.received as R
+from foretell.specdiff.attention import attention_with_received
+res = {}
+for b, h, sq, sk, d in ((2, 24, 1152, 4429, 64), (1, 24, 717, 1536, 128), (1, 3, 37, 50, 24)):
+    g = torch.Generator("cuda").manual_seed(0)
+    q, k, v = (torch.randn(b, h, n, d, device="cuda", generator=g).bfloat16() for n in (sq, sk, sk))
+    q = q.transpose(1, 2).contiguous().transpose(1, 2)
+    _, ref = attention_with_received(q.float(), k.float(), v.float())
+    lse = R.lse_chunked(q.float(), k.float(), d ** -0.5, 1 << 30)
+    got = R.received_triton(q, k, lse, d ** -0.5).double()
+    torch.cuda.synchronize()
+    res[f"{b}x{h}x{sq}x{sk}x{d}"] = float(((got - ref).abs() / ref.abs().clamp_min(1e-3)).max())
+print(json.dumps(res))
+"""
+
+
+def _triton_probe() -> dict:
+    """The Triton kernel against the float32 explicit path in a subprocess; switched off here if it fails."""
+    from foretell.specdiff import received
+
+    if common.DEV != "cuda":
+        return {"ran": False, "why": "not cuda"}
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120)
+        errs = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        proc, errs = None, None
+        why = f"{type(exc).__name__}: {exc}"
+    ok = errs is not None and all(e < 0.02 for e in errs.values())
+    out = {"ran": True, "ok": ok, "max_rel_err": errs}
+    if not ok:
+        out["stderr"] = proc.stderr[-3000:] if proc is not None else why
+        received.disable_triton("the subprocess probe of the check failed")
+    return out
+
+
+def _scoring() -> dict:
+    """One attention layer per shape: time of plain SDPA and of each score_backend, and each backend's
+    received attention against a float32 explicit reference."""
+    import torch.nn.functional as F
+
+    from foretell.specdiff import received
+    from foretell.specdiff.attention import attention_and_received, attention_with_received
+
+    big = common.DEV == "cuda"
+    out = {"triton_probe": _triton_probe()}
+    shapes = ({"sd3_full": (2, 24, 4429, 4429, 64), "sd3_partial": (2, 24, 1152, 4429, 64),
+               "flux_full": (1, 24, 1536, 1536, 128), "flux_partial": (1, 24, 717, 1536, 128)} if big else
+              {"sd3_full": (2, 2, 72, 72, 8), "sd3_partial": (2, 2, 20, 72, 8)})
+    dtype = torch.bfloat16 if big else torch.float32
+    ok = True
+    for name, (b, h, sq, sk, d) in shapes.items():
+        row = {"shape_bhqkd": [b, h, sq, sk, d]}
+        try:
+            g = torch.Generator(common.DEV).manual_seed(0)
+            q, k, v = (torch.randn(b, h, n, d, device=common.DEV, generator=g, dtype=torch.float32)
+                       for n in (sq, sk, sk))
+            _, ref = attention_with_received(q, k, v)
+            top = max(1, sk // 5)
+            ref_top = set(ref.topk(top).indices.tolist())
+            q, k, v = (t.to(dtype) for t in (q, k, v))
+            row["sdpa_ms"] = 1e3 * common.timed(lambda: F.scaled_dot_product_attention(q, k, v), repeats=5)[0]
+            for backend in ("explicit", "sdpa", "triton"):
+                t, (o, rec, used) = common.timed(lambda: attention_and_received(q, k, v, backend), repeats=5)
+                rec = rec.double()
+                row[backend] = {"ms": 1e3 * t, "ran": used,
+                                "max_rel_err": float(((rec - ref).abs() / ref.abs().clamp_min(1e-3)).max()),
+                                "top20_overlap": len(ref_top & set(rec.topk(top).indices.tolist())) / top,
+                                "out_max_abs_err": float((o.float() - F.scaled_dot_product_attention(q, k, v).float())
+                                                         .abs().max())}
+            ok = ok and row["triton"]["max_rel_err"] < 0.05 and row["sdpa"]["max_rel_err"] < 0.05
+        except Exception as exc:
+            row.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            ok = False
+        out[name] = row
+        if big:
+            torch.cuda.empty_cache()
+    out["state"] = received.scoring_state()
+    out["ok"] = ok
+    return out
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def _variants(tr, loop, make_scheduler, guidance) -> dict:
+    """Full vs SpecDiff default vs each knob of ``VARIANTS``: median of 2 runs after one warm-up."""
+    import foretell.specdiff as sd
+    from foretell.specdiff import received
+
+    out = {}
+    try:
+        t_full, lat_full = common.timed(lambda: loop(make_scheduler()), repeats=2, warmup=0)
+        out["full"] = {"median_s": t_full}
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    lat_default = None
+    for name, knobs in VARIANTS:
+        if _left() <= 0:
+            out[name] = {"skipped": f"the part has run past {DEADLINE_S:.0f} s"}
+            continue
+        try:
+            cfg = dataclasses.replace(sd.SpecDiffConfig(), **knobs)
+            sched = make_scheduler()
+            with sd.apply(tr, cfg, scheduler=sched, guidance_scale=guidance) as h:
+                t, lat = common.timed(lambda: loop(sched), repeats=2, warmup=1)
+                st = h.stats()
+            row = {"knobs": knobs, "median_s": t, "speedup": t_full / t, "macs_fraction": st["macs_fraction"],
+                   "computed_token_fraction": st["computed_token_fraction"], "latent_rel_err": _rel(lat, lat_full),
+                   "score_backends": st["score_backends"], "stock_calls": st["stock_calls"]}
+            if name == "default":
+                lat_default = lat
+            elif lat_default is not None:
+                row["latent_rel_err_vs_default"] = _rel(lat, lat_default)
+            out[name] = row
+        except Exception as exc:
+            out[name] = {"knobs": knobs, "ok": False, "error": f"{type(exc).__name__}: {exc}",
+                         "traceback": traceback.format_exc()}
+    timed_rows = {n: r for n, r in out.items() if n != "full" and "median_s" in r}
+    out["fastest"] = min(timed_rows, key=lambda n: timed_rows[n]["median_s"]) if timed_rows else None
+    out["scoring_state"] = received.scoring_state()
+    return out
+
+
+_RANGES = ("specdiff::scoring", "specdiff::speculative_pass", "specdiff::levels_history")
+
+
+def _profile(tr, loop, make_scheduler, guidance) -> dict:
+    """torch.profiler over one default SpecDiff run (after a warm-up): top 15 ops and kernels by CUDA
+    time, and the CUDA time inside the scoring calls, the speculative pass (its scoring included) and
+    the level selection / feature history bookkeeping."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    import foretell.specdiff as sd
+    from foretell.specdiff import hooks
+    from foretell.specdiff.attention import AttentionContext
+    from foretell.specdiff.history import FeatureHistory
+    from foretell.specdiff.importance import TokenImportance
+
+    def wrapped(owner, attr, label):
+        fn = getattr(owner, attr)
+
+        def inner(*a, **kw):
+            with record_function(label):
+                return fn(*a, **kw)
+        return fn, inner
+
+    patches = [(AttentionContext, "attend", _RANGES[0]), (hooks.SpecDiffHook, "_speculate", _RANGES[1]),
+               (hooks, "select_levels", _RANGES[2]), (FeatureHistory, "assemble", _RANGES[2]),
+               (FeatureHistory, "update", _RANGES[2]), (TokenImportance, "score", _RANGES[2])]
+    saved = []
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if common.DEV == "cuda" else [])
+    try:
+        for owner, attr, label in patches:
+            fn, inner = wrapped(owner, attr, label)
+            saved.append((owner, attr, fn))
+            setattr(owner, attr, inner)
+        sched = make_scheduler()
+        with sd.apply(tr, sd.SpecDiffConfig(), scheduler=sched, guidance_scale=guidance):
+            loop(sched)
+            common.sync()
+            with profile(activities=acts) as prof:
+                t0 = time.perf_counter()
+                loop(sched)
+                common.sync()
+                wall = time.perf_counter() - t0
+    finally:
+        for owner, attr, fn in reversed(saved):
+            setattr(owner, attr, fn)
+    events = prof.key_averages()
+
+    def dev(e, self_only=False):  # CUDA microseconds (CPU ones in a CPU smoke run)
+        if common.DEV != "cuda":
+            return float(e.self_cpu_time_total if self_only else e.cpu_time_total)
+        names = ("self_device_time_total", "self_cuda_time_total") if self_only else ("device_time_total", "cuda_time_total")
+        for n in names:
+            if hasattr(e, n):
+                return float(getattr(e, n))
+        return 0.0
+
+    ops = [e for e in events if e.device_type == DeviceType.CPU and not e.key.startswith("specdiff::")]
+    kernels = [e for e in events if e.device_type != DeviceType.CPU] if common.DEV == "cuda" else []
+    total_us = sum(dev(e, self_only=True) for e in (kernels if common.DEV == "cuda" else ops))
+
+    def top(rows, self_only):
+        rows = sorted(rows, key=lambda e: dev(e, self_only), reverse=True)[:15]
+        return [{"name": e.key[:100], "cuda_ms": dev(e, self_only) / 1e3, "calls": e.count,
+                 "share": dev(e, self_only) / total_us if total_us else None} for e in rows]
+
+    ranges = {}
+    for e in events:
+        if e.key in _RANGES:
+            ranges[e.key] = {"cuda_ms": dev(e) / 1e3, "calls": e.count, "cpu_ms": e.cpu_time_total / 1e3,
+                             "share": dev(e) / total_us if total_us else None}
+    return {"wall_s": wall, "cuda_kernel_ms": total_us / 1e3, "time_unit": "cuda" if common.DEV == "cuda" else "cpu",
+            "ranges": ranges,
+            "top_ops_by_self_cuda": top(ops, True), "top_kernels": top(kernels, True), "ok": True}

@@ -185,3 +185,11 @@ def test_a_triton_kernel_that_fails_to_launch_falls_back_to_the_matmul_pass(monk
     assert used == "sdpa" and R._triton_state["kernel"] is None and "no kernel image" in R._triton_state["error"]
     torch.testing.assert_close(received.double(), ref, rtol=0.03, atol=0.03)
     assert R.scoring_state()["triton"] is False
+
+
+def test_level_counts_without_a_host_read_equal_bincount():
+    from foretell.specdiff.hooks import count_levels
+
+    levels = torch.randint(0, 3, (257,), generator=torch.Generator().manual_seed(0))
+    for lv in (levels, torch.zeros(5, dtype=torch.long), torch.full((4,), 2, dtype=torch.long)):
+        assert torch.equal(count_levels(lv), torch.bincount(lv, minlength=3))

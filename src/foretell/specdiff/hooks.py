@@ -230,7 +230,7 @@ class SpecDiffHook(ModelHook):
             else:
                 run.history.update(computed, idx, sigma)
             run.importance.update_counts(levels)
-            counts = torch.bincount(levels, minlength=3)  # read on the host by level_counts(), not per step
+            counts = count_levels(levels)  # read on the host by level_counts(), not per step
             n_query = int(idx.numel())
         received = ctx.received
         if record and received is not None and cfg.uses_history:
@@ -279,6 +279,13 @@ class SpecDiffHook(ModelHook):
             self.totals.speculative_calls += 1
             rows = int(x.shape[0])
             self.totals.speculative_macs += self.adapter.macs(rows, run.num_tokens, run.num_tokens, n_text)
+
+
+def count_levels(levels: torch.Tensor) -> torch.Tensor:
+    """Tokens per level (3,) as a tensor on the levels' device: ``bincount(levels, minlength=3)``
+    without its host read of ``levels.max()`` (a GPU sync at every cached step)."""
+    ones = torch.ones_like(levels)
+    return torch.zeros(len(LEVEL_NAMES), dtype=levels.dtype, device=levels.device).scatter_add_(0, levels, ones)
 
 
 def level_counts(counts) -> dict:

@@ -110,6 +110,11 @@ def received_matmul(q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, scale: 
     return received
 
 
+def disable_triton(reason: str) -> None:
+    """Switch the Triton kernel off for this process ("triton" then runs the matmul pass)."""
+    _triton_state["kernel"], _triton_state["error"] = None, reason
+
+
 def triton_available(device: torch.device) -> bool:
     """Whether the Triton received-kernel can run on ``device`` (CUDA and an importable Triton)."""
     if device.type != "cuda":
@@ -193,7 +198,8 @@ def fused_attention_with_received(
     if lse is None or _fused_lse_ok.get(key) is False:
         lse = lse_chunked(q, k, scale, chunk_bytes(q.device))
     received, used = None, "sdpa"
-    if backend == "triton" and q.dtype in (torch.float16, torch.bfloat16) and triton_available(q.device):
+    small = max(q.numel(), k.numel()) < 2**31  # the kernel's offsets are 32-bit
+    if backend == "triton" and small and q.dtype in (torch.float16, torch.bfloat16) and triton_available(q.device):
         try:
             received, used = received_triton(q, k, lse, scale), "triton"
         except Exception as exc:  # e.g. the kernel does not compile for this GPU: the matmul pass runs
