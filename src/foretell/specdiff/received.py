@@ -155,7 +155,8 @@ def _build_triton_kernel():
     import triton
     import triton.language as tl
 
-    @triton.jit
+    # sizes are not specialised on (one compile serves every sequence length); strides are
+    @triton.jit(do_not_specialize=["heads", "sq", "sk", "d"])
     def received_kernel(q_ptr, k_ptr, lse_ptr, out_ptr, heads, sq, sk, d, scale_log2,
                         sqb, sqh, sqs, sqd, skb, skh, sks, skd, slb, slh, sls,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
