@@ -339,12 +339,11 @@ def _scoring() -> dict:
         row = {"shape_bhqkd": [b, h, sq, sk, d]}
         try:
             g = torch.Generator(common.DEV).manual_seed(0)
-            q, k, v = (torch.randn(b, h, n, d, device=common.DEV, generator=g, dtype=torch.float32)
-                       for n in (sq, sk, sk))
-            _, ref = attention_with_received(q, k, v)
+            q, k, v = (torch.randn(b, h, n, d, device=common.DEV, generator=g) for n in (sq, sk, sk))
+            q, k, v = (q * 3).to(dtype), k.to(dtype), v.to(dtype)  # logits with std ~3: peaked rows
+            _, ref = attention_with_received(q.float(), k.float(), v.float())  # float32 from the same inputs
             top = max(1, sk // 5)
             ref_top = set(ref.topk(top).indices.tolist())
-            q, k, v = (t.to(dtype) for t in (q, k, v))
             row["sdpa_ms"] = 1e3 * common.timed(lambda: F.scaled_dot_product_attention(q, k, v), repeats=5)[0]
             for backend in ("explicit", "sdpa", "triton"):
                 t, (o, rec, used) = common.timed(lambda: attention_and_received(q, k, v, backend), repeats=5)
