@@ -443,8 +443,8 @@ def _profile(tr, loop, make_scheduler, guidance) -> dict:
             saved.append((owner, attr, fn))
             setattr(owner, attr, inner)
         sched = make_scheduler()
-        with sd.apply(tr, sd.SpecDiffConfig(), scheduler=sched, guidance_scale=guidance):
-            loop(sched)
+        with sd.apply(tr, sd.SpecDiffConfig(), scheduler=sched, guidance_scale=guidance) as h:
+            step_times = _step_times(h, lambda: loop(sched))  # also the warm-up of the profiled run
             common.sync()
             with profile(activities=acts) as prof:
                 t0 = time.perf_counter()
@@ -480,5 +480,41 @@ def _profile(tr, loop, make_scheduler, guidance) -> dict:
             ranges[e.key] = {"cuda_ms": dev(e) / 1e3, "calls": e.count, "cpu_ms": e.cpu_time_total / 1e3,
                              "share": dev(e) / total_us if total_us else None}
     return {"wall_s": wall, "cuda_kernel_ms": total_us / 1e3, "time_unit": "cuda" if common.DEV == "cuda" else "cpu",
-            "ranges": ranges,
+            "busy_fraction": total_us / 1e6 / wall, "step_times": step_times, "ranges": ranges,
             "top_ops_by_self_cuda": top(ops, True), "top_kernels": top(kernels, True), "ok": True}
+
+
+def _step_times(handle, run_loop) -> dict:
+    """One run with the device synchronised around every transformer call: per kind of step (full,
+    cached, step 0 with the speculative pass) the median wall ms of the call and of its host part
+    (the time until the call returns without waiting for the device; close to the wall time means
+    the step is bound by Python and kernel launches, not by the GPU)."""
+    hook = handle._hook
+    inner = hook.forward_call
+    rows = []
+
+    def timed_call(call):
+        common.sync()
+        t0 = time.perf_counter()
+        result = inner(call)
+        t1 = time.perf_counter()
+        common.sync()
+        t2 = time.perf_counter()
+        last = hook.run.per_step[-1] if hook.run is not None and hook.run.per_step else {}
+        rows.append((last.get("step"), bool(last.get("full")), 1e3 * (t1 - t0), 1e3 * (t2 - t0)))
+        return result
+
+    hook.forward_call = timed_call
+    try:
+        run_loop()
+    finally:
+        del hook.forward_call
+    groups = {"step0_with_speculative": [r for r in rows if r[0] == 0],
+              "full": [r for r in rows if r[1] and r[0] != 0], "cached": [r for r in rows if not r[1]]}
+    out = {}
+    for name, rs in groups.items():
+        if rs:
+            out[name] = {"calls": len(rs), "wall_ms": float(np.median([r[3] for r in rs])),
+                         "host_ms": float(np.median([r[2] for r in rs]))}
+    out["total_ms"] = float(sum(r[3] for r in rows))
+    return out
