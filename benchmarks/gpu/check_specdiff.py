@@ -292,8 +292,10 @@ for b, h, sq, sk, d in ((2, 24, 1152, 4429, 64), (1, 24, 717, 1536, 128), (1, 3,
     _, ref = attention_with_received(q.float(), k.float(), v.float())
     lse = R.lse_chunked(q.float(), k.float(), d ** -0.5, 1 << 30)
     got = R.received_triton(q, k, lse, d ** -0.5).double()
+    part = R.received_triton(q, k.narrow(2, 5, 20), lse, d ** -0.5).double()
     torch.cuda.synchronize()
-    res[f"{b}x{h}x{sq}x{sk}x{d}"] = float(((got - ref).abs() / ref.abs().clamp_min(1e-3)).max())
+    err = lambda a, r: float(((a - r).abs() / r.abs().clamp_min(1e-3)).max())
+    res[f"{b}x{h}x{sq}x{sk}x{d}"] = max(err(got, ref), err(part, ref[5:25]))
 print(json.dumps(res))
 """
 

@@ -80,6 +80,8 @@ _TRITON_SCRIPT = textwrap.dedent("""
         R._triton_state["kernel"] = R._build_triton_kernel()
         got = R.received_triton(q, k, lse, d ** -0.5)
         torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+        part = R.received_triton(q, k.narrow(2, 5, 20), lse, d ** -0.5)  # a key range (a view with an offset)
+        torch.testing.assert_close(part.double(), ref[5:25], rtol=1e-5, atol=1e-5)
     print("ok")
 """)
 
@@ -193,3 +195,16 @@ def test_level_counts_without_a_host_read_equal_bincount():
     levels = torch.randint(0, 3, (257,), generator=torch.Generator().manual_seed(0))
     for lv in (levels, torch.zeros(5, dtype=torch.long), torch.full((4,), 2, dtype=torch.long)):
         assert torch.equal(count_levels(lv), torch.bincount(lv, minlength=3))
+
+
+@pytest.mark.parametrize("backend", ["explicit", "sdpa"])
+def test_a_key_range_scores_only_those_keys(backend, monkeypatch):
+    import foretell.specdiff.received as R
+
+    q, k, v = _qkv(seed=6)
+    _, ref = attention_with_received(q, k, v)
+    for checked in ({}, {"cpu": True}):  # the first call per device scores all keys for its check
+        monkeypatch.setattr(R, "_fused_lse_ok", dict(checked))
+        out, received, _ = attention_and_received(q, k, v, backend, keys=(7, 15))
+        assert received.shape == (15,)
+        torch.testing.assert_close(received.double(), ref[7:22], rtol=1e-5, atol=1e-5)

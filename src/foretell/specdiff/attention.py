@@ -42,17 +42,20 @@ class AttentionContext:
         values = values.double() if values.device.type == "cpu" else values.float()
         self.received = values if self.received is None else self.received + values
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`attention_and_received` with this context's backend; counts the backend that ran."""
-        out, received, used = attention_and_received(q, k, v, self.backend)
+        out, received, used = attention_and_received(q, k, v, self.backend, keys)
         self.backends_used[used] = self.backends_used.get(used, 0) + 1
         return out, received
 
 
 def attention_and_received(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto"
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto", keys: tuple[int, int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Attention output, attention received per key (Sk,), and the backend that ran.
+    """Attention output, attention received per key (Sk,) or per key of ``keys`` = (start, count), and
+    the backend that ran.
 
     "explicit": :func:`attention_with_received` (probabilities materialised head-chunked); "auto" on
     the CPU. "sdpa" / "triton": the output from a fused SDPA kernel and the received attention from a
@@ -63,10 +66,10 @@ def attention_and_received(
         backend = {"cpu": "explicit", "cuda": "triton"}.get(q.device.type, "sdpa")
     if backend == "explicit":
         out, received = attention_with_received(q, k, v)
-        return out, received, "explicit"
+        return out, received if keys is None else received.narrow(0, *keys), "explicit"
     from foretell.specdiff.received import fused_attention_with_received
 
-    return fused_attention_with_received(q, k, v, backend)
+    return fused_attention_with_received(q, k, v, backend, keys)
 
 
 def attention_with_received(
@@ -195,8 +198,8 @@ class JointCachingAttnProcessor(_CachingProcessor):
         key, value = self._keys_values(key, value, dim=2, image_start=0, image_len=num_image)
         num_image_keys = key.shape[2] - (query.shape[2] - num_image)  # all keys minus the text keys
         if ctx.scores_layer(self.index):
-            out, received = ctx.attend(query, key, value)
-            ctx.add_received(received[:num_image_keys])
+            out, received = ctx.attend(query, key, value, (0, num_image_keys))
+            ctx.add_received(received)
         else:
             out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
         out = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
@@ -242,9 +245,10 @@ class FluxCachingAttnProcessor(_CachingProcessor):
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
         key, value = self._keys_values(key, value, dim=1, image_start=text_len, image_len=key.shape[1] - text_len)
         if ctx.scores_layer(self.index):
-            out, received = ctx.attend(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+            keys = (text_len, key.shape[1] - text_len)
+            out, received = ctx.attend(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), keys)
             out = out.transpose(1, 2)
-            ctx.add_received(received[text_len:])
+            ctx.add_received(received)
         else:
             out = dispatch_attention_fn(
                 query,

@@ -186,32 +186,37 @@ def _build_triton_kernel():
 
 
 def fused_attention_with_received(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "triton"
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "triton", keys: tuple[int, int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(out (B, H, Sq, d), received (Sk,) float32, the backend that ran) without a probability tensor.
+    """(out (B, H, Sq, d), received float32, the backend that ran) without a probability tensor.
 
-    ``backend`` "triton" uses the Triton kernel where :func:`triton_available` (CUDA, float16/bfloat16
-    inputs), else "sdpa": the chunked-matmul pass of :func:`received_matmul`.
+    ``received`` covers every key, or the ``keys`` = (start, count) range only (the others are not
+    scored at all). ``backend`` "triton" uses the Triton kernel where :func:`triton_available` (CUDA,
+    float16/bfloat16 inputs), else "sdpa": the chunked-matmul pass of :func:`received_matmul`.
     """
     scale = q.shape[-1] ** -0.5
     out, lse = sdpa_with_lse(q, k, v, scale)
-    key = str(q.device)
-    if lse is None or _fused_lse_ok.get(key) is False:
+    dev = str(q.device)
+    if lse is None or _fused_lse_ok.get(dev) is False:
         lse = lse_chunked(q, k, scale, chunk_bytes(q.device))
+    check = dev not in _fused_lse_ok
+    scored = k if keys is None or check else k.narrow(2, keys[0], keys[1])
     received, used = None, "sdpa"
     small = max(q.numel(), k.numel()) < 2**31  # the kernel's offsets are 32-bit
     if backend == "triton" and small and q.dtype in (torch.float16, torch.bfloat16) and triton_available(q.device):
         try:
-            received, used = received_triton(q, k, lse, scale), "triton"
+            received, used = received_triton(q, scored, lse, scale), "triton"
         except Exception as exc:  # e.g. the kernel does not compile for this GPU: the matmul pass runs
             _triton_state["kernel"], _triton_state["error"] = None, f"{type(exc).__name__}: {exc}"
     if received is None:
-        received = received_matmul(q, k, lse, scale, chunk_bytes(q.device))
-    if key not in _fused_lse_ok:
-        # once per device (one host read): every query's probabilities sum to one, so the received
-        # attention sums to B*H*Sq; a fused kernel whose lse means something else fails this
+        received = received_matmul(q, scored, lse, scale, chunk_bytes(q.device))
+    if check:
+        # once per device (one host read), over all keys: every query's probabilities sum to one, so
+        # the received attention sums to B*H*Sq; a fused kernel whose lse means something else fails
         rows = q.shape[0] * q.shape[1] * q.shape[2]
-        _fused_lse_ok[key] = abs(float(received.sum()) / rows - 1.0) < 1e-2
-        if not _fused_lse_ok[key]:
-            return fused_attention_with_received(q, k, v, backend)
+        _fused_lse_ok[dev] = abs(float(received.sum()) / rows - 1.0) < 1e-2
+        if not _fused_lse_ok[dev]:
+            return fused_attention_with_received(q, k, v, backend, keys)
+        if keys is not None:
+            received = received.narrow(0, *keys)
     return out, received, used
