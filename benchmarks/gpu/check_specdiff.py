@@ -461,7 +461,8 @@ def _profile(tr, loop, make_scheduler, guidance) -> dict:
     def dev(e, self_only=False):  # CUDA microseconds (CPU ones in a CPU smoke run)
         if common.DEV != "cuda":
             return float(e.self_cpu_time_total if self_only else e.cpu_time_total)
-        names = ("self_device_time_total", "self_cuda_time_total") if self_only else ("device_time_total", "cuda_time_total")
+        names = (("self_device_time_total", "self_cuda_time_total") if self_only
+                 else ("device_time_total", "cuda_time_total"))
         for n in names:
             if hasattr(e, n):
                 return float(getattr(e, n))
