@@ -36,7 +36,10 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=4, help="closed-loop episodes per method (specprune)")
     ap.add_argument("--nifa-data", default=None, help="folder with the DBLP files (nifa)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu to smoke-test the script")
+    ap.add_argument("--subset", default="", help="comma-separated sub-steps to run inside each part "
+                    "(e.g. oft_7b_shape,flux_dev); default: all. Parts that do not know the name run all")
     args = ap.parse_args()
+    args.subset = {s.strip() for s in args.subset.split(",") if s.strip()}
     parts = args.parts.split(",")
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
