@@ -14,13 +14,18 @@ correctness assertion to hold and every sub-step to run.
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
 import torch
 
 import common
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "specee"))
+from tiny_models import make_predictors, tiny_model  # noqa: E402  (plain module, no pytest needed)
 
 SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                      num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True,
@@ -43,40 +48,6 @@ def _step(res: dict, name: str, fn, deadline: float) -> None:
                "traceback": traceback.format_exc().splitlines()[-8:]}
     out["seconds"] = round(time.perf_counter() - t0, 3)
     res[name] = out
-
-
-def tiny_model(kind: str = "llama", layers: int = 6, seed: int = 0):
-    """A tiny random model of ``kind`` (as tests/specee/conftest.py builds it; that file needs
-    pytest, which the GPU machine may lack)."""
-    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                              Qwen2ForCausalLM)
-
-    torch.manual_seed(seed)
-    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
-               num_key_value_heads=2, vocab_size=256, max_position_embeddings=512, tie_word_embeddings=True)
-    cfg_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
-                          "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[kind]
-    model = model_cls(cfg_cls(**cfg)).eval()
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(8.0)       # a sharp, stable argmax on a random model
-    return model
-
-
-def make_predictors(model, layers=None, bias: float = 0.0, k: int = 4, seed: int = 0):
-    """Random exit predictors for ``model`` whose output bias is ``bias`` (30: always fire)."""
-    from foretell.specee.predictor import LayerPredictors, PredictorConfig
-
-    torch.manual_seed(seed)
-    n = model.config.num_hidden_layers
-    layers = list(range(n - 1)) if layers is None else list(layers)
-    cfg = PredictorConfig(model_id="tiny", num_layers=n, hidden_size=model.config.hidden_size,
-                          vocab_size=model.config.vocab_size, k=k, in_features=3 * k, layers=layers,
-                          offline_layers=layers)
-    p = LayerPredictors(cfg)
-    with torch.no_grad():
-        for mlp in p.mlps.values():
-            mlp[2].bias.fill_(bias)
-    return p.eval()
 
 
 def _first_diff(a: torch.Tensor, b: torch.Tensor):

@@ -1,0 +1,37 @@
+"""Tiny random decoder models and exit predictors for SpecEE's tests and its GPU check.
+
+Plain module (no pytest import) so benchmarks/gpu/check_specee.py can use it on machines without pytest.
+"""
+
+import torch
+
+from foretell.specee.predictor import LayerPredictors, PredictorConfig
+
+
+def tiny_model(kind: str = "llama", layers: int = 6, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=256, max_position_embeddings=512, tie_word_embeddings=True)
+    cfg_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+                          "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[kind]
+    model = model_cls(cfg_cls(**common)).eval()
+    # sharpen the random model so its argmax is stable and layer-wise distinct
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(8.0)
+    return model
+
+
+def make_predictors(model, layers=None, bias: float = 0.0, k: int = 4, seed: int = 0) -> LayerPredictors:
+    torch.manual_seed(seed)
+    n = model.config.num_hidden_layers
+    layers = list(range(n - 1)) if layers is None else layers
+    cfg = PredictorConfig(model_id="tiny", num_layers=n, hidden_size=model.config.hidden_size,
+                          vocab_size=model.config.vocab_size, k=k, in_features=3 * k, layers=layers,
+                          offline_layers=layers)
+    p = LayerPredictors(cfg)
+    with torch.no_grad():
+        for mlp in p.mlps.values():
+            mlp[2].bias.fill_(bias)
+    return p.eval()
