@@ -55,6 +55,28 @@ def token_kinds(layout: TokenLayout, device=None) -> torch.Tensor:
     return kind
 
 
+_ARANGE_CACHE: dict = {}
+
+
+def cached_arange(start: int, stop: int, device) -> torch.Tensor:
+    """``torch.arange(start, stop)`` on ``device``, built once (read-only)."""
+    key = (start, stop, str(device))
+    out = _ARANGE_CACHE.get(key)
+    if out is None:
+        if len(_ARANGE_CACHE) > 256:
+            _ARANGE_CACHE.clear()
+        out = _ARANGE_CACHE[key] = torch.arange(start, stop, device=device)
+    return out
+
+
+def rows_where(mask: torch.Tensor, count: int | None = None) -> torch.Tensor:
+    """Indices of the True entries of a 1-d ``mask``, ascending (as ``torch.nonzero``). With ``count``
+    (their number, known on the host) a stable sort finds them without reading the device."""
+    if count is None:
+        return torch.nonzero(mask).flatten()
+    return torch.argsort(mask.logical_not().to(torch.uint8), stable=True)[:count]
+
+
 @dataclass
 class TokenState:
     """The tokens currently in the backbone: hidden states, positions, rope and original indices."""
@@ -79,8 +101,27 @@ class TokenState:
         return self._row_kinds
 
     def rows_in(self, sl: slice) -> torch.Tensor:
-        """Current rows whose original index lies in ``sl``."""
+        """Current rows whose original index lies in ``sl`` (reads the count from the device)."""
         return torch.nonzero((self.origin >= sl.start) & (self.origin < sl.stop)).flatten()
+
+    def visual_rows(self) -> torch.Tensor:
+        """Current rows of the visual tokens (ascending), without reading the device: the views are one
+        block of original indices and non-visual tokens are never dropped, so the visual rows are the
+        slice after the non-visual tokens that precede the views (a stable sort on other layouts)."""
+        start, stop = self._visual_block()
+        n = self.visual_count()
+        if start is not None:
+            return self._arange(start, start + n)
+        return rows_where(self.row_kinds >= 0, n)
+
+    def _visual_block(self) -> tuple:
+        spans = sorted((s.start, s.stop) for s in self.layout.views.values())
+        if all(a[1] == b[0] for a, b in zip(spans, spans[1:])):
+            return spans[0][0], spans[-1][1]
+        return None, None
+
+    def _arange(self, start: int, stop: int) -> torch.Tensor:
+        return cached_arange(start, stop, self.origin.device)
 
     def rows_of(self, origins: torch.Tensor) -> torch.Tensor:
         """Current rows of the given original token indices (sorted; every one must still be present,
@@ -99,10 +140,11 @@ class TokenState:
 
     def keep_rows_for(self, visual_origins: torch.Tensor) -> torch.Tensor:
         """Rows to keep (ascending): every non-visual row plus the visual rows whose original index is
-        in ``visual_origins``."""
+        in ``visual_origins`` (distinct and present, so the count is known without a device read)."""
         table = torch.zeros(self.kinds.numel(), dtype=torch.bool, device=self.origin.device)
         table[visual_origins] = True
-        return torch.nonzero(table[self.origin] | (self.row_kinds < 0)).flatten()
+        n_keep = self.hidden.shape[1] - self.visual_count() + visual_origins.numel()
+        return rows_where(table[self.origin] | (self.row_kinds < 0), n_keep)
 
     def gather(self, rows: torch.Tensor, hidden: torch.Tensor | None = None) -> None:
         """Keep only ``rows`` (ascending, as ``torch.nonzero`` returns them, so the original order is
@@ -302,10 +344,11 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
             state.gather(keep)
     policy.end(state)
     hidden = adapter.final_norm(state.hidden)
-    action_rows = state.rows_in(prep.layout.actions)
-    n_act = prep.layout.actions.stop - prep.layout.actions.start
-    if len(action_rows) != n_act:
-        raise RuntimeError(f"pruning dropped action slots ({len(action_rows)} of {n_act} left); policies must keep non-visual tokens")
+    acts = state._arange(prep.layout.actions.start, prep.layout.actions.stop)
+    action_rows = state.rows_of(acts).clamp_max(state.origin.numel() - 1)
+    # checked on the device (raises at the next read there, at once on the CPU): no host wait
+    torch._assert_async((state.origin[action_rows] == acts).all(),
+                        "pruning dropped action slots; policies must keep non-visual tokens")
     out = hidden[:, action_rows]
     if cuda:
         torch.cuda.synchronize()

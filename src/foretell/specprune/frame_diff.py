@@ -74,8 +74,21 @@ class FrameHistory:
         """
         cur = current.detach().reshape(current.shape[-3:]).float()
         past = [p.to(cur.device) for p in self.frames.get(view, ())]  # no copy when already there
-        if past and torch.equal(past[-1], cur):
-            past = past[:-1]
-        if not past:
-            return None
-        return past[-gap] if len(past) >= gap else past[0]
+        if cur.device.type == "cpu" or len(past) < 2:  # a host compare (on a GPU only with one stored frame)
+            if past and torch.equal(past[-1], cur):
+                past = past[:-1]
+            return _back(past, gap) if past else None
+        return frame_back_on_device(past, cur, gap)
+
+
+def _back(past: list, gap: int) -> torch.Tensor:
+    return past[-gap] if len(past) >= gap else past[0]
+
+
+def frame_back_on_device(past: list, current: torch.Tensor, gap: int) -> torch.Tensor:
+    """``FrameHistory.frame_back`` for two or more stored frames without reading the device: both
+    candidates (newest frame counted or not) are known on the host, the device picks one."""
+    counted, skipped = _back(past, gap), _back(past[:-1], gap)
+    if counted is skipped or past[-1].shape != current.shape:
+        return counted
+    return torch.where((past[-1] == current).all(), skipped, counted)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from foretell.specprune.engine import PruningPolicy, TokenState
+from foretell.specprune.engine import PruningPolicy, TokenState, cached_arange, rows_where
 from foretell.specprune.frame_diff import patch_similarity
 from foretell.specprune.importance import received_attention
 
@@ -25,11 +25,12 @@ from foretell.specprune.importance import received_attention
 def _instruction_rows(state: TokenState, skip: int = 0) -> torch.Tensor:
     ins = state.layout.instruction
     start = ins.start + min(skip, max(ins.stop - ins.start - 1, 0))
-    return torch.nonzero((state.origin >= start) & (state.origin < ins.stop)).flatten()
+    # instruction tokens are never dropped: their rows are found without reading the device
+    return state.rows_of(cached_arange(start, ins.stop, state.origin.device))
 
 
 def _top_visual(state: TokenState, scores: torch.Tensor, budget: int) -> torch.Tensor:
-    vis = torch.nonzero(state.row_kinds >= 0).flatten()
+    vis = state.visual_rows()
     best = vis[torch.argsort(scores[vis], descending=True)[:budget]]
     return state.keep_rows_for(state.origin[best])
 
@@ -72,7 +73,7 @@ class RandomPolicy(PruningPolicy):
     def after_layer(self, layer_idx, state, probs, rows):
         if layer_idx != 0:
             return None
-        vis = torch.nonzero(state.row_kinds >= 0).flatten()
+        vis = state.visual_rows()
         pick = vis[torch.randperm(vis.numel(), generator=self.generator)[: self.budget].to(vis.device)]
         return state.keep_rows_for(state.origin[pick])
 
@@ -148,8 +149,7 @@ class VLACachePolicy(PruningPolicy):
         self._kept = total - int(reused.numel())
         if reused.numel() == 0:
             return None
-        keep = torch.nonzero(~torch.isin(state.origin, self.reused)).flatten()
-        return keep
+        return rows_where(~torch.isin(state.origin, self.reused), state.origin.numel() - int(reused.numel()))
 
     def kv_cache(self, state):
         return StaleKVInjector(self.store, state.origin, self.reused, state.layout.length)
@@ -160,7 +160,7 @@ class VLACachePolicy(PruningPolicy):
     def after_layer(self, layer_idx, state, probs, rows):
         if probs is not None:
             scores = received_attention(probs)
-            vis = torch.nonzero(state.row_kinds >= 0).flatten()
+            vis = state.visual_rows()
             k = max(1, int(round(self.relevant_fraction * state.visual_total())))
             self.relevant = state.origin[vis[torch.argsort(scores[vis], descending=True)[:k]]]
         return None

@@ -52,7 +52,7 @@ class SpecPrunePolicy(PruningPolicy):
         return self.controller.mode if self.cfg.use_controller else COARSE
 
     def observe(self, images, executed_action, queue_empty: bool) -> bool:
-        a = torch.as_tensor(executed_action, dtype=torch.float32).flatten()
+        a = torch.as_tensor(executed_action, dtype=torch.float32).flatten().cpu()  # one read; the rest is host math
         if a.numel() >= 3:
             self.speed_xyz = [s + float(d) for s, d in zip(self.speed_xyz, a[:3].tolist())]
         entered = self.controller.update(a, queue_empty=queue_empty)
@@ -158,10 +158,12 @@ class SpecPrunePolicy(PruningPolicy):
             kept = top | self.dynamic
             if self.global_mask is not None:
                 kept |= self.global_mask
+            count = None
             if not cfg.rescore_layer1:
                 kept = self._apply_budget(kept, instr)
+                count = self._visual_kept
             self.kept = kept
-            keep = grid.keep_rows(state.origin, kept)
+            keep = grid.keep_rows(state.origin, kept, count)
         elif layer_idx == 1 and cfg.rescore_layer1:
             (top,) = grid.top(instr, self.k)  # scores mapped through the ORIGINAL patch index
             kept = (top & self.kept) | self.first_k0 | self.dynamic
@@ -169,7 +171,7 @@ class SpecPrunePolicy(PruningPolicy):
                 kept |= self.global_mask
             kept = self._apply_budget(kept, instr)
             self.kept = kept
-            keep = grid.keep_rows(state.origin, kept)
+            keep = grid.keep_rows(state.origin, kept, self._visual_kept)
         if layer_idx == self.num_layers - 1 and cfg.use_global and instr is not None:
             (top,) = grid.top(instr, self.kg)
             self.next_global = top & torch.isfinite(instr)
@@ -188,7 +190,7 @@ class SpecPrunePolicy(PruningPolicy):
         return kept
 
     def _update_importance(self, state: TokenState, received: torch.Tensor) -> None:
-        vis = torch.nonzero(state.row_kinds >= 0).flatten()
+        vis = state.visual_rows()
         if vis.numel() == 0:
             return
         w = rank_weights(received[vis])
@@ -197,7 +199,7 @@ class SpecPrunePolicy(PruningPolicy):
         self.importance[idx] = (1 - a) * self.importance[idx] + a * w
 
     def _drop_by_importance(self, state: TokenState):
-        vis = torch.nonzero(state.row_kinds >= 0).flatten()
+        vis = state.visual_rows()
         total = state.visual_total()
         floor = int(round(self.cfg.drop_floor * total))
         target = max(int(round(self.cfg.drop_keep_fraction * vis.numel())), min(floor, vis.numel()))

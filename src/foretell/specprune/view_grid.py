@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from foretell.core.errors import ForetellError
+from foretell.specprune.engine import rows_where
 from foretell.specprune.model import TokenLayout
 
 
@@ -71,13 +72,15 @@ class ViewGrid:
         idx = torch.topk(flat, budget).indices
         return torch.zeros_like(flat, dtype=torch.bool).scatter_(0, idx, True).view_as(selection)
 
-    def keep_rows(self, origin: torch.Tensor, selection: torch.Tensor) -> torch.Tensor:
-        """Current rows to keep (ascending): every non-visual row and the selected patches' rows."""
+    def keep_rows(self, origin: torch.Tensor, selection: torch.Tensor, count: int | None = None) -> torch.Tensor:
+        """Current rows to keep (ascending): every non-visual row and the selected patches' rows.
+        ``count``: the number of selected patches if the caller read it already (then no device read here;
+        every selected patch must still be among the rows)."""
         table = self.non_visual.clone()
         table[self.index] = selection
-        if origin.numel() == self.length:
-            return torch.nonzero(table).flatten()
-        return torch.nonzero(table[origin]).flatten()
+        if origin.numel() != self.length:
+            table = table[origin]
+        return rows_where(table, None if count is None else self.length - self.views * self.patches + count)
 
     def origins(self, selection: torch.Tensor, view: int) -> torch.Tensor:
         """Original token indices of the selected patches of one view (ascending)."""
