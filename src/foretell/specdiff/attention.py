@@ -32,6 +32,26 @@ class AttentionContext:
     backend: str = "auto"  # how scoring layers compute the received attention (SpecDiffConfig.score_backend)
     layer_stride: int = 1  # only layers whose index is a multiple of this score
     backends_used: dict = field(default_factory=dict)  # backend -> scored layer calls
+    rows: dict = field(default_factory=dict)  # memo of :meth:`cache_rows` for this call (cleared per call)
+
+    def cache_rows(self, image_start: int, text_len: int, cached_image: int) -> torch.Tensor:
+        """Cache row of every fresh key/value row in partial mode, built once per call (not per layer).
+
+        Fresh rows hold the kept image tokens at ``image_start`` (0: [image, text]; else [text, image]
+        with ``image_start == text_len``) and all text tokens; the cache holds ``cached_image`` image
+        rows and the text rows in the same order.
+        """
+        key = (image_start, text_len, cached_image)
+        rows = self.rows.get(key)
+        if rows is None:
+            idx = self.idx
+            text = torch.arange(text_len, dtype=idx.dtype, device=idx.device)
+            if image_start == 0:
+                rows = torch.cat([idx, text.add_(cached_image)]) if text_len else idx
+            else:
+                rows = torch.cat([text, idx + image_start])
+            self.rows[key] = rows
+        return rows
 
     def scores_layer(self, index: int) -> bool:
         """Whether layer ``index`` adds its received attention in this call."""
@@ -118,6 +138,17 @@ def score_dtype(q: torch.Tensor) -> torch.dtype:
     return torch.float32
 
 
+def _owned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached, as the layer cache: ``t`` itself when it owns its whole storage (a fresh
+    projection / RoPE / cat output nobody else holds), else a copy (a view of a larger tensor, e.g.
+    fused QKV projections, would keep the whole tensor alive)."""
+    t = t.detach()
+    whole = t.storage_offset() == 0 and t.is_contiguous()
+    if whole and t.untyped_storage().nbytes() == t.numel() * t.element_size():
+        return t
+    return t.clone()
+
+
 class _CachingProcessor:
     """Shared state of the SpecDiff processors: the wrapped stock processor and the K/V cache."""
 
@@ -146,21 +177,19 @@ class _CachingProcessor:
         ctx = self.context
         if ctx.mode == "full":
             if ctx.store_kv:
-                self.k_cache = key.detach().clone()
-                self.v_cache = value.detach().clone()
+                self.k_cache = _owned(key)
+                self.v_cache = _owned(value)
             return key, value
         if self.k_cache is None:
             raise RuntimeError("SpecDiff: partial step without a key/value cache (no full step ran first)")
         text_len = key.shape[dim] - image_len
-        cached_image = self.k_cache.shape[dim] - text_len
-        rows = ctx.idx + image_start
-        for cache, fresh in ((self.k_cache, key.detach()), (self.v_cache, value.detach())):
-            fresh = fresh.to(cache.dtype)
-            cache.index_copy_(dim, rows, fresh.narrow(dim, image_start, image_len))
-            if text_len:
-                text_at = image_len if image_start == 0 else 0
-                cache_text_at = cached_image if image_start == 0 else 0
-                cache.narrow(dim, cache_text_at, text_len).copy_(fresh.narrow(dim, text_at, text_len))
+        rows = ctx.cache_rows(image_start, text_len, self.k_cache.shape[dim] - text_len)
+        for cache, fresh in ((self.k_cache, key), (self.v_cache, value)):
+            if fresh.requires_grad:
+                fresh = fresh.detach()
+            if fresh.dtype != cache.dtype:
+                fresh = fresh.to(cache.dtype)
+            cache.index_copy_(dim, rows, fresh)  # the kept image rows and every text row in one launch
         return self.k_cache, self.v_cache
 
 

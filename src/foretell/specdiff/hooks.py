@@ -195,6 +195,7 @@ class SpecDiffHook(ModelHook):
             self.context.mode = "off"
             self.context.received = None
             self.context.idx = None
+            self.context.rows.clear()
         output = self.adapter.to_output(tokens, call)
         if call.get("return_dict", True):
             from diffusers.models.modeling_outputs import Transformer2DModelOutput
@@ -223,6 +224,7 @@ class SpecDiffHook(ModelHook):
                 scores, num_computed(n, cfg.cache_rate), cfg.reuse_mass, reuse=cfg.reuse, blend=cfg.blend
             )
             ctx.mode, ctx.store_kv, ctx.idx = "partial", False, idx
+            ctx.rows.clear()
             computed = self.adapter.run(call, idx, ctx)
             tokens = run.history.assemble(levels, computed, idx, sigma)
             if cfg.feature_source == "steps":
