@@ -24,6 +24,14 @@ Sub-steps, each recorded on its own (its result, or its error and traceback), in
   time, and the CUDA time inside scoring, the speculative pass and the level/history bookkeeping.
   Variants and profiles that would start after the part has run ``DEADLINE_S`` are skipped (recorded).
 
+* flux_dev also gets ``ops_per_call``: ATen operators per transformer call (stock step, SpecDiff full,
+  cached with and without scoring; the most frequent ones of a cached step), a proxy for host time.
+
+``args.subset`` (``run_all.py --subset``) picks sub-steps by name (none of ours named: all run). With
+``flux_dev`` alone, the FLUX sub-step runs full vs default and the two variants fastest on FLUX in run 3
+(stride4, explicit), the profile and the operator counts, and skips what would start past
+``SUBSET_DEADLINE_S``.
+
 On the CPU (a smoke run of this script) the same code runs with tiny sizes.
 """
 
@@ -48,21 +56,31 @@ import common
 STEPS = 28
 FLUX_FULL_SIZE_BEFORE_S = 95.0  # past this much of the part, the FLUX model gets half the blocks
 DEADLINE_S = 125.0  # variants and profiles that would start later are skipped
+SUBSET_DEADLINE_S = 55.0  # the same with ``--subset flux_dev`` (the whole part in about 70 s)
 VARIANTS = (("default", {}), ("explicit", {"score_backend": "explicit"}), ("sdpa", {"score_backend": "sdpa"}),
             ("stride4", {"score_layer_stride": 4}), ("score_floor", {"score_layer_stride": 10**6}))
+FLUX_ONLY_VARIANTS = ("default", "stride4", "explicit")  # the fastest two on FLUX in run 3, and default
 _START = [0.0]
+DEADLINE = [DEADLINE_S]
 
 
 def _left() -> float:
-    return DEADLINE_S - (time.perf_counter() - _START[0])
+    return DEADLINE[0] - (time.perf_counter() - _START[0])
 
 
 def run(args) -> dict:
     res = {"device": common.DEV}
     start = _START[0] = time.perf_counter()
     steps = (("testbed", _testbed), ("bench", _bench), ("scoring", _scoring), ("sd3_medium", _sd3_medium),
-             ("flux_dev", lambda: _flux_dev(half=time.perf_counter() - start > FLUX_FULL_SIZE_BEFORE_S)))
+             ("flux_dev", lambda: _flux_dev(half=time.perf_counter() - start > FLUX_FULL_SIZE_BEFORE_S,
+                                            only=chosen == ["flux_dev"])))
+    subset = set(getattr(args, "subset", None) or ())
+    chosen = [n for n, _ in steps if n in subset] or [n for n, _ in steps]  # names not ours: run all
+    DEADLINE[0] = SUBSET_DEADLINE_S if chosen == ["flux_dev"] else DEADLINE_S
+    res["subset"] = chosen
     for name, fn in steps:
+        if name not in chosen:
+            continue
         t0 = time.perf_counter()
         try:
             res[name] = fn()
@@ -75,13 +93,13 @@ def run(args) -> dict:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
     # flat keys of the first version of this check
-    res["testbed_device"] = res["testbed"].get("device")
-    res["testbed_psnr_vs_full"] = res["testbed"].get("psnr_specdiff_vs_full")
+    res["testbed_device"] = res.get("testbed", {}).get("device")
+    res["testbed_psnr_vs_full"] = res.get("testbed", {}).get("psnr_specdiff_vs_full")
     for key in ("full_s", "specdiff_s", "speedup", "params_billion"):
-        res[f"sd3_medium_{key}"] = res["sd3_medium"].get(key)
-    res["variants_speedup"] = {m: {n: r["speedup"] for n, r in res[m].get("variants", {}).items()
+        res[f"sd3_medium_{key}"] = res.get("sd3_medium", {}).get(key)
+    res["variants_speedup"] = {m: {n: r["speedup"] for n, r in res.get(m, {}).get("variants", {}).items()
                                    if isinstance(r, dict) and "speedup" in r} for m in ("sd3_medium", "flux_dev")}
-    res["ok"] = all(bool(res[n].get("ok")) for n in ("testbed", "bench", "scoring", "sd3_medium", "flux_dev"))
+    res["ok"] = all(bool(res[n].get("ok")) for n in chosen)
     return res
 
 
@@ -208,7 +226,7 @@ def _sd3_medium() -> dict:
     return out
 
 
-def _flux_dev(half: bool = False) -> dict:
+def _flux_dev(half: bool = False, only: bool = False) -> dict:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
     import foretell.specdiff as sd
@@ -265,15 +283,17 @@ def _flux_dev(half: bool = False) -> dict:
     out.update(_timed_pair(tr, loop, make_scheduler, sd.SpecDiffConfig(), None))
     out["ok"] = bool(out["finite"] and out["stock_calls"] == 0 and out["macs_fraction"] < 1.0
                      and math.isfinite(out["latent_rel_err"]))
-    out["variants"] = _variants(tr, loop, make_scheduler, None)
+    names = FLUX_ONLY_VARIANTS if only else None
+    out["variants"] = _variants(tr, loop, make_scheduler, None, names)
     out["profile"] = _guarded(lambda: _profile(tr, loop, make_scheduler, None))
+    out["ops_per_call"] = _guarded(lambda: _ops_per_call(tr, loop, make_scheduler, None, steps))
     return out
 
 
 def _guarded(fn) -> dict:
     """``fn()``, or its error and traceback; skipped when the part is past ``DEADLINE_S``."""
     if _left() <= 0:
-        return {"skipped": f"the part has run past {DEADLINE_S:.0f} s"}
+        return {"skipped": f"the part has run past {DEADLINE[0]:.0f} s"}
     try:
         return fn()
     except Exception as exc:
@@ -371,8 +391,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 
-def _variants(tr, loop, make_scheduler, guidance) -> dict:
-    """Full vs SpecDiff default vs each knob of ``VARIANTS``: median of 2 runs after one warm-up."""
+def _variants(tr, loop, make_scheduler, guidance, names=None) -> dict:
+    """Full vs SpecDiff default vs each knob of ``VARIANTS`` (those in ``names``, default all): median of
+    2 runs after one warm-up."""
     import foretell.specdiff as sd
     from foretell.specdiff import received
 
@@ -384,8 +405,10 @@ def _variants(tr, loop, make_scheduler, guidance) -> dict:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     lat_default = None
     for name, knobs in VARIANTS:
+        if names is not None and name not in names:
+            continue
         if _left() <= 0:
-            out[name] = {"skipped": f"the part has run past {DEADLINE_S:.0f} s"}
+            out[name] = {"skipped": f"the part has run past {DEADLINE[0]:.0f} s"}
             continue
         try:
             cfg = dataclasses.replace(sd.SpecDiffConfig(), **knobs)
@@ -485,6 +508,32 @@ def _profile(tr, loop, make_scheduler, guidance) -> dict:
     return {"wall_s": wall, "cuda_kernel_ms": total_us / 1e3, "time_unit": "cuda" if common.DEV == "cuda" else "cpu",
             "busy_fraction": total_us / 1e6 / wall, "step_times": step_times, "ranges": ranges,
             "top_ops_by_self_cuda": top(ops, True), "top_kernels": top(kernels, True), "ok": True}
+
+
+def _ops_per_call(tr, loop, make_scheduler, guidance, steps) -> dict:
+    """ATen operators dispatched per transformer call (a proxy for host time; counted on the device):
+    the stock loop per step (scheduler included) and SpecDiff's full, cached-with-scoring and cached
+    steps (median), by the same code as tests/specdiff/test_method_hostops.py."""
+    import foretell.specdiff as sd
+    from foretell.specdiff.opcount import OpCounter, count_per_call
+
+    with OpCounter() as stock:
+        loop(make_scheduler())
+    sched = make_scheduler()
+    with sd.apply(tr, sd.SpecDiffConfig(), scheduler=sched, guidance_scale=guidance) as h:
+        rows = count_per_call(h, lambda: loop(sched))
+    groups = {"full": [r for r in rows if r["full"] and r["step"] != 0],
+              "cached_scoring": [r for r in rows if not r["full"] and r["record"]],
+              "cached": [r for r in rows if not r["full"] and not r["record"]]}
+    out = {"stock_per_step": stock.total / steps, "step0_with_speculative": rows[0]["ops"] if rows else None}
+    for name, rs in groups.items():
+        out[name] = float(np.median([r["ops"] for r in rs])) if rs else None
+    cached = groups["cached_scoring"] or groups["cached"]
+    if cached:
+        top = cached[-1]["counts"].most_common(12)
+        out["cached_top_ops"] = dict(top)
+    out["ok"] = True
+    return out
 
 
 def _step_times(handle, run_loop) -> dict:
