@@ -14,7 +14,12 @@ Sub-steps, each recorded on its own (its result, or its error and traceback):
   Prismatic/OFT-structured model with a Llama-2-7B backbone in bfloat16 behind
   ``PrismaticOFTAdapter``, ~606 tokens; LLM-backbone time of the bare model, the engine's ``full``,
   SpecPrune (defaults and the released code's settings, coarse and fine mode) and FastV at
-  SpecPrune's token budget, with tokens kept, MACs fraction, speed-ups and the scoring overhead.
+  SpecPrune's token budget, with tokens kept, MACs fraction, speed-ups and the scoring overhead;
+  per variant the host reads of device values in one query (``foretell.specprune.syncs``, asserted:
+  at most 2 for SpecPrune, 0 for full and FastV; on CUDA also torch's sync debug mode count) and for
+  full / SpecPrune coarse / FastV a torch.profiler summary (kernel time, busy fraction, launches).
+
+``args.subset`` (``run_all.py --subset``): the sub-steps to run; none of these names: all of them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ import common
 def run(args) -> dict:
     res = {"device": common.DEV}
     steps = (("exactness", _exactness), ("eval", lambda: _eval(args.episodes)), ("oft_7b_shape", _oft_7b_shape))
+    chosen = set(getattr(args, "subset", None) or ()) & {n for n, _ in steps}  # run_all --subset; none known: all
+    steps = tuple((n, fn) for n, fn in steps if not chosen or n in chosen)
+    res["substeps"] = [n for n, _ in steps]
     for name, fn in steps:
         t0 = time.perf_counter()
         try:
@@ -114,9 +122,11 @@ TINY_DIMS = {"hidden": 64, "layers": 32, "heads": 4, "intermediate": 172, "vocab
 IMAGE, PATCH, CHUNK, ADIM, PROMPT, SKIP = 224, 14, 8, 7, 35, 10  # OFT on LIBERO: 2 x 256 patches, 8 x 7 actions
 CHANGED = {"third": (3, 5, 5), "wrist": (4, 2, 3)}  # per view: square of changed patches (side, row, col)
 RELEASED = {"use_global": False, "use_dynamic_layers": False, "static_cap_fine": 220 / 256}
+PROFILED = ("full", "specprune_coarse", "fastv")  # variants with a torch.profiler summary
+MAX_HOST_READS = {"specprune": 2, "fastv": 0, "full": 0}  # per query, asserted (foretell.specprune.syncs)
 OFT_BUDGET_S = 50.0  # later variants are recorded as skipped past this much of the sub-step
 CONTROLLER_STEPS, WARMUP = 10, 3  # executed actions observed before the warm-up queries (decisions start at step 10)
-REPEATS = {"cuda": 15, "cpu": 3}  # timed queries per variant (CPU: a smoke run)
+REPEATS = {"cuda": 30, "cpu": 3}  # timed queries per variant (CPU: a smoke run)
 MODE_ACTIONS = {"coarse": (0.3, 0.3, 0.3, 0.0, 0.0, 0.0, 0.0), "fine": (0.0,) * 7}  # |a_xyz| 0.52 vs 0
 
 
@@ -255,13 +265,86 @@ def _time_handle(h, inputs, mode: str) -> dict:
         common.sync()
         e2e.append((time.perf_counter() - t0) * 1e3)
     st = h.stats()
-    return {"method": h.name, "mode": mode, "token_budget": getattr(h.policy, "budget", None),
+    reads = _host_reads(h, inputs, action)
+    return {**reads, "method": h.name, "mode": mode, "token_budget": getattr(h.policy, "budget", None),
             "llm_ms": 1e3 * st["llm_seconds_median"], "e2e_ms": statistics.median(e2e),
             "llm_ms_min_max": [1e3 * min(st["llm_seconds"]), 1e3 * max(st["llm_seconds"])],
             "visual_tokens_kept": st["visual_tokens_kept"], "visual_tokens_layer_mean": st["visual_tokens_layer_mean"],
             "llm_macs_fraction": st["llm_macs_fraction"], "mode_fraction_fine": st["mode_fraction_fine"],
             "queries": st["queries"], "visual_per_layer_last_query": h.records[-1].visual_per_layer,
             "actions_finite": bool(torch.isfinite(out).all())}
+
+
+def _host_reads(h, inputs, action) -> dict:
+    """Host reads of device values in one more query (not timed): counted by ``count_host_syncs`` (each
+    read stalls the GPU's launch queue) over the whole ``predict_action`` and over the engine's backbone
+    pass, and on CUDA the synchronising calls torch's sync debug mode reports."""
+    import warnings
+
+    import foretell.specprune.handle as handle_module
+    from foretell.specprune.syncs import count_host_syncs
+
+    prev, cur, ids, proprio = inputs
+    out = {}
+    try:
+        whole, backbone = count_host_syncs(), count_host_syncs()
+        run_backbone = handle_module.run_backbone
+
+        def counted(*a, **k):
+            with backbone:
+                return run_backbone(*a, **k)
+
+        h.observe(prev, action)
+        handle_module.run_backbone = counted
+        try:
+            with whole:
+                h.predict_action(cur, ids, proprio)
+        finally:
+            handle_module.run_backbone = run_backbone
+        out["host_reads_per_query"], out["host_reads_backbone"] = whole.total, backbone.total
+        out["host_reads_kinds"], out["torch_calls_per_query"] = dict(whole.counts), whole.ops
+        # on the CPU the frame-back choice compares frames on the host (torch.equal); a GPU selects on the device
+        cpu_only = whole.counts.get("equal", 0) if common.DEV == "cpu" else 0
+        out["host_reads_gpu_path"] = whole.total - cpu_only
+        if common.DEV.startswith("cuda"):
+            h.observe(prev, action)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    h.predict_action(cur, ids, proprio)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            msgs = [str(w.message).splitlines()[0][:120] for w in caught if "synchroniz" in str(w.message)]
+            out["cuda_sync_warnings_per_query"], out["cuda_sync_warning_first"] = len(msgs), msgs[:3]
+    except Exception as exc:  # recorded next to the timings, which still count
+        out["host_reads_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def _profile(h, inputs, queries: int = 3) -> dict:
+    """torch.profiler over a few queries: wall, summed device-kernel time (busy fraction = kernel / wall:
+    low means the host's launches, not the GPU, set the pace), kernel launches and torch calls per query."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prev, cur, ids, proprio = inputs
+    action = torch.tensor(MODE_ACTIONS["coarse"])
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if common.DEV.startswith("cuda") else [])
+    with profile(activities=acts) as prof:
+        common.sync()
+        t0 = time.perf_counter()
+        for _ in range(queries):
+            h.observe(prev, action)
+            h.predict_action(cur, ids, proprio)
+        common.sync()
+        wall = (time.perf_counter() - t0) / queries
+    avgs = prof.key_averages()
+    dev_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in avgs)
+    launches = sum(e.count for e in avgs if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    syncs = sum(e.count for e in avgs if "Synchronize" in e.key or e.key == "cudaMemcpyAsync")
+    return {"wall_ms_per_query": 1e3 * wall, "kernel_ms_per_query": dev_us / 1e3 / queries,
+            "busy_fraction": dev_us / 1e6 / queries / wall, "launches_per_query": launches / queries,
+            "sync_or_memcpy_calls_per_query": syncs / queries}
 
 
 def _scoring_overhead(h, inputs) -> dict:
@@ -371,6 +454,11 @@ def _oft_7b_shape() -> dict:
                 rec["max_abs_diff_vs_bare"], rec["bare_abs_max"] = float((act - ref).abs().max()), float(ref.abs().max())
                 rec["allclose_bare"] = bool(torch.allclose(act, ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max())))
             out["variants"][name] = rec
+            if name in PROFILED:
+                try:
+                    rec["profile"] = _profile(h, inputs, 3 if dev.startswith("cuda") else 1)
+                except Exception as exc:  # context only
+                    rec["profile_error"] = f"{type(exc).__name__}: {exc}"
             if name == "specprune_coarse":
                 try:
                     rec["overhead"] = _scoring_overhead(h, inputs)
@@ -400,5 +488,6 @@ def _oft_7b_shape() -> dict:
                      and all(v[n]["mode_fraction_fine"] == (1.0 if "fine" in n else 0.0) for n in v if n.startswith("specprune"))
                      and all(v[n]["llm_macs_fraction"] < 1.0 and v[n]["visual_tokens_kept"] < out["visual_tokens_total"]
                              for n in v if n != "full")
-                     and v["fastv"]["visual_tokens_kept"] == v["fastv"]["token_budget"])
+                     and v["fastv"]["visual_tokens_kept"] == v["fastv"]["token_budget"]
+                     and all(r.get("host_reads_gpu_path", 99) <= MAX_HOST_READS[r["method"]] for r in v.values()))
     return out
