@@ -107,8 +107,12 @@ def test_visual_rows_match_nonzero_after_gathers():
         vis = torch.nonzero(state.row_kinds >= 0).flatten()
         assert torch.equal(state.visual_rows(), vis)
         drop = vis[torch.randperm(vis.numel(), generator=g)[: vis.numel() // 3]]
-        keep = state.keep_rows_for(state.origin[vis[~torch.isin(vis, drop)]])
+        kept_vis = vis[~torch.isin(vis, drop)]
+        keep = state.keep_rows_for(state.origin[kept_vis])
         assert torch.equal(keep, torch.nonzero(~torch.isin(torch.arange(state.origin.numel()), drop)).flatten())
+        assert torch.equal(state.keep_visual_rows(kept_vis.flip(0)), keep)  # any order in, ascending out
+        index = state.visual_index()
+        assert isinstance(index, slice) and torch.equal(state.origin[index], state.origin[vis])
         state.gather(keep)
 
 
@@ -121,6 +125,8 @@ def test_visual_rows_on_a_layout_with_views_apart():
     state.layout, state.kinds, state.origin = lay, token_kinds(lay), torch.arange(15)
     state.hidden = torch.zeros(1, 15, 4)
     assert torch.equal(state.visual_rows(), torch.tensor([1, 2, 3, 4, 6, 7, 8, 9]))
+    assert torch.equal(state.visual_index(), state.visual_rows())
+    assert torch.equal(state.keep_visual_rows(torch.tensor([8, 2])), torch.tensor([0, 2, 5, 8, 10, 11, 12, 13, 14]))
 
 
 def _frames(n, seed=0):

@@ -114,6 +114,25 @@ class TokenState:
             return self._arange(start, start + n)
         return rows_where(self.row_kinds >= 0, n)
 
+    def visual_index(self):
+        """Index of the visual rows for ``tensor[...]``: a slice when the views are one block of
+        original indices (a view, no kernel), else the rows (:meth:`visual_rows`)."""
+        start, _ = self._visual_block()
+        return self.visual_rows() if start is None else slice(start, start + self.visual_count())
+
+    def visual_pick(self, index, order: torch.Tensor) -> torch.Tensor:
+        """Current rows of the visual tokens at positions ``order`` of ``visual_index()``."""
+        return order + index.start if isinstance(index, slice) else index[order]
+
+    def keep_visual_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows to keep (ascending): every non-visual row plus the visual ``rows`` (distinct current rows,
+        any order); the same as ``keep_rows_for(origin[rows])`` in fewer kernels on one visual block."""
+        index = self.visual_index()
+        if not isinstance(index, slice):
+            return self.keep_rows_for(self.origin[rows])
+        return torch.cat([self._arange(0, index.start), torch.sort(rows).values,
+                          self._arange(index.stop, self.hidden.shape[1])])
+
     def _visual_block(self) -> tuple:
         spans = sorted((s.start, s.stop) for s in self.layout.views.values())
         if all(a[1] == b[0] for a, b in zip(spans, spans[1:])):

@@ -30,9 +30,8 @@ def _instruction_rows(state: TokenState, skip: int = 0) -> torch.Tensor:
 
 
 def _top_visual(state: TokenState, scores: torch.Tensor, budget: int) -> torch.Tensor:
-    vis = state.visual_rows()
-    best = vis[torch.argsort(scores[vis], descending=True)[:budget]]
-    return state.keep_rows_for(state.origin[best])
+    vis = state.visual_index()
+    return state.keep_visual_rows(state.visual_pick(vis, torch.argsort(scores[vis], descending=True)[:budget]))
 
 
 class FastVPolicy(PruningPolicy):

@@ -190,24 +190,23 @@ class SpecPrunePolicy(PruningPolicy):
         return kept
 
     def _update_importance(self, state: TokenState, received: torch.Tensor) -> None:
-        vis = state.visual_rows()
-        if vis.numel() == 0:
+        if state.visual_count() == 0:
             return
+        vis = state.visual_index()
         w = rank_weights(received[vis])
         a = self.cfg.importance_alpha
         idx = state.origin[vis]
         self.importance[idx] = (1 - a) * self.importance[idx] + a * w
 
     def _drop_by_importance(self, state: TokenState):
-        vis = state.visual_rows()
-        total = state.visual_total()
-        floor = int(round(self.cfg.drop_floor * total))
-        target = max(int(round(self.cfg.drop_keep_fraction * vis.numel())), min(floor, vis.numel()))
-        if target >= vis.numel():
+        n_vis = state.visual_count()
+        floor = int(round(self.cfg.drop_floor * state.visual_total()))
+        target = max(int(round(self.cfg.drop_keep_fraction * n_vis)), min(floor, n_vis))
+        if target >= n_vis:
             return None
+        vis = state.visual_index()
         imp = self.importance[state.origin[vis]]
-        best = vis[torch.argsort(imp, descending=True)[:target]]
-        return state.keep_rows_for(state.origin[best])
+        return state.keep_visual_rows(state.visual_pick(vis, torch.argsort(imp, descending=True)[:target]))
 
     def end(self, state):
         if self.cfg.use_global:
