@@ -33,6 +33,15 @@ class AttentionContext:
     layer_stride: int = 1  # only layers whose index is a multiple of this score
     backends_used: dict = field(default_factory=dict)  # backend -> scored layer calls
     rows: dict = field(default_factory=dict)  # memo of :meth:`cache_rows` for this call (cleared per call)
+    rope: tuple | None = None  # memo of :meth:`rope_twice` (holds the pair it was built from)
+
+    def rope_twice(self, rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE (cos, sin) repeated along the sequence (for queries and keys in one tensor), built once
+        per rotary tensor pair (every layer of a call gets the same pair)."""
+        kept = self.rope
+        if kept is None or kept[0] is not rotary[0] or kept[1] is not rotary[1]:
+            kept = self.rope = (rotary[0], rotary[1], torch.cat([rotary[0]] * 2), torch.cat([rotary[1]] * 2))
+        return kept[2], kept[3]
 
     def cache_rows(self, image_start: int, text_len: int, cached_image: int) -> torch.Tensor:
         """Cache row of every fresh key/value row in partial mode, built once per call (not per layer).
@@ -263,15 +272,19 @@ class FluxCachingAttnProcessor(_CachingProcessor):
             c_query = attn.norm_added_q(c_query.unflatten(-1, (-1, attn.head_dim)))
             c_key = attn.norm_added_k(c_key.unflatten(-1, (-1, attn.head_dim)))
             c_value = c_value.unflatten(-1, (-1, attn.head_dim))
-            query = torch.cat([c_query, query], dim=1)
-            key = torch.cat([c_key, key], dim=1)
             value = torch.cat([c_value, value], dim=1)
             text_len = encoder_hidden_states.shape[1]
+            parts = [c_query, query, c_key, key]
         else:
             text_len = ctx.text_len
+            parts = [query, key]
         if image_rotary_emb is not None:
-            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
-            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+            # queries and keys in one tensor along the sequence: one RoPE pass (8 kernels) instead of
+            # two, with the same arithmetic per element
+            qk = apply_rotary_emb(torch.cat(parts, dim=1), ctx.rope_twice(image_rotary_emb), sequence_dim=1)
+            query, key = qk.chunk(2, dim=1)
+        elif len(parts) == 4:
+            query, key = torch.cat(parts[:2], dim=1), torch.cat(parts[2:], dim=1)
         key, value = self._keys_values(key, value, dim=1, image_start=text_len, image_len=key.shape[1] - text_len)
         if ctx.scores_layer(self.index):
             keys = (text_len, key.shape[1] - text_len)

@@ -196,6 +196,7 @@ class SpecDiffHook(ModelHook):
             self.context.received = None
             self.context.idx = None
             self.context.rows.clear()
+            self.context.rope = None
         output = self.adapter.to_output(tokens, call)
         if call.get("return_dict", True):
             from diffusers.models.modeling_outputs import Transformer2DModelOutput
