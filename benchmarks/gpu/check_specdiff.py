@@ -163,7 +163,7 @@ def _bench() -> dict:
     return out
 
 
-def _timed_pair(tr, loop, make_scheduler, config, guidance_scale, repeats: int = 1) -> dict:
+def _timed_pair(tr, loop, make_scheduler, config, guidance_scale, repeats: int = 1, latents: dict | None = None) -> dict:
     """Full and SpecDiff wall seconds (GPU synchronised, after one warm-up run each; the full run is
     timed again after SpecDiff as a drift check) of ``loop(scheduler)``, plus SpecDiff's stats."""
     import foretell.specdiff as sd
@@ -175,6 +175,8 @@ def _timed_pair(tr, loop, make_scheduler, config, guidance_scale, repeats: int =
         st = h.stats()
     t_full2, _ = common.timed(lambda: loop(make_scheduler()), repeats=1, warmup=0)  # drift check
     full = min(t_full, t_full2)
+    if latents is not None:  # handed to _variants, so it need not time full and default again
+        latents.update(full=(t_full, lat_full), default=(t_spec, lat_spec, st))
     return {"full_s": t_full, "full_again_s": t_full2, "specdiff_s": t_spec, "speedup": full / t_spec,
             "macs_fraction": st["macs_fraction"], "computed_token_fraction": st["computed_token_fraction"],
             "speculative_macs_fraction": st["speculative_macs_fraction"], "stock_calls": st["stock_calls"],
@@ -280,11 +282,12 @@ def _flux_dev(half: bool = False, only: bool = False) -> dict:
     out = {"params_billion": sum(p.numel() for p in tr.parameters()) / 1e9, "steps": steps, "image_tokens": n,
            "text_tokens": text_len, "mu": mu, "blocks": [shape["num_layers"], shape["num_single_layers"]],
            "reduced_for_time": half}
-    out.update(_timed_pair(tr, loop, make_scheduler, sd.SpecDiffConfig(), None))
+    timed = {} if only else None
+    out.update(_timed_pair(tr, loop, make_scheduler, sd.SpecDiffConfig(), None, latents=timed))
     out["ok"] = bool(out["finite"] and out["stock_calls"] == 0 and out["macs_fraction"] < 1.0
                      and math.isfinite(out["latent_rel_err"]))
     names = FLUX_ONLY_VARIANTS if only else None
-    out["variants"] = _variants(tr, loop, make_scheduler, None, names)
+    out["variants"] = _variants(tr, loop, make_scheduler, None, names, timed)
     out["profile"] = _guarded(lambda: _profile(tr, loop, make_scheduler, None))
     out["ops_per_call"] = _guarded(lambda: _ops_per_call(tr, loop, make_scheduler, None, steps))
     return out
@@ -391,21 +394,32 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 
-def _variants(tr, loop, make_scheduler, guidance, names=None) -> dict:
+def _variants(tr, loop, make_scheduler, guidance, names=None, timed=None) -> dict:
     """Full vs SpecDiff default vs each knob of ``VARIANTS`` (those in ``names``, default all): median of
-    2 runs after one warm-up."""
+    2 runs after one warm-up. ``timed`` (from :func:`_timed_pair`): full and default are taken from it
+    (marked ``from_pair``) and each knob is timed once after one warm-up, as the pair."""
     import foretell.specdiff as sd
     from foretell.specdiff import received
 
     out = {}
     try:
-        t_full, lat_full = common.timed(lambda: loop(make_scheduler()), repeats=2, warmup=0)
-        out["full"] = {"median_s": t_full}
+        if timed:
+            t_full, lat_full = timed["full"]
+            out["full"] = {"median_s": t_full, "from_pair": True}
+        else:
+            t_full, lat_full = common.timed(lambda: loop(make_scheduler()), repeats=2, warmup=0)
+            out["full"] = {"median_s": t_full}
     except Exception as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     lat_default = None
+    if timed:
+        t, lat_default, st = timed["default"]
+        out["default"] = {"knobs": {}, "median_s": t, "speedup": t_full / t, "macs_fraction": st["macs_fraction"],
+                          "computed_token_fraction": st["computed_token_fraction"],
+                          "latent_rel_err": _rel(lat_default, lat_full), "score_backends": st["score_backends"],
+                          "stock_calls": st["stock_calls"], "from_pair": True}
     for name, knobs in VARIANTS:
-        if names is not None and name not in names:
+        if (names is not None and name not in names) or name in out:
             continue
         if _left() <= 0:
             out[name] = {"skipped": f"the part has run past {DEADLINE[0]:.0f} s"}
@@ -414,7 +428,7 @@ def _variants(tr, loop, make_scheduler, guidance, names=None) -> dict:
             cfg = dataclasses.replace(sd.SpecDiffConfig(), **knobs)
             sched = make_scheduler()
             with sd.apply(tr, cfg, scheduler=sched, guidance_scale=guidance) as h:
-                t, lat = common.timed(lambda: loop(sched), repeats=2, warmup=1)
+                t, lat = common.timed(lambda: loop(sched), repeats=1 if timed else 2, warmup=1)
                 st = h.stats()
             row = {"knobs": knobs, "median_s": t, "speedup": t_full / t, "macs_fraction": st["macs_fraction"],
                    "computed_token_fraction": st["computed_token_fraction"], "latent_rel_err": _rel(lat, lat_full),
