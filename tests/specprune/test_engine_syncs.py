@@ -169,3 +169,19 @@ def test_a_policy_that_drops_an_action_slot_is_still_caught():
         prep = adapter.prepare(images, ids, proprio)
         with pytest.raises(RuntimeError, match="action slots"):
             run_backbone(adapter, prep, _DropsAnActionSlot())
+
+
+def test_fastv_runs_on_the_meta_device_without_reading_it():
+    """``meta`` tensors have no values: any host read or CPU tensor mixed in would raise here."""
+    vla = tiny_vla(num_layers=4).to("meta")
+    images, ids, proprio = tiny_inputs()
+    with build_method("fastv", vla, token_budget=10) as h:
+        h.observe(images, COARSE)
+        out = h.predict_action(images, ids, proprio)
+        assert out.device.type == "meta" and h.records[-1].visual_per_layer[-1] == 10
+
+
+def test_frame_back_on_device_with_meta_frames():
+    frames = [f.to("meta") for f in _frames(3)]
+    got = frame_back_on_device(frames, torch.empty(3, 8, 8, device="meta"), 2)
+    assert got.device.type == "meta" and got.shape == (3, 8, 8)
