@@ -37,6 +37,7 @@ class PreparedInputs:
     position_ids: torch.Tensor  # [1, S] original positions
     layout: TokenLayout
     images: dict  # view -> [B, 3, H, W] raw images in [0, 1] (frame difference)
+    positions_are_indices: bool = False  # position_ids == arange(S): the engine derives them from the kept indices
 
 
 class VLAAdapter:
@@ -104,7 +105,8 @@ class OFTStyleAdapter(VLAAdapter):
             images = self.vla.inputs_to_device(images, None, None)[0]
         embeds = self.vla.embed_inputs(images, instruction_ids, proprio)
         pos = torch.arange(embeds.shape[1], device=embeds.device).unsqueeze(0)
-        return PreparedInputs(embeds=embeds, position_ids=pos, layout=self.vla.layout(instruction_ids.shape[1]), images=images)
+        return PreparedInputs(embeds=embeds, position_ids=pos, layout=self.vla.layout(instruction_ids.shape[1]), images=images,
+                              positions_are_indices=True)
 
     @property
     def layers(self):
@@ -205,7 +207,7 @@ class PrismaticOFTAdapter(VLAAdapter):
         layout = TokenLayout(views=views, proprio=slice(pos0 - 1, pos0) if self.proprio_projector is not None else slice(pos0, pos0),
                              instruction=instr, actions=actions, length=embeds.shape[1])
         pos = torch.arange(embeds.shape[1], device=embeds.device).unsqueeze(0)
-        return PreparedInputs(embeds=embeds, position_ids=pos, layout=layout, images=images)
+        return PreparedInputs(embeds=embeds, position_ids=pos, layout=layout, images=images, positions_are_indices=True)
 
     @property
     def layers(self):

@@ -89,9 +89,11 @@ class TokenState:
     layout: TokenLayout
     kinds: torch.Tensor  # [S] view index per ORIGINAL token, -1 non-visual
     captured: dict | None = None  # q/k projection outputs of the layer that just ran (scoring layers)
+    positions_are_indices: bool = False  # position_ids == origin (PreparedInputs.positions_are_indices)
 
     _row_kinds: torch.Tensor | None = None
     _non_visual: int | None = None
+    _rope: torch.Tensor | None = None  # [2, B, n, head_dim]: cos and sin after the first gather
 
     @property
     def row_kinds(self) -> torch.Tensor:
@@ -169,9 +171,12 @@ class TokenState:
         """Keep only ``rows`` (ascending, as ``torch.nonzero`` returns them, so the original order is
         preserved); ``hidden``: the already gathered states."""
         self.hidden = self.hidden[:, rows] if hidden is None else hidden
-        self.position_ids = self.position_ids[:, rows]
-        self.cos, self.sin = self.cos[:, rows], self.sin[:, rows]
         self.origin = self.origin[rows]
+        # positions equal to the original indices are a view of ``origin``; cos and sin travel as one tensor
+        self.position_ids = self.origin.unsqueeze(0) if self.positions_are_indices else self.position_ids[:, rows]
+        rope = self._rope if self._rope is not None else torch.stack([self.cos, self.sin])
+        self._rope = rope[:, :, rows]
+        self.cos, self.sin = self._rope[0], self._rope[1]
         self._row_kinds = None
 
 
@@ -334,7 +339,8 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
     cos, sin = adapter.rotary(hidden, prep.position_ids)
     state = TokenState(hidden=hidden, position_ids=prep.position_ids, cos=cos, sin=sin,
                        origin=torch.arange(hidden.shape[1], device=hidden.device), layout=prep.layout,
-                       kinds=token_kinds(prep.layout, hidden.device))
+                       kinds=token_kinds(prep.layout, hidden.device),
+                       positions_are_indices=getattr(prep, "positions_are_indices", False))
     keep = policy.begin(state, prep, history)
     if keep is not None:
         state.gather(keep)
