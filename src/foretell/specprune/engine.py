@@ -369,12 +369,15 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
             state.gather(keep)
     policy.end(state)
     hidden = adapter.final_norm(state.hidden)
-    acts = state._arange(prep.layout.actions.start, prep.layout.actions.stop)
-    action_rows = state.rows_of(acts).clamp_max(state.origin.numel() - 1)
-    # checked on the device (raises at the next read there, at once on the CPU): no host wait
-    torch._assert_async((state.origin[action_rows] == acts).all(),
-                        "pruning dropped action slots; policies must keep non-visual tokens")
-    out = hidden[:, action_rows]
+    if state.origin.numel() == prep.layout.length:  # nothing dropped: rows are the original indices
+        out = hidden[:, prep.layout.actions]
+    else:
+        acts = state._arange(prep.layout.actions.start, prep.layout.actions.stop)
+        action_rows = state.rows_of(acts).clamp_max(state.origin.numel() - 1)
+        # checked on the device (raises at the next read there, at once on the CPU): no host wait
+        torch._assert_async((state.origin[action_rows] == acts).all(),
+                            "pruning dropped action slots; policies must keep non-visual tokens")
+        out = hidden[:, action_rows]
     if cuda:
         torch.cuda.synchronize()
     seconds, cpu_seconds = time.perf_counter() - t0, time.thread_time() - c0
