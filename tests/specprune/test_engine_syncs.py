@@ -185,3 +185,14 @@ def test_frame_back_on_device_with_meta_frames():
     frames = [f.to("meta") for f in _frames(3)]
     got = frame_back_on_device(frames, torch.empty(3, 8, 8, device="meta"), 2)
     assert got.device.type == "meta" and got.shape == (3, 8, 8)
+
+
+def test_cached_aranges_built_under_inference_mode_still_serve_autograd():
+    from foretell.specprune.engine import cached_arange
+
+    with torch.inference_mode():
+        rows = cached_arange(3, 9, "cpu")
+    assert not rows.is_inference()
+    x = torch.rand(10, requires_grad=True)
+    x[rows].sum().backward()  # an inference tensor saved for backward would raise here
+    assert x.grad[3:9].eq(1).all() and x.grad[:3].eq(0).all()

@@ -65,7 +65,8 @@ def cached_arange(start: int, stop: int, device) -> torch.Tensor:
     if out is None:
         if len(_ARANGE_CACHE) > 256:
             _ARANGE_CACHE.clear()
-        out = _ARANGE_CACHE[key] = torch.arange(start, stop, device=device)
+        with torch.inference_mode(False):  # a normal tensor: usable by autograd outside inference mode too
+            out = _ARANGE_CACHE[key] = torch.arange(start, stop, device=device)
     return out
 
 
