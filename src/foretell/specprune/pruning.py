@@ -101,8 +101,11 @@ class SpecPrunePolicy(PruningPolicy):
                 sim = patch_similarity(torch.stack([current[i] for i in have]), torch.stack([prev[i] for i in have]),
                                        self.adapter.patch_size)
                 changed = ~static_mask(sim, cfg.similarity_threshold, cap)
-                for j, i in enumerate(have):  # integer rows: a list index would be copied to the GPU
-                    dyn[i] = changed[j]
+                if len(have) == len(views):  # every view has a past frame (all but an episode's first query)
+                    dyn = changed
+                else:
+                    for j, i in enumerate(have):  # integer rows: a list index would be copied to the GPU
+                        dyn[i] = changed[j]
             # no past frame (first query of an episode): which patches changed is unknown; as many
             # patches as the static cap leaves are kept, chosen by layer-0 attention instead
             unknown = [n - min(cap, n) if p is None else 0 for p in prev]
