@@ -97,3 +97,23 @@ def test_cached_step_dispatches_few_operators_beyond_the_stock_forward(family):
     # per call: level selection, scores, history, the gather of the kept tokens (and for FLUX of their
     # RoPE rows instead of pos_embed); measured 12 (FLUX) and 74 (SD3)
     assert small_plain - small_layers * slope <= (40 if family == "flux" else 100)
+
+
+def test_single_blocks_with_hooks_run_their_own_forward():
+    """FLUX single-stream blocks share one [text, image] tensor unless a block carries a hook
+    (offloading, caching): then every block is called as it is, and the hook runs, same output."""
+    model = _flux(1, 2)
+    run, _ = _loop(model)
+    sched = scheduler()
+    with apply(model, SpecDiffConfig(), scheduler=sched):
+        plain = run(sched)
+    calls = []
+    handle = model.single_transformer_blocks[1].register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        sched = scheduler()
+        with apply(model, SpecDiffConfig(), scheduler=sched):
+            hooked = run(sched)
+    finally:
+        handle.remove()
+    assert len(calls) == STEPS + 1  # every main call and the speculative call
+    assert torch.equal(plain, hooked)

@@ -240,8 +240,16 @@ class FluxAdapter(ModelAdapter):
         rotary = self._rotary(call, txt_ids, img_ids, idx, ctx)
         for block in m.transformer_blocks:
             context, hidden = block(hidden_states=hidden, encoder_hidden_states=context, temb=temb, image_rotary_emb=rotary)
-        for block in m.single_transformer_blocks:
-            context, hidden = block(hidden_states=hidden, encoder_hidden_states=context, temb=temb, image_rotary_emb=rotary)
+        singles = m.single_transformer_blocks
+        if all(_plain_single_block(b) for b in singles):
+            # one [text, image] tensor through every single-stream block, not a cat and split per block
+            joint = torch.cat([context, hidden], dim=1)
+            for block in singles:
+                joint = _single_block(block, joint, temb, rotary)
+            hidden = joint[:, context.shape[1] :]
+        else:
+            for block in singles:
+                context, hidden = block(hidden_states=hidden, encoder_hidden_states=context, temb=temb, image_rotary_emb=rotary)
         hidden = m.norm_out(hidden, temb)
         return m.proj_out(hidden)
 
@@ -274,6 +282,28 @@ class FluxAdapter(ModelAdapter):
             total += (n_query + n_text) * sizes.get("joint", 0) + sizes.get("sample", 0)
             total += 2 * (n_query + n_text) * (n_image + n_text) * inner
         return batch * total
+
+
+def _plain_single_block(block: nn.Module) -> bool:
+    """A diffusers FluxSingleTransformerBlock with its own forward and no hooks (offloading and caching
+    hooks wrap ``forward``; those blocks are called as they are)."""
+    from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock
+
+    return (type(block) is FluxSingleTransformerBlock and "forward" not in vars(block)
+            and getattr(block, "_diffusers_hook", None) is None and not block._forward_hooks
+            and not block._forward_pre_hooks)
+
+
+def _single_block(block: nn.Module, joint: torch.Tensor, temb: torch.Tensor, rotary) -> torch.Tensor:
+    """``FluxSingleTransformerBlock.forward`` on the joint [text, image] tensor, the same operations
+    without the concatenation at its start and the split at its end."""
+    norm, gate = block.norm(joint, emb=temb)
+    mlp = block.act_mlp(block.proj_mlp(norm))
+    attn = block.attn(hidden_states=norm, image_rotary_emb=rotary)
+    out = joint + gate.unsqueeze(1) * block.proj_out(torch.cat([attn, mlp], dim=2))
+    if out.dtype == torch.float16:
+        out = out.clip(-65504, 65504)
+    return out
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
