@@ -163,9 +163,11 @@ def _bench() -> dict:
     return out
 
 
-def _timed_pair(tr, loop, make_scheduler, config, guidance_scale, repeats: int = 1, latents: dict | None = None) -> dict:
+def _timed_pair(tr, loop, make_scheduler, config, guidance_scale, repeats: int = 1,
+                latents: dict | None = None) -> dict:
     """Full and SpecDiff wall seconds (GPU synchronised, after one warm-up run each; the full run is
-    timed again after SpecDiff as a drift check) of ``loop(scheduler)``, plus SpecDiff's stats."""
+    timed again after SpecDiff as a drift check) of ``loop(scheduler)``, plus SpecDiff's stats.
+    ``latents``, if given, receives full's and SpecDiff's (seconds, latents[, stats]) for :func:`_variants`."""
     import foretell.specdiff as sd
 
     t_full, lat_full = common.timed(lambda: loop(make_scheduler()), repeats=repeats)

@@ -249,7 +249,8 @@ class FluxAdapter(ModelAdapter):
             hidden = joint[:, context.shape[1] :]
         else:
             for block in singles:
-                context, hidden = block(hidden_states=hidden, encoder_hidden_states=context, temb=temb, image_rotary_emb=rotary)
+                context, hidden = block(hidden_states=hidden, encoder_hidden_states=context, temb=temb,
+                                        image_rotary_emb=rotary)
         hidden = m.norm_out(hidden, temb)
         return m.proj_out(hidden)
 
