@@ -28,8 +28,8 @@ Sub-steps, each recorded on its own (its result, or its error and traceback), in
   cached with and without scoring; the most frequent ones of a cached step), a proxy for host time.
 
 ``args.subset`` (``run_all.py --subset``) picks sub-steps by name (none of ours named: all run). With
-``flux_dev`` alone, the FLUX sub-step runs full vs default (the timed pair), the profile, the two
-variants fastest on FLUX in run 3 (stride4, explicit; one timed run each) and the operator counts, in that
+``flux_dev`` alone, the FLUX sub-step runs full vs default (the timed pair), the two variants fastest
+on FLUX in run 3 (stride4, explicit; one timed run each), the profile and the operator counts, in that
 order, and skips what would start past ``SUBSET_DEADLINE_S`` (run 3 spent ~40 s building the model).
 
 On the CPU (a smoke run of this script) the same code runs with tiny sizes.
@@ -288,12 +288,13 @@ def _flux_dev(half: bool = False, only: bool = False) -> dict:
     out.update(_timed_pair(tr, loop, make_scheduler, sd.SpecDiffConfig(), None, latents=timed))
     out["ok"] = bool(out["finite"] and out["stock_calls"] == 0 and out["macs_fraction"] < 1.0
                      and math.isfinite(out["latent_rel_err"]))
-    if only:  # the profile before the variants, so a slow model build skips variants rather than it
-        out["profile"] = _guarded(lambda: _profile(tr, loop, make_scheduler, None))
+    # the profile after every timing: a CUDA profiler session leaves CUPTI attached, which slows later
+    # kernel launches (run 4 timed stride4 / explicit after it, against a pair timed before it)
+    if only:
         out["variants"] = _variants(tr, loop, make_scheduler, None, FLUX_ONLY_VARIANTS, timed)
     else:
         out["variants"] = _variants(tr, loop, make_scheduler, None)
-        out["profile"] = _guarded(lambda: _profile(tr, loop, make_scheduler, None))
+    out["profile"] = _guarded(lambda: _profile(tr, loop, make_scheduler, None))
     out["ops_per_call"] = _guarded(lambda: _ops_per_call(tr, loop, make_scheduler, None, steps))
     return out
 
