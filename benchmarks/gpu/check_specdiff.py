@@ -38,7 +38,6 @@ On the CPU (a smoke run of this script) the same code runs with tiny sizes.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import math
 import os
@@ -79,19 +78,8 @@ def run(args) -> dict:
     DEADLINE[0] = SUBSET_DEADLINE_S if chosen == ["flux_dev"] else DEADLINE_S
     res["subset"] = chosen
     for name, fn in steps:
-        if name not in chosen:
-            continue
-        t0 = time.perf_counter()
-        try:
-            res[name] = fn()
-        except Exception as exc:  # recorded; the next sub-step still runs
-            res[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-        res[name]["seconds"] = time.perf_counter() - t0
-        gc.collect()
-        if common.DEV == "cuda":
-            res[name]["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+        if name in chosen:
+            common.run_substep(res, name, fn, peak=True)
     # flat keys of the first version of this check
     res["testbed_device"] = res.get("testbed", {}).get("device")
     res["testbed_psnr_vs_full"] = res.get("testbed", {}).get("psnr_specdiff_vs_full")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-import traceback
 
 import torch
 
@@ -41,15 +40,7 @@ def run(args) -> dict:
     steps = tuple((n, fn) for n, fn in steps if not chosen or n in chosen)
     res["substeps"] = [n for n, _ in steps]
     for name, fn in steps:
-        t0 = time.perf_counter()
-        try:
-            res[name] = fn()
-        except Exception as exc:  # recorded; the next sub-step still runs
-            res[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-        res[name]["seconds"] = time.perf_counter() - t0
-        gc.collect()
-        if common.DEV == "cuda":
-            torch.cuda.empty_cache()
+        common.run_substep(res, name, fn)
     res["ok"] = all(bool(res[n].get("ok")) for n, _ in steps)
     return res
 
