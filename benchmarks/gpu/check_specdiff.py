@@ -38,19 +38,16 @@ On the CPU (a smoke run of this script) the same code runs with tiny sizes.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import subprocess
-import sys
 import time
 import traceback
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import common
+from specdiff_profile import _ops_per_call, _profile
+from specdiff_scoring import _scoring
 
 STEPS = 28
 FLUX_FULL_SIZE_BEFORE_S = 95.0  # past this much of the part, the FLUX model gets half the blocks
@@ -297,93 +294,6 @@ def _guarded(fn) -> dict:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
 
 
-_PROBE = """
-import json, sys, torch
-import foretell.specdiff.received as R
-from foretell.specdiff.attention import attention_with_received
-res = {}
-for b, h, sq, sk, d in ((2, 24, 1152, 4429, 64), (1, 24, 717, 1536, 128), (1, 3, 37, 50, 24)):
-    g = torch.Generator("cuda").manual_seed(0)
-    q, k, v = (torch.randn(b, h, n, d, device="cuda", generator=g).bfloat16() for n in (sq, sk, sk))
-    q = q.transpose(1, 2).contiguous().transpose(1, 2)
-    _, ref = attention_with_received(q.float(), k.float(), v.float())
-    lse = R.lse_chunked(q.float(), k.float(), d ** -0.5, 1 << 30)
-    got = R.received_triton(q, k, lse, d ** -0.5).double()
-    part = R.received_triton(q, k.narrow(2, 5, 20), lse, d ** -0.5).double()
-    torch.cuda.synchronize()
-    err = lambda a, r: float(((a - r).abs() / r.abs().clamp_min(1e-3)).max())
-    res[f"{b}x{h}x{sq}x{sk}x{d}"] = max(err(got, ref), err(part, ref[5:25]))
-print(json.dumps(res))
-"""
-
-
-def _triton_probe() -> dict:
-    """The Triton kernel against the float32 explicit path in a subprocess; switched off here if it fails."""
-    from foretell.specdiff import received
-
-    if common.DEV != "cuda":
-        return {"ran": False, "why": "not cuda"}
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
-    try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120)
-        errs = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
-    except (subprocess.TimeoutExpired, ValueError, IndexError) as exc:
-        proc, errs = None, None
-        why = f"{type(exc).__name__}: {exc}"
-    ok = errs is not None and all(e < 0.02 for e in errs.values())
-    out = {"ran": True, "ok": ok, "max_rel_err": errs}
-    if not ok:
-        out["stderr"] = proc.stderr[-3000:] if proc is not None else why
-        received.disable_triton("the subprocess probe of the check failed")
-    return out
-
-
-def _scoring() -> dict:
-    """One attention layer per shape: time of plain SDPA and of each score_backend, and each backend's
-    received attention against a float32 explicit reference."""
-    import torch.nn.functional as F
-
-    from foretell.specdiff import received
-    from foretell.specdiff.attention import attention_and_received, attention_with_received
-
-    big = common.DEV == "cuda"
-    out = {"triton_probe": _triton_probe()}
-    shapes = ({"sd3_full": (2, 24, 4429, 4429, 64), "sd3_partial": (2, 24, 1152, 4429, 64),
-               "flux_full": (1, 24, 1536, 1536, 128), "flux_partial": (1, 24, 717, 1536, 128)} if big else
-              {"sd3_full": (2, 2, 72, 72, 8), "sd3_partial": (2, 2, 20, 72, 8)})
-    dtype = torch.bfloat16 if big else torch.float32
-    ok = True
-    for name, (b, h, sq, sk, d) in shapes.items():
-        row = {"shape_bhqkd": [b, h, sq, sk, d]}
-        try:
-            g = torch.Generator(common.DEV).manual_seed(0)
-            q, k, v = (torch.randn(b, h, n, d, device=common.DEV, generator=g) for n in (sq, sk, sk))
-            q, k, v = (q * 3).to(dtype), k.to(dtype), v.to(dtype)  # logits with std ~3: peaked rows
-            _, ref = attention_with_received(q.float(), k.float(), v.float())  # float32 from the same inputs
-            top = max(1, sk // 5)
-            ref_top = set(ref.topk(top).indices.tolist())
-            row["sdpa_ms"] = 1e3 * common.timed(lambda: F.scaled_dot_product_attention(q, k, v), repeats=5)[0]
-            for backend in ("explicit", "sdpa", "triton"):
-                t, (o, rec, used) = common.timed(lambda: attention_and_received(q, k, v, backend), repeats=5)
-                rec = rec.double()
-                row[backend] = {"ms": 1e3 * t, "ran": used,
-                                "max_rel_err": float(((rec - ref).abs() / ref.abs().clamp_min(1e-3)).max()),
-                                "top20_overlap": len(ref_top & set(rec.topk(top).indices.tolist())) / top,
-                                "out_max_abs_err": float((o.float() - F.scaled_dot_product_attention(q, k, v).float())
-                                                         .abs().max())}
-            ok = ok and row["triton"]["max_rel_err"] < 0.05 and row["sdpa"]["max_rel_err"] < 0.05
-        except Exception as exc:
-            row.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-            ok = False
-        out[name] = row
-        if big:
-            torch.cuda.empty_cache()
-    out["state"] = received.scoring_state()
-    out["ok"] = ok
-    return out
-
-
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
@@ -443,140 +353,3 @@ def _variants(tr, loop, make_scheduler, guidance, names=None, timed=None) -> dic
     return out
 
 
-_RANGES = ("specdiff::scoring", "specdiff::speculative_pass", "specdiff::levels_history")
-
-
-def _profile(tr, loop, make_scheduler, guidance) -> dict:
-    """torch.profiler over one default SpecDiff run (after a warm-up): top 15 ops and kernels by CUDA
-    time, and the CUDA time inside the scoring calls, the speculative pass (its scoring included) and
-    the level selection / feature history bookkeeping."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    import foretell.specdiff as sd
-    from foretell.specdiff import hooks
-    from foretell.specdiff.attention import AttentionContext
-    from foretell.specdiff.history import FeatureHistory
-    from foretell.specdiff.importance import TokenImportance
-
-    def wrapped(owner, attr, label):
-        fn = getattr(owner, attr)
-
-        def inner(*a, **kw):
-            with record_function(label):
-                return fn(*a, **kw)
-        return fn, inner
-
-    patches = [(AttentionContext, "attend", _RANGES[0]), (hooks.SpecDiffHook, "_speculate", _RANGES[1]),
-               (hooks, "select_levels", _RANGES[2]), (FeatureHistory, "assemble", _RANGES[2]),
-               (FeatureHistory, "update", _RANGES[2]), (TokenImportance, "score", _RANGES[2])]
-    saved = []
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if common.DEV == "cuda" else [])
-    try:
-        for owner, attr, label in patches:
-            fn, inner = wrapped(owner, attr, label)
-            saved.append((owner, attr, fn))
-            setattr(owner, attr, inner)
-        sched = make_scheduler()
-        with sd.apply(tr, sd.SpecDiffConfig(), scheduler=sched, guidance_scale=guidance) as h:
-            step_times = _step_times(h, lambda: loop(sched))  # also the warm-up of the profiled run
-            common.sync()
-            with profile(activities=acts) as prof:
-                t0 = time.perf_counter()
-                loop(sched)
-                common.sync()
-                wall = time.perf_counter() - t0
-    finally:
-        for owner, attr, fn in reversed(saved):
-            setattr(owner, attr, fn)
-    events = prof.key_averages()
-
-    def dev(e, self_only=False):  # CUDA microseconds (CPU ones in a CPU smoke run)
-        if common.DEV != "cuda":
-            return float(e.self_cpu_time_total if self_only else e.cpu_time_total)
-        names = (("self_device_time_total", "self_cuda_time_total") if self_only
-                 else ("device_time_total", "cuda_time_total"))
-        for n in names:
-            if hasattr(e, n):
-                return float(getattr(e, n))
-        return 0.0
-
-    ops = [e for e in events if e.device_type == DeviceType.CPU and not e.key.startswith("specdiff::")]
-    kernels = [e for e in events if e.device_type != DeviceType.CPU] if common.DEV == "cuda" else []
-    total_us = sum(dev(e, self_only=True) for e in (kernels if common.DEV == "cuda" else ops))
-
-    def top(rows, self_only):
-        rows = sorted(rows, key=lambda e: dev(e, self_only), reverse=True)[:15]
-        return [{"name": e.key[:100], "cuda_ms": dev(e, self_only) / 1e3, "calls": e.count,
-                 "share": dev(e, self_only) / total_us if total_us else None} for e in rows]
-
-    ranges = {}
-    for e in events:
-        if e.key in _RANGES:
-            ranges[e.key] = {"cuda_ms": dev(e) / 1e3, "calls": e.count, "cpu_ms": e.cpu_time_total / 1e3,
-                             "share": dev(e) / total_us if total_us else None}
-    return {"wall_s": wall, "cuda_kernel_ms": total_us / 1e3, "time_unit": "cuda" if common.DEV == "cuda" else "cpu",
-            "busy_fraction": total_us / 1e6 / wall, "step_times": step_times, "ranges": ranges,
-            "top_ops_by_self_cuda": top(ops, True), "top_kernels": top(kernels, True), "ok": True}
-
-
-def _ops_per_call(tr, loop, make_scheduler, guidance, steps) -> dict:
-    """ATen operators dispatched per transformer call (a proxy for host time; counted on the device):
-    the stock loop per step (scheduler included) and SpecDiff's full, cached-with-scoring and cached
-    steps (median), by the same code as tests/specdiff/test_method_hostops.py."""
-    import foretell.specdiff as sd
-    from foretell.specdiff.opcount import OpCounter, count_per_call
-
-    with OpCounter() as stock:
-        loop(make_scheduler())
-    sched = make_scheduler()
-    with sd.apply(tr, sd.SpecDiffConfig(), scheduler=sched, guidance_scale=guidance) as h:
-        rows = count_per_call(h, lambda: loop(sched))
-    groups = {"full": [r for r in rows if r["full"] and r["step"] != 0],
-              "cached_scoring": [r for r in rows if not r["full"] and r["record"]],
-              "cached": [r for r in rows if not r["full"] and not r["record"]]}
-    out = {"stock_per_step": stock.total / steps, "step0_with_speculative": rows[0]["ops"] if rows else None}
-    for name, rs in groups.items():
-        out[name] = float(np.median([r["ops"] for r in rs])) if rs else None
-    cached = groups["cached_scoring"] or groups["cached"]
-    if cached:
-        top = cached[-1]["counts"].most_common(12)
-        out["cached_top_ops"] = dict(top)
-    out["ok"] = True
-    return out
-
-
-def _step_times(handle, run_loop) -> dict:
-    """One run with the device synchronised around every transformer call: per kind of step (full,
-    cached, step 0 with the speculative pass) the median wall ms of the call and of its host part
-    (the time until the call returns without waiting for the device; close to the wall time means
-    the step is bound by Python and kernel launches, not by the GPU)."""
-    hook = handle._hook
-    inner = hook.forward_call
-    rows = []
-
-    def timed_call(call):
-        common.sync()
-        t0 = time.perf_counter()
-        result = inner(call)
-        t1 = time.perf_counter()
-        common.sync()
-        t2 = time.perf_counter()
-        last = hook.run.per_step[-1] if hook.run is not None and hook.run.per_step else {}
-        rows.append((last.get("step"), bool(last.get("full")), 1e3 * (t1 - t0), 1e3 * (t2 - t0)))
-        return result
-
-    hook.forward_call = timed_call
-    try:
-        run_loop()
-    finally:
-        del hook.forward_call
-    groups = {"step0_with_speculative": [r for r in rows if r[0] == 0],
-              "full": [r for r in rows if r[1] and r[0] != 0], "cached": [r for r in rows if not r[1]]}
-    out = {}
-    for name, rs in groups.items():
-        if rs:
-            out[name] = {"calls": len(rs), "wall_ms": float(np.median([r[3] for r in rs])),
-                         "host_ms": float(np.median([r[2] for r in rs]))}
-    out["total_ms"] = float(sum(r[3] for r in rows))
-    return out
