@@ -44,11 +44,10 @@ def main() -> None:
     ap.add_argument("--skip-steps", action="store_true", help="part 2 only (no side-by-side step timings)")
     ap.add_argument("--attack-only", action="store_true", help="part 2 without the victims (attack wall/CPU seconds)")
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_dblp_timing.json"))
-    from foretell.core.device import add_device_argument, resolve_device
+    from foretell.core.device import add_device_argument, parse_args_with_device
 
     add_device_argument(ap)
-    args = ap.parse_args()
-    args.device = resolve_device(args.device)
+    args, args.device = parse_args_with_device(ap)
     warnings.filterwarnings("ignore", message="Sparse")
     torch.set_num_threads(args.threads)
     t_load = time.perf_counter()

@@ -27,11 +27,10 @@ def main() -> None:
     ap.add_argument("graphs", nargs="+", help="poisoned graphs saved by foretell nifa run/attack")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_dblp_fairsin.json"))
-    from foretell.core.device import add_device_argument, resolve_device
+    from foretell.core.device import add_device_argument, parse_args_with_device
 
     add_device_argument(ap)
-    args = ap.parse_args()
-    device = resolve_device(args.device)
+    args, device = parse_args_with_device(ap)
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
     data = add_split(load_preset("dblp"), 0).to(device)

@@ -75,11 +75,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (issue scenario: a 2-core CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_pokec_synthetic.json"))
-    from foretell.core.device import add_device_argument, resolve_device
+    from foretell.core.device import add_device_argument, parse_args_with_device
 
     add_device_argument(ap)
-    args = ap.parse_args()
-    device = resolve_device(args.device)
+    args, device = parse_args_with_device(ap)
     warnings.filterwarnings("ignore", message="Sparse")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

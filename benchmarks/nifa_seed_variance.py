@@ -77,11 +77,10 @@ def main() -> None:
     ap.add_argument("--skip-clean", action="store_true", help="no clean-graph victims in the grid")
     ap.add_argument("--quick", action="store_true", help="smoke test: 5 victim epochs, 1 feature round of 2 steps")
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_dblp_seed_variance.json"))
-    from foretell.core.device import add_device_argument, resolve_device
+    from foretell.core.device import add_device_argument, parse_args_with_device
 
     add_device_argument(ap)
-    args = ap.parse_args()
-    device = resolve_device(args.device)
+    args, device = parse_args_with_device(ap)
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -76,11 +76,10 @@ def main() -> None:
                          "existing --json report")
     ap.add_argument("--json", default=None,
                     help="default: benchmarks/results/nifa_uncertainty_overlap_<dataset>.json")
-    from foretell.core.device import add_device_argument, resolve_device
+    from foretell.core.device import add_device_argument, parse_args_with_device
 
     add_device_argument(ap)
-    args = ap.parse_args()
-    device = resolve_device(args.device)
+    args, device = parse_args_with_device(ap)
     args.json = args.json or str(repo_root() / f"benchmarks/results/nifa_uncertainty_overlap_{args.dataset}.json")
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from foretell.core.device import add_device_argument, resolve_device
-from foretell.core.errors import ForetellError
+from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.seed import seed_everything
 from foretell.specee.adapters import decoder_access
 from foretell.specee.collect import load_draft_shards, load_shards
@@ -36,11 +35,7 @@ ap.add_argument("--draft-reg-weight", type=float, default=1.0)
 ap.add_argument("--predictor-epochs", type=int, default=30)
 ap.add_argument("--threads", type=int, default=1)
 add_device_argument(ap)
-args = ap.parse_args()
-try:
-    device = resolve_device(args.device)
-except ForetellError as exc:
-    ap.error(str(exc))
+args, device = parse_args_with_device(ap)
 
 torch.set_num_threads(args.threads)
 seed_everything(0)

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from foretell.core.device import add_device_argument, resolve_device
-from foretell.core.errors import ForetellError
+from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.report import write_text
 from foretell.core.seed import seed_everything
 from foretell.specee.calibrate import calibrate_thresholds, end_to_end_agreement, replay_exits
@@ -41,11 +40,7 @@ ap.add_argument("--min-fires", type=int, default=20, help="exits a layer needs o
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--dry-run", action="store_true", help="report only, do not write the asset JSON files")
 add_device_argument(ap)
-args = ap.parse_args()
-try:
-    device = resolve_device(args.device)
-except ForetellError as exc:
-    ap.error(str(exc))
+args, device = parse_args_with_device(ap)
 
 torch.set_num_threads(args.threads)
 seed_everything(0)

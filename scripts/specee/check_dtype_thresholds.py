@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from foretell.core.device import add_device_argument, resolve_device
-from foretell.core.errors import ForetellError
+from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.report import write_json
 from foretell.core.seed import seed_everything
 from foretell.specee.calibrate import end_to_end_agreement
@@ -35,11 +34,7 @@ ap.add_argument("--prompts", type=int, default=20)
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--json", default=None, help="default: benchmarks/specee/threshold_check_<dtype>.json")
 add_device_argument(ap)
-args = ap.parse_args()
-try:
-    device = resolve_device(args.device)
-except ForetellError as exc:
-    ap.error(str(exc))
+args, device = parse_args_with_device(ap)
 
 torch.set_num_threads(args.threads)
 seed_everything(0)

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-from foretell.core.device import add_device_argument, resolve_device
-from foretell.core.errors import ForetellError
+from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.seed import seed_everything
 from foretell.specee.adapters import decoder_access
 from foretell.specee.collect import collect
@@ -25,11 +24,7 @@ ap.add_argument("--max-new-tokens", type=int, default=48)
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--reverse", action="store_true", help="work from the last shard (a second worker)")
 add_device_argument(ap)
-args = ap.parse_args()
-try:
-    device = resolve_device(args.device)
-except ForetellError as exc:
-    ap.error(str(exc))
+args, device = parse_args_with_device(ap)
 torch.set_num_threads(args.threads)
 seed_everything(0)
 t0 = time.time()

@@ -13,8 +13,7 @@ import time
 
 import torch
 
-from foretell.core.device import add_device_argument, resolve_device
-from foretell.core.errors import ForetellError
+from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.report import write_json
 from foretell.specee.engine import SpecEE
 from foretell.specee.loading import chat_ids, read_prompts
@@ -26,11 +25,7 @@ ap.add_argument("--gammas", default="1,2,3,4")
 ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 ap.add_argument("--json", required=True)
 add_device_argument(ap)
-args = ap.parse_args()
-try:
-    device = resolve_device(args.device)
-except ForetellError as exc:
-    ap.error(str(exc))
+args, device = parse_args_with_device(ap)
 
 torch.set_num_threads(1)
 load = [os.getloadavg()[0]]

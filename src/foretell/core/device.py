@@ -44,3 +44,14 @@ def add_device_argument(parser) -> None:
     """The shared ``--device`` flag of the systems' commands."""
     parser.add_argument("--device", default="cpu",
                         help="where the model runs: cpu (default), cuda, cuda:N or mps")
+
+
+def parse_args_with_device(parser, argv=None):
+    """``parser.parse_args(argv)`` plus its ``--device`` resolved: ``(args, torch.device)``. A bad or
+    absent device is the parser's own one-line usage error (exit 2), as for any other bad flag. For the
+    scripts and benchmarks; the ``foretell`` commands resolve it in their handlers."""
+    args = parser.parse_args(argv)
+    try:
+        return args, resolve_device(args.device)
+    except ForetellError as exc:
+        parser.error(str(exc))
