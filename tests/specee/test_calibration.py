@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import AllTokensDraft, make_predictors
+from tiny_models import AllTokensDraft, make_predictors
 from foretell.specee.calibrate import DISABLED, calibrate_thresholds, precision_threshold
 from foretell.specee.engine import SpecEE, SpecEEConfig
 from foretell.specee.predictor import PAPER_THRESHOLD, LayerPredictors

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import AllTokensDraft, make_predictors, tiny_model
+from tiny_models import AllTokensDraft, make_predictors, tiny_model
 from foretell.specee.adapters import all_layer_states, decoder_access
 from foretell.specee.draft import DraftHead, HeadDraft
 from foretell.specee.engine import SpecEE, SpecEEConfig

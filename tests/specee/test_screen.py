@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import make_predictors
+from tiny_models import make_predictors
 from foretell.specee.adapters import decoder_access
 from foretell.specee.draft import Draft
 from foretell.specee.engine import SpecEE, SpecEEConfig

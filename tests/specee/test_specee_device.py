@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from conftest import make_predictors, tiny_model
+from tiny_models import make_predictors, tiny_model
 from foretell.specee.adapters import decoder_access
 from foretell.specee.draft import AssistantDraft, DraftHead, HeadDraft, truncated_assistant
 from foretell.specee.engine import SpecEE, SpecEEConfig

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_predictors, tiny_model
+from tiny_models import make_predictors, tiny_model
 from foretell.core.errors import ForetellError
 from foretell.specee.adapters import decoder_access
 from foretell.specee.collect import collect_one

@@ -1,10 +1,12 @@
-"""Tiny random decoder models and exit predictors for SpecEE's tests and its GPU check.
+"""Tiny random decoder models, exit predictors and a permissive fake draft for SpecEE's tests and
+its GPU check.
 
 Plain module (no pytest import) so benchmarks/gpu/check_specee.py can use it on machines without pytest.
 """
 
 import torch
 
+from foretell.specee.draft import Draft
 from foretell.specee.predictor import LayerPredictors, PredictorConfig
 
 
@@ -35,3 +37,24 @@ def make_predictors(model, layers=None, bias: float = 0.0, k: int = 4, seed: int
         for mlp in p.mlps.values():
             mlp[2].bias.fill_(bias)
     return p.eval()
+
+
+class AllTokensDraft(Draft):
+    """A fake draft whose scores are constant: with k = vocab every token is a candidate."""
+
+    def __init__(self, vocab: int, k: int):
+        self.vocab, self.k = vocab, k
+        self.reset_state()
+
+    def reset_state(self):
+        self._len = 0
+
+    def feed(self, tokens, states):
+        self._len += tokens.numel()
+        return torch.linspace(1.0, 0.0, self.vocab), None
+
+    def crop(self, length):
+        self._len = length
+
+    def length(self):
+        return self._len
