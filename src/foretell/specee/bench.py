@@ -93,6 +93,8 @@ class MethodSet:
             "specee_threshold_0.5_full_product_check": dec(SpecEERule(acc, sched(), ee.predictors, 0.5,
                                                                       screen=False), ee.draft),
         }
+        if ee.kernels is not None:
+            self.methods["full_torch_linear"] = self._stock_kernels(self.methods["full"])
         self.assistant = None
         self.assistant_error = None
         try:
@@ -102,6 +104,18 @@ class MethodSet:
             self.methods["assisted_generation"] = self._assisted(eos)
         except Exception as exc:  # noqa: BLE001 - reported as "skipped" with the reason
             self.assistant_error = f"{type(exc).__name__}: {exc}"
+
+    def _stock_kernels(self, fn):
+        """``fn`` with the model's stock ``F.linear`` (the baseline without SpecEE's packed kernels)."""
+        kernels = self.ee.kernels
+
+        def run(ids, n):
+            kernels.enabled = False
+            try:
+                return fn(ids, n)
+            finally:
+                kernels.enabled = True
+        return run
 
     def _assisted(self, eos):
         model, assistant = self.ee.model, self.assistant
@@ -124,17 +138,20 @@ def _agreement(ref: list[int], got: list[int]) -> tuple[float, int]:
 def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: str | Path | None = None,
               seed: int = 0, repeats: int = 1, ppl_texts: int = 3, extras: bool = True,
               assistant_layers: int = 8, methods_filter: list[str] | None = None, dtype=None, gamma: int = 4,
-              device=None, log=print) -> dict:
+              device=None, linear_kernel: str = "auto", log=print) -> dict:
     """Run every method on ``prompts``; returns the report dict (see module docstring). ``dtype``:
     the model's weights (float32 default, or bfloat16); every method, ``full`` included, runs in it.
     ``gamma``: draft chain length of the speculative methods. ``device``: where the model runs
     (cpu default, "cuda", ...; see :meth:`SpecEE.from_pretrained`); on a GPU each timed
-    generation ends with a device synchronisation."""
+    generation ends with a device synchronisation. ``linear_kernel``: see :class:`SpecEEConfig`; with
+    the packed oneDNN kernels every method, ``full`` included, runs on them, and ``full_torch_linear``
+    times the full model on the stock kernels in the same run."""
     from foretell.specee.loading import chat_ids, dtype_name
 
     seed_everything(seed)
     assets = Path(assets) if assets else ASSETS
-    ee = SpecEE.from_pretrained(model, predictors=assets, torch_dtype=dtype, gamma=gamma, device=device)
+    ee = SpecEE.from_pretrained(model, predictors=assets, torch_dtype=dtype, gamma=gamma, device=device,
+                                linear_kernel=linear_kernel)
     dev = ee.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     tok = ee.tokenizer
@@ -207,7 +224,7 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
                    else "calibrated per layer", "thresholds": {str(l): t for l, t in ee.rule().thresholds.items()},
                    "threshold_calibration": ee.predictors.config.calibration or None,
                    "kv_strategy": ee.config.kv_strategy,
-                   "gamma": ee.config.gamma, "online_window": ee.config.window, "online_radius": ee.config.radius,
+                   "gamma": ee.config.gamma, "linear_kernel": ee.linear_kernel, "online_window": ee.config.window, "online_radius": ee.config.radius,
                    "offline_layers": ee.predictors.config.offline_layers, "num_layers": n_layers, "seed": seed,
                    "repeats": repeats, "torch_threads": torch.get_num_threads(), "fixed_layer": fixed,
                    "adainfer_gap": cal["adainfer_gap"]},

@@ -69,7 +69,7 @@ def _bench(args) -> int:
         prompts = prompts[: args.num_prompts] if args.num_prompts else prompts
     report = run_bench(prompts, n_new, model=args.model, assets=args.predictors, seed=args.seed,
                        repeats=args.repeats, ppl_texts=0 if args.quick else args.ppl_texts, extras=not args.quick,
-                       dtype=args.dtype, gamma=args.gamma, device=device)
+                       dtype=args.dtype, gamma=args.gamma, device=device, linear_kernel=args.linear_kernel)
     if args.json:
         from pathlib import Path
 
@@ -101,7 +101,7 @@ def _generate(args) -> int:
     seed_everything(args.seed)
     ee = SpecEE.from_pretrained(args.model, predictors=args.predictors, threshold=args.threshold,
                                 kv_strategy=args.kv_strategy, torch_dtype=args.dtype, gamma=args.gamma,
-                                device=device)
+                                device=device, linear_kernel=args.linear_kernel)
     ids = chat_ids(ee.tokenizer, args.prompt)
     streamer = TextStreamer(ee.tokenizer, skip_prompt=True)
     ee.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
@@ -132,6 +132,9 @@ def register(sub) -> None:
                             "on CPUs with bf16 instructions; predictor features stay float32)")
         q.add_argument("--gamma", type=int, default=4,
                        help="draft chain length of the speculative methods (in bfloat16, 2 measured faster than the default 4)")
+        q.add_argument("--linear-kernel", default="auto", choices=["auto", "onednn", "torch"],
+                       help="linear layers: auto = oneDNN packed weights for float32 on the CPU (a multi-row "
+                            "verify pass then costs about one row), torch = the stock kernels")
 
     t = acts.add_parser("train", help="collect full-model generations, train the draft head and exit predictors")
     common(t)

@@ -52,6 +52,10 @@ class Draft:
         """Move the draft's weights to ``device`` (the target's); a draft without weights stays."""
         return self
 
+    def modules(self) -> list[nn.Module]:
+        """The torch modules the draft runs (SpecEE gives their linear layers the same kernels)."""
+        return []
+
     def topk(self, scores: torch.Tensor, k: int) -> torch.Tensor:
         """Target ids of the ``k`` best-scored tokens."""
         return self.to_target_ids(torch.topk(scores, k).indices)
@@ -206,6 +210,9 @@ class HeadDraft(_CachedDraft):
         self.head.to(device)
         return self
 
+    def modules(self) -> list[nn.Module]:
+        return [self.head]
+
     @torch.no_grad()
     def feed(self, tokens, states):
         n = tokens.numel()
@@ -232,6 +239,9 @@ class AssistantDraft(_CachedDraft):
     def to(self, device) -> "AssistantDraft":
         self.model.to(device)
         return self
+
+    def modules(self) -> list[nn.Module]:
+        return [self.model]
 
     @torch.no_grad()
     def feed(self, tokens, states):

@@ -16,6 +16,7 @@ from foretell.core.errors import ForetellError
 from foretell.specee.adapters import DecoderAccess, decoder_access
 from foretell.specee.draft import AssistantDraft, Draft, DraftHead, HeadDraft
 from foretell.specee.generate import DecodeStats, TokenPicker, decode
+from foretell.specee.kernels import apply_packed_linears, resolve_linear_kernel
 from foretell.specee.kv import KV_STRATEGIES, LayerStepper
 from foretell.specee.predictor import LayerPredictors
 from foretell.specee.rules import ExitRule, SpecEERule
@@ -30,7 +31,10 @@ METHODS = ("specee", "full", "speculative", "specee+speculative")
 class SpecEEConfig:
     """Knobs of SpecEE (the paper's, except: KV strategy chosen by measurement, and the exit
     threshold: None = the per-layer thresholds calibrated into the predictors' config (the paper's
-    0.5 where there are none); a number (e.g. 0.5, the paper's) overrides them on every layer)."""
+    0.5 where there are none); a number (e.g. 0.5, the paper's) overrides them on every layer).
+    ``linear_kernel``: "auto" (oneDNN packed weights for a float32 model on the CPU, where a
+    multi-row verify pass then costs about one row; see :mod:`foretell.specee.kernels`), "onednn"
+    or "torch" (the stock ``F.linear``)."""
 
     k: int = 4
     threshold: float | None = None
@@ -39,6 +43,7 @@ class SpecEEConfig:
     window: int = 5
     radius: int = 2
     gamma: int = 4
+    linear_kernel: str = "auto"
 
     def validate(self, vocab_size: int) -> None:
         if not 1 <= int(self.k) <= vocab_size:
@@ -71,7 +76,18 @@ class SpecEE:
         self.schedule = LayerSchedule(list(offline), self.acc.num_layers, window=self.config.window,
                                       radius=self.config.radius, online=self.config.online)
         self.stepper = LayerStepper(self.acc, self.config.kv_strategy)
+        self.linear_kernel = resolve_linear_kernel(self.config.linear_kernel, self.acc.device, self.acc.dtype)
+        drafts = draft.modules() if draft is not None else []
+        self.kernels = (apply_packed_linears(model, *drafts, batch_hint=int(self.config.gamma) + 1)
+                        if self.linear_kernel == "onednn" else None)
         self.last_stats: DecodeStats | None = None
+
+    def restore_model(self) -> None:
+        """Give the model its stock linear layers back (SpecEE then decodes with them too)."""
+        if self.kernels is not None:
+            self.kernels.remove()
+            self.kernels = None
+            self.linear_kernel = "torch"
 
     @property
     def device(self) -> torch.device:

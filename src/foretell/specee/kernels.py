@@ -1,0 +1,120 @@
+"""Linear layers through oneDNN with weights packed once: cheap multi-row passes on the CPU.
+
+Why: speculative decoding pays for a verify pass over ``gamma + 1`` rows. With torch's default
+CPU path (MKL sgemm) a float32 linear over 2-8 rows costs 1.6-1.8x one row on this machine, so a
+5-row verify of SmolLM2 took 1.72x a one-token step and speculation could not pay. oneDNN with the
+weight reordered once into its blocked layout (the path inductor's CPU freezing uses) streams the
+weights once for all rows: measured here, a 5-row pass costs ~0.96x a one-row step and a one-row
+step costs the same as with MKL (``scripts/specee/kernel_timing.py``).
+
+:func:`apply_packed_linears` swaps the ``forward`` of every ``nn.Linear`` of a model for the packed
+kernel and returns a handle whose :meth:`PackedLinears.remove` restores the model; ``enabled``
+switches the kernel off without unpacking (for side-by-side timing). The packed copy follows the
+weight: a weight changed in place or replaced is re-packed on the next call. Calls that need
+autograd, or are not float32 CPU tensors, take the stock ``F.linear``.
+
+Results equal ``F.linear`` up to float32 rounding (a different summation order); neither kernel is
+bit-identical across row counts for every shape, so a multi-row verify can differ from one-row
+decoding in the last bit either way.
+"""
+
+from __future__ import annotations
+
+import types
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from foretell.core.errors import ForetellError
+
+LINEAR_KERNELS = ("auto", "onednn", "torch")
+
+
+@lru_cache(maxsize=1)
+def onednn_available() -> bool:
+    """True when this torch build has oneDNN's packed-weight linear (CPU, float32)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(4, 4), 2)
+        y = torch.ops.mkldnn._linear_pointwise(torch.ones(2, 4), w, None, "none", [], "")
+        return bool(torch.allclose(y, torch.full((2, 4), 4.0)))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_linear_kernel(name: str, device: torch.device, dtype: torch.dtype) -> str:
+    """``auto`` -> ``onednn`` for a float32 model on the CPU when available, else ``torch``."""
+    if name not in LINEAR_KERNELS:
+        raise ForetellError(f"linear_kernel must be one of {', '.join(LINEAR_KERNELS)}, got {name!r}")
+    usable = device.type == "cpu" and dtype == torch.float32 and onednn_available()
+    if name == "auto":
+        return "onednn" if usable else "torch"
+    if name == "onednn" and not usable:
+        why = ("this torch build has no oneDNN packed linear" if not onednn_available()
+               else f"the model is {str(dtype).replace('torch.', '')} on {device}")
+        raise ForetellError(f"linear_kernel='onednn' needs a float32 model on the CPU, but {why}; "
+                            "use linear_kernel='auto' or 'torch'")
+    return name
+
+
+class _Packed:
+    """One module's packed weight and the weight (object, version) it was packed from."""
+
+    __slots__ = ("weight", "version", "packed")
+
+    def __init__(self):
+        self.weight, self.version, self.packed = None, -1, None
+
+
+class PackedLinears:
+    """Handle over the patched ``nn.Linear`` modules; see the module docstring."""
+
+    def __init__(self, batch_hint: int = 5):
+        self.batch_hint = int(batch_hint)
+        self.enabled = True
+        self.modules: list[torch.nn.Linear] = []
+
+    def _forward(self, mod: torch.nn.Linear, state: _Packed, x: torch.Tensor) -> torch.Tensor:
+        w = mod.weight
+        if (not self.enabled or x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32
+                or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
+            return F.linear(x, w, mod.bias)
+        if state.weight is not w or state.version != w._version:
+            state.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), self.batch_hint)
+            state.weight, state.version = w, w._version
+        shape = x.shape
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), state.packed, mod.bias, "none", [], "")
+        return y.view(*shape[:-1], y.shape[-1])
+
+    def remove(self) -> None:
+        """Give every patched module its class ``forward`` back and drop the packed copies."""
+        for mod in self.modules:
+            if getattr(mod.forward, "_foretell_packed", None) is self:
+                del mod.forward
+        self.modules = []
+
+
+def apply_packed_linears(*models: torch.nn.Module, batch_hint: int = 5) -> PackedLinears:
+    """Run the ``nn.Linear`` layers of ``models`` through oneDNN packed weights; returns the handle.
+
+    Modules another handle already patched are left to it. Packing happens on first use (the
+    packed copies add the linear weights' size in memory once more). ``batch_hint``: the row count
+    oneDNN packs for (a verify pass of gamma 4 has 5 rows); any row count works."""
+    if not onednn_available():
+        raise ForetellError("this torch build has no oneDNN packed linear; use linear_kernel='torch'")
+    handle = PackedLinears(batch_hint)
+    for mod in (m for model in models for m in model.modules()):
+        if not isinstance(mod, torch.nn.Linear) or getattr(mod.__dict__.get("forward"), "_foretell_packed", None):
+            continue
+        state = _Packed()
+
+        def forward(self, x, _state=state):
+            return handle._forward(self, _state, x)
+
+        bound = types.MethodType(forward, mod)
+        forward._foretell_packed = handle
+        mod.forward = bound
+        handle.modules.append(mod)
+    return handle
