@@ -61,6 +61,7 @@ res = {n: {"tokens_per_s": toks[n] / secs[n], "speedup": toks[n] / secs[n] / bas
            "tokens_per_pass": toks[n] / max(1, passes[n]), "agreement": agree[n] / sum(ref)} for n, _ in variants}
 write_json(args.json, {"prompts": len(inputs), "new_tokens": args.max_new_tokens, "methods": res,
                        "config": {"torch_threads": 1, "k": ee.config.k, "threshold": ee.config.threshold,
-                                  "dtype": args.dtype, "device": str(device), "load_average_1min": load + [os.getloadavg()[0]]}})
+                                  "dtype": args.dtype, "device": str(device), "linear_kernel": ee.linear_kernel,
+                                  "load_average_1min": load + [os.getloadavg()[0]]}})
 for n, m in res.items():
     print(f"{n:>28}: x{m['speedup']:.3f}  {m['tokens_per_pass']:.2f} tokens/pass  agreement {m['agreement']:.3f}")
