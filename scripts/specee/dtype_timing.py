@@ -13,13 +13,12 @@ rotating order after warm-up; medians.
 """
 
 import argparse
-import os
 import statistics
-import time
 
 import torch
 
 from foretell.core.report import write_json
+from foretell.core.timing import time_interleaved
 from foretell.specee.adapters import decoder_access
 from foretell.specee.draft import DraftHead, HeadDraft
 from foretell.specee.engine import ASSETS
@@ -79,17 +78,7 @@ def draft_step(name, _):
 
 
 cells = [(n, r) for n in models for r in args.rows] + [(n, "draft") for n in models]
-times = {c: [] for c in cells}
-for c in cells * 3:
-    step(*c)                                                   # warm-up
-load = [os.getloadavg()[0]]
-for rep in range(args.repeats):
-    shift = rep % len(cells)
-    for c in cells[shift:] + cells[:shift]:
-        t0 = time.perf_counter()
-        step(*c)
-        times[c].append(time.perf_counter() - t0)
-load.append(os.getloadavg()[0])
+times, load = time_interleaved(cells, step, repeats=args.repeats, warmup_rounds=3)
 res = {n: {str(r): statistics.median(times[(n, r)]) * 1e3 for r in args.rows} for n in models}
 ratios = {n: {str(r): res[n][str(r)] / res[n]["1"] for r in args.rows} for n in models}
 draft_ms = {n: statistics.median(times[(n, "draft")]) * 1e3 for n in models}

@@ -12,14 +12,13 @@ one-row steps of the same kernel, and against the stock one-row step.
 """
 
 import argparse
-import os
 import platform
 import statistics
-import time
 
 import torch
 
 from foretell.core.report import write_json
+from foretell.core.timing import time_interleaved
 from foretell.specee.adapters import decoder_access
 from foretell.specee.draft import DraftHead, HeadDraft
 from foretell.specee.engine import ASSETS
@@ -66,17 +65,7 @@ def step(kernel, rows):
 
 
 cells = [(k, r) for k in KERNELS for r in args.rows + ["draft"]]
-times = {c: [] for c in cells}
-for c in cells * 2:
-    step(*c)                                                   # warm-up (and packing)
-load = [os.getloadavg()[0]]
-for rep in range(args.repeats):
-    shift = rep % len(cells)
-    for c in cells[shift:] + cells[:shift]:
-        t0 = time.perf_counter()
-        step(*c)
-        times[c].append(time.perf_counter() - t0)
-load.append(os.getloadavg()[0])
+times, load = time_interleaved(cells, step, repeats=args.repeats, warmup_rounds=2)
 ms = {k: {str(r): statistics.median(times[(k, r)]) * 1e3 for r in args.rows + ["draft"]} for k in KERNELS}
 one_stock = ms["torch"]["1"]
 report = {

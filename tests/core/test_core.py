@@ -117,3 +117,16 @@ def test_resolve_device_accepts_cpu_and_rejects_bad_or_missing_devices():
     if not torch.cuda.is_available():
         with pytest.raises(ForetellError, match="no CUDA GPU"):
             resolve_device("cuda:0")
+
+
+def test_time_interleaved_rotates_cells_and_keeps_one_time_per_round():
+    from foretell.core.timing import time_interleaved
+
+    calls = []
+    times, load = time_interleaved(["a", "b", "c"], lambda c: calls.append(c), repeats=4, warmup_rounds=1)
+    assert calls[:3] == ["a", "b", "c"]                                  # warm-up round
+    timed = calls[3:]
+    assert [timed[i * 3] for i in range(4)] == ["a", "b", "c", "a"]      # each round starts one cell later
+    assert sorted(timed) == sorted(["a", "b", "c"] * 4)
+    assert {c: len(t) for c, t in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(s >= 0 for t in times.values() for s in t) and len(load) == 2

@@ -68,3 +68,27 @@ def speedup(baseline: Timing | float, other: Timing | float) -> float:
     b = baseline.median if isinstance(baseline, Timing) else float(baseline)
     o = other.median if isinstance(other, Timing) else float(other)
     return b / o if o > 0 else float("inf")
+
+
+def time_interleaved(cells: list, run: Callable[..., Any], *, repeats: int, warmup_rounds: int = 2) -> tuple[dict, list]:
+    """Time ``run(*cell)`` for every cell, ``repeats`` rounds in rotating order after
+    ``warmup_rounds`` untimed rounds, so load drifts hit every cell alike.
+
+    Returns ({cell: [seconds per round]}, [1-min load average before, after])."""
+    import os
+
+    for _ in range(warmup_rounds):
+        for c in cells:
+            run(*c)
+    times = {c: [] for c in cells}
+    load = [os.getloadavg()[0]]
+    for rep in range(repeats):
+        shift = rep % len(cells)
+        for c in cells[shift:] + cells[:shift]:
+            _sync()
+            t0 = time.perf_counter()
+            run(*c)
+            _sync()
+            times[c].append(time.perf_counter() - t0)
+    load.append(os.getloadavg()[0])
+    return times, load
