@@ -93,8 +93,10 @@ class MethodSet:
             "specee_threshold_0.5_full_product_check": dec(SpecEERule(acc, sched(), ee.predictors, 0.5,
                                                                       screen=False), ee.draft),
         }
+        self.methods["transformers_generate"] = self._hf_greedy(eos)
         if ee.kernels is not None:
             self.methods["full_torch_linear"] = self._stock_kernels(self.methods["full"])
+            self.methods["transformers_generate"] = self._stock_kernels(self.methods["transformers_generate"])
         self.assistant = None
         self.assistant_error = None
         try:
@@ -115,6 +117,16 @@ class MethodSet:
                 return fn(ids, n)
             finally:
                 kernels.enabled = True
+        return run
+
+    def _hf_greedy(self, eos):
+        """Plain ``model.generate`` greedy decoding: what a user runs without foretell."""
+        model = self.ee.model
+
+        def run(ids, n):
+            out = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+            new = out.shape[1] - ids.shape[1]
+            return out, DecodeStats(layers=[model.config.num_hidden_layers] * new, emitted=[1] * new)
         return run
 
     def _assisted(self, eos):
@@ -145,7 +157,8 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
     (cpu default, "cuda", ...; see :meth:`SpecEE.from_pretrained`); on a GPU each timed
     generation ends with a device synchronisation. ``linear_kernel``: see :class:`SpecEEConfig`; with
     the packed oneDNN kernels every method, ``full`` included, runs on them, and ``full_torch_linear``
-    times the full model on the stock kernels in the same run."""
+    times the full model on the stock kernels in the same run. ``transformers_generate`` is plain
+    ``model.generate`` greedy decoding on the stock kernels (what a user runs without foretell)."""
     from foretell.specee.loading import chat_ids, dtype_name
 
     seed_everything(seed)
