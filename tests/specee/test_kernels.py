@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from tiny_models import AllTokensDraft, make_predictors, tiny_model
 from foretell.core.errors import ForetellError
 from foretell.specee.engine import SpecEE, SpecEEConfig
-from foretell.specee.kernels import apply_packed_linears, onednn_available, resolve_linear_kernel
+from foretell.specee.kernels import apply_packed_linears, linear_weight_bytes, onednn_available, resolve_linear_kernel
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN packed linear")
 
@@ -85,10 +85,15 @@ def test_kernel_choice_and_its_errors():
     assert resolve_linear_kernel("auto", torch.device("cuda"), torch.float32) == "torch"
     if onednn_available():
         assert resolve_linear_kernel("auto", cpu, torch.float32) == "onednn"
+        # a packed copy larger than a quarter of the RAM is not made unasked (a 7B fp32 model on a laptop)
+        assert resolve_linear_kernel("auto", cpu, torch.float32, weight_bytes=1 << 60) == "torch"
+        assert resolve_linear_kernel("onednn", cpu, torch.float32, weight_bytes=1 << 60) == "onednn"
     with pytest.raises(ForetellError, match="float32 model on the CPU"):
         resolve_linear_kernel("onednn", cpu, torch.bfloat16)
     with pytest.raises(ForetellError, match="linear_kernel must be one of auto, onednn, torch, got 'mkl'"):
         resolve_linear_kernel("mkl", cpu, torch.float32)
     model = tiny_model(layers=2)
+    lin = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear_weight_bytes(model) == sum(m.weight.numel() * 4 for m in lin)
     with pytest.raises(ForetellError, match="linear_kernel must be one of"):
         SpecEE(model, make_predictors(model, k=4), None, SpecEEConfig(k=4, linear_kernel="fast"))

@@ -178,9 +178,17 @@ def test_bench_report_records_the_device():
     from foretell.specee.bench import run_bench
     from foretell.specee.loading import read_prompts
 
-    report = run_bench(read_prompts(None, "eval")[:1], 3, extras=False, ppl_texts=0, methods_filter=["specee"],
+    from foretell.specee.kernels import onednn_available
+
+    report = run_bench(read_prompts(None, "eval")[:1], 3, extras=False, ppl_texts=0,
+                       methods_filter=["specee", "transformers_generate", "full_torch_linear"],
                        device="cpu", log=lambda *a: None)
     assert report["config"]["device"] == "cpu" and report["methods"]["specee"]["new_tokens"] == 3
+    # transformers' own greedy loop on the stock kernels gives the full model's tokens
+    assert report["methods"]["transformers_generate"]["agreement"] == 1.0
+    if onednn_available():
+        assert report["config"]["linear_kernel"] == "onednn"
+        assert report["methods"]["full_torch_linear"]["agreement"] == 1.0
 
 
 def test_cache_argument_name_follows_the_installed_transformers():

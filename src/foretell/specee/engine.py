@@ -16,7 +16,7 @@ from foretell.core.errors import ForetellError
 from foretell.specee.adapters import DecoderAccess, decoder_access
 from foretell.specee.draft import AssistantDraft, Draft, DraftHead, HeadDraft
 from foretell.specee.generate import DecodeStats, TokenPicker, decode
-from foretell.specee.kernels import apply_packed_linears, resolve_linear_kernel
+from foretell.specee.kernels import apply_packed_linears, linear_weight_bytes, resolve_linear_kernel
 from foretell.specee.kv import KV_STRATEGIES, LayerStepper
 from foretell.specee.predictor import LayerPredictors
 from foretell.specee.rules import ExitRule, SpecEERule
@@ -33,8 +33,9 @@ class SpecEEConfig:
     threshold: None = the per-layer thresholds calibrated into the predictors' config (the paper's
     0.5 where there are none); a number (e.g. 0.5, the paper's) overrides them on every layer).
     ``linear_kernel``: "auto" (oneDNN packed weights for a float32 model on the CPU, where a
-    multi-row verify pass then costs about one row; see :mod:`foretell.specee.kernels`), "onednn"
-    or "torch" (the stock ``F.linear``)."""
+    multi-row verify pass then costs about one row, unless the packed copy would take more than a
+    quarter of the RAM; see :mod:`foretell.specee.kernels`), "onednn" or "torch" (the stock
+    ``F.linear``)."""
 
     k: int = 4
     threshold: float | None = None
@@ -76,8 +77,9 @@ class SpecEE:
         self.schedule = LayerSchedule(list(offline), self.acc.num_layers, window=self.config.window,
                                       radius=self.config.radius, online=self.config.online)
         self.stepper = LayerStepper(self.acc, self.config.kv_strategy)
-        self.linear_kernel = resolve_linear_kernel(self.config.linear_kernel, self.acc.device, self.acc.dtype)
         drafts = draft.modules() if draft is not None else []
+        self.linear_kernel = resolve_linear_kernel(self.config.linear_kernel, self.acc.device, self.acc.dtype,
+                                                   linear_weight_bytes(model, *drafts))
         self.kernels = (apply_packed_linears(model, *drafts, batch_hint=int(self.config.gamma) + 1)
                         if self.linear_kernel == "onednn" else None)
         self.last_stats: DecodeStats | None = None

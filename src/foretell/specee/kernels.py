@@ -20,6 +20,7 @@ decoding in the last bit either way.
 
 from __future__ import annotations
 
+import os
 import types
 from functools import lru_cache
 
@@ -44,13 +45,30 @@ def onednn_available() -> bool:
         return False
 
 
-def resolve_linear_kernel(name: str, device: torch.device, dtype: torch.dtype) -> str:
-    """``auto`` -> ``onednn`` for a float32 model on the CPU when available, else ``torch``."""
+def physical_memory_bytes() -> int | None:
+    """This machine's RAM (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def linear_weight_bytes(*models: torch.nn.Module) -> int:
+    """Bytes of the ``nn.Linear`` weights of ``models`` (what packing copies once more)."""
+    return sum(m.weight.numel() * m.weight.element_size() for model in models for m in model.modules()
+               if isinstance(m, torch.nn.Linear))
+
+
+def resolve_linear_kernel(name: str, device: torch.device, dtype: torch.dtype, weight_bytes: int = 0) -> str:
+    """``auto`` -> ``onednn`` for a float32 model on the CPU when available and the packed copy
+    (``weight_bytes``) takes at most a quarter of the machine's RAM, else ``torch``."""
     if name not in LINEAR_KERNELS:
         raise ForetellError(f"linear_kernel must be one of {', '.join(LINEAR_KERNELS)}, got {name!r}")
     usable = device.type == "cpu" and dtype == torch.float32 and onednn_available()
     if name == "auto":
-        return "onednn" if usable else "torch"
+        ram = physical_memory_bytes()
+        fits = ram is None or weight_bytes <= ram // 4
+        return "onednn" if usable and fits else "torch"
     if name == "onednn" and not usable:
         why = ("this torch build has no oneDNN packed linear" if not onednn_available()
                else f"the model is {str(dtype).replace('torch.', '')} on {device}")
