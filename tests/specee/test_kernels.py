@@ -18,7 +18,7 @@ def test_packed_linear_matches_f_linear_for_any_row_count(bias):
     torch.manual_seed(0)
     lin = torch.nn.Linear(48, 80, bias=bias)
     handle = apply_packed_linears(lin)
-    for shape in [(1, 48), (5, 48), (33, 48), (1, 7, 48)]:
+    for shape in [(1, 48), (5, 48), (33, 48), (1, 7, 48), (1, 0, 48)]:
         x = torch.randn(shape)
         with torch.no_grad():
             got = lin(x)

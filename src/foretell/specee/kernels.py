@@ -97,7 +97,7 @@ class PackedLinears:
     def _forward(self, mod: torch.nn.Linear, state: _Packed, x: torch.Tensor) -> torch.Tensor:
         w = mod.weight
         if (not self.enabled or x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32
-                or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
+                or x.numel() == 0 or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
             return F.linear(x, w, mod.bias)
         if state.weight is not w or state.version != w._version:
             state.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), self.batch_hint)
