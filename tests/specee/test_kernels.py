@@ -68,12 +68,22 @@ def test_remove_restores_the_model_bit_for_bit():
 @needs_onednn
 def test_specee_packs_once_and_restore_model_undoes_it():
     tiny = tiny_model(layers=2)
+    lins = [m for m in tiny.modules() if isinstance(m, torch.nn.Linear)]
     a = SpecEE(tiny, make_predictors(tiny, k=4), AllTokensDraft(256, 4), SpecEEConfig(k=4))
+    wrappers = [m.__dict__["forward"] for m in lins]
     b = SpecEE(tiny, make_predictors(tiny, k=4), AllTokensDraft(256, 4), SpecEEConfig(k=4))
-    assert a.linear_kernel == "onednn" and a.kernels.modules
-    assert b.kernels.modules == []                               # already patched by a: not wrapped twice
+    assert a.linear_kernel == "onednn" and a.kernels.modules == lins
+    assert [m.__dict__["forward"] for m in lins] == wrappers     # already patched by a: not wrapped twice
+    assert b.kernels.modules == lins                             # ... but b holds the patch as well
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        b.kernels.enabled = False                                # b's "stock kernels" switch works on a's patch
+        assert torch.equal(lins[0](x), F.linear(x, lins[0].weight, lins[0].bias))
+        b.kernels.enabled = True
     a.restore_model()
-    assert a.linear_kernel == "torch" and not any("forward" in m.__dict__ for m in tiny.modules())
+    assert a.linear_kernel == "torch" and all("forward" in m.__dict__ for m in lins)   # b still uses it
+    b.restore_model()
+    assert not any("forward" in m.__dict__ for m in tiny.modules())
     c = SpecEE(tiny, make_predictors(tiny, k=4), AllTokensDraft(256, 4), SpecEEConfig(k=4, linear_kernel="torch"))
     assert c.kernels is None and not any("forward" in m.__dict__ for m in tiny.modules())
 

@@ -8,8 +8,9 @@ weights once for all rows: measured here, a 5-row pass costs ~0.96x a one-row st
 step costs the same as with MKL (``scripts/specee/kernel_timing.py``).
 
 :func:`apply_packed_linears` swaps the ``forward`` of every ``nn.Linear`` of a model for the packed
-kernel and returns a handle whose :meth:`PackedLinears.remove` restores the model; ``enabled``
-switches the kernel off without unpacking (for side-by-side timing). The packed copy follows the
+kernel and returns a handle whose :meth:`PackedLinears.remove` restores the model (once no other
+handle holds the same modules); ``enabled`` switches the kernel off without unpacking (for
+side-by-side timing). The packed copy follows the
 weight: a weight changed in place or replaced is re-packed on the next call. Calls that need
 autograd, or are not float32 CPU tensors, take the stock ``F.linear``.
 
@@ -78,12 +79,13 @@ def resolve_linear_kernel(name: str, device: torch.device, dtype: torch.dtype, w
 
 
 class _Packed:
-    """One module's packed weight and the weight (object, version) it was packed from."""
+    """One module's packed weight, the weight (object, version) it was packed from, and the handles
+    that hold the module patched (the patch is shared: two SpecEE objects on one model)."""
 
-    __slots__ = ("weight", "version", "packed")
+    __slots__ = ("weight", "version", "packed", "owners")
 
     def __init__(self):
-        self.weight, self.version, self.packed = None, -1, None
+        self.weight, self.version, self.packed, self.owners = None, -1, None, []
 
 
 class PackedLinears:
@@ -94,22 +96,26 @@ class PackedLinears:
         self.enabled = True
         self.modules: list[torch.nn.Linear] = []
 
-    def _forward(self, mod: torch.nn.Linear, state: _Packed, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _forward(mod: torch.nn.Linear, state: _Packed, x: torch.Tensor) -> torch.Tensor:
         w = mod.weight
-        if (not self.enabled or x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32
+        if (not all(h.enabled for h in state.owners) or x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32
                 or x.numel() == 0 or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
             return F.linear(x, w, mod.bias)
         if state.weight is not w or state.version != w._version:
-            state.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), self.batch_hint)
+            state.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), state.owners[0].batch_hint)
             state.weight, state.version = w, w._version
         shape = x.shape
         y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), state.packed, mod.bias, "none", [], "")
         return y.view(*shape[:-1], y.shape[-1])
 
     def remove(self) -> None:
-        """Give every patched module its class ``forward`` back and drop the packed copies."""
+        """Let go of the patched modules; a module no other handle holds gets its class ``forward``
+        back and drops its packed copy."""
         for mod in self.modules:
-            if getattr(mod.forward, "_foretell_packed", None) is self:
+            state = mod.__dict__["forward"]._foretell_packed
+            state.owners.remove(self)
+            if not state.owners:
                 del mod.forward
         self.modules = []
 
@@ -117,22 +123,26 @@ class PackedLinears:
 def apply_packed_linears(*models: torch.nn.Module, batch_hint: int = 5) -> PackedLinears:
     """Run the ``nn.Linear`` layers of ``models`` through oneDNN packed weights; returns the handle.
 
-    Modules another handle already patched are left to it. Packing happens on first use (the
-    packed copies add the linear weights' size in memory once more). ``batch_hint``: the row count
-    oneDNN packs for (a verify pass of gamma 4 has 5 rows); any row count works."""
+    A module another handle already patched keeps that patch and is held by both: it stays
+    packed until every holder removed it, and runs the stock kernel while any holder is switched
+    off. Packing happens on first use (the packed copies add the linear weights' size in memory
+    once more). ``batch_hint``: the row count oneDNN packs for (a verify pass of gamma 4 has 5
+    rows); any row count works."""
     if not onednn_available():
         raise ForetellError("this torch build has no oneDNN packed linear; use linear_kernel='torch'")
     handle = PackedLinears(batch_hint)
     for mod in (m for model in models for m in model.modules()):
-        if not isinstance(mod, torch.nn.Linear) or getattr(mod.__dict__.get("forward"), "_foretell_packed", None):
+        if not isinstance(mod, torch.nn.Linear) or mod in handle.modules:
             continue
-        state = _Packed()
+        state = getattr(mod.__dict__.get("forward"), "_foretell_packed", None)
+        if state is None:
+            state = _Packed()
 
-        def forward(self, x, _state=state):
-            return handle._forward(self, _state, x)
+            def forward(self, x, _state=state):
+                return PackedLinears._forward(self, _state, x)
 
-        bound = types.MethodType(forward, mod)
-        forward._foretell_packed = handle
-        mod.forward = bound
+            forward._foretell_packed = state
+            mod.forward = types.MethodType(forward, mod)
+        state.owners.append(handle)
         handle.modules.append(mod)
     return handle
