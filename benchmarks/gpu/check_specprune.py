@@ -18,6 +18,8 @@ Sub-steps, each recorded on its own (its result, or its error and traceback):
   per variant the host reads of device values in one query (``foretell.specprune.syncs``, asserted:
   at most 2 for SpecPrune, 0 for full and FastV; on CUDA also torch's sync debug mode count) and for
   full / SpecPrune coarse / FastV a torch.profiler summary (kernel time, busy fraction, launches).
+  Also the floor any pruning could reach: the bare backbone on 94 + n rows (n visual tokens kept),
+  eagerly and replayed from a CUDA graph (``backbone_floor``).
 
 ``args.subset`` (``run_all.py --subset``): the sub-steps to run; none of these names: all of them.
 """

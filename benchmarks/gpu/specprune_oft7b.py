@@ -26,6 +26,7 @@ PROFILED = ("full", "specprune_coarse", "fastv")  # variants with a torch.profil
 MAX_HOST_READS = {"specprune": 2, "fastv": 0, "full": 0}  # per query, asserted (foretell.specprune.syncs)
 OFT_BUDGET_S = 50.0  # later variants are recorded as skipped past this much of the sub-step
 CONTROLLER_STEPS, WARMUP = 10, 3  # executed actions observed before the warm-up queries (decisions start at step 10)
+FLOOR_CURVE = (64, 256, 384)  # more visual-token counts for the bare-backbone floor curve
 REPEATS = {"cuda": 30, "cpu": 3}  # timed queries per variant (CPU: a smoke run)
 MODE_ACTIONS = {"coarse": (0.3, 0.3, 0.3, 0.0, 0.0, 0.0, 0.0), "fine": (0.0,) * 7}  # |a_xyz| 0.52 vs 0
 
@@ -297,6 +298,41 @@ def _scoring_overhead(h, inputs) -> dict:
             "llm_ms_instrumented": 1e3 * h.stats()["llm_seconds_median"]}
 
 
+def _backbone_floor(llama, embeds, position_ids, visual_kept: dict) -> dict:
+    """What any pruning could reach here: the bare ``LlamaModel.forward`` on the first
+    ``seq - 512 + n`` rows (``n`` visual tokens kept from the input on, no selection work), eagerly
+    and, on CUDA, replayed from a CUDA graph (no host launches); the same for all 606 rows. Eager
+    shorter inputs show how far fewer tokens cut the time at all on this host; the graph figures
+    show what launch overhead costs. Per-length errors (e.g. a capture failure) are recorded."""
+    seq, out = embeds.shape[1], {}
+    lengths = {"all": seq, **{f"visual_{n}": seq - 2 * (IMAGE // PATCH) ** 2 + n for n in visual_kept.values()}}
+    for name, length in lengths.items():
+        x, pos = embeds[:, :length].clone(), position_ids[:, :length].clone()
+        fn = lambda: llama(inputs_embeds=x, position_ids=pos, use_cache=False).last_hidden_state  # noqa: E731
+        rec = {"rows": length, "eager_ms": _timed_ms(fn)[0]}
+        if common.DEV.startswith("cuda"):
+            try:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(WARMUP):
+                        fn()
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    static = fn()
+                eager = fn()
+                graph.replay()
+                common.sync()
+                rec["graph_max_abs_diff_vs_eager"] = float((static.float() - eager.float()).abs().max())
+                rec["graph_ms"] = _timed_ms(graph.replay)[0]
+                del graph, static, eager
+            except Exception as exc:  # context only, not asserted
+                rec["graph_error"] = f"{type(exc).__name__}: {exc}"
+        out[name] = rec
+    return out
+
+
 def _oft_7b_shape() -> dict:
     """SpecPrune at OpenVLA-OFT scale: Llama-2-7B backbone (random init, bf16), 2 x 256 patches + proprio +
     35 prompt tokens (first 10 are template, not attention queries) + 56 action slots + STOP = 606 tokens,
@@ -373,6 +409,14 @@ def _oft_7b_shape() -> dict:
         finally:
             if h is not None:
                 h.remove()
+    try:
+        kept = {n: round(out["variants"][n]["visual_tokens_kept"]) for n in ("specprune_coarse", "specprune_fine")
+                if n in out["variants"]}
+        kept.update({f"curve_{n}": n for n in FLOOR_CURVE if n not in kept.values()})
+        with torch.inference_mode():
+            out["backbone_floor"] = _backbone_floor(adapter.llama, prep.embeds, prep.position_ids, kept)
+    except Exception as exc:  # context only
+        out["backbone_floor_error"] = f"{type(exc).__name__}: {exc}"
     # profiles and the instrumented overhead pass come after every timing: a CUDA profiler session leaves
     # CUPTI attached, which slows each later kernel launch, and the host-bound pruned variants feel it most
     for name in [n for n in PROFILED if n in specs]:
