@@ -93,6 +93,7 @@ def test_full_handle_reproduces_the_unpruned_closed_loop_episode(tiny_weights):
     (["--specprune-config", '{"bogus": 1}'], "unknown SpecPruneConfig field"),
     (["--device", "bogus"], "unknown device 'bogus'"),
     (["--device", "cuda:9"], "cuda:9"),
+    (["--cuda-graphs"], "--cuda-graphs needs --device cuda"),
 ])
 def test_bad_inputs_exit_2_with_one_line(argv, message, tmp_path, capsys):
     import torch

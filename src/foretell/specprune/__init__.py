@@ -36,11 +36,12 @@ def apply(vla, config=None, *, adapter=None):
     cfg = SpecPruneConfig() if config is None else config
     if not isinstance(cfg, SpecPruneConfig):
         raise ForetellError(f"config must be a SpecPruneConfig, got {type(cfg).__name__}")
+    cfg = cfg.for_graphs(cfg.cuda_graphs)
     ad = adapter_for(vla, adapter)
     n_layers = len(ad.layers)
     cfg.check_model(n_layers, ad.patches_per_view, len(ad.views))
     policy = SpecPrunePolicy(cfg, ad, n_layers) if cfg.enabled else PruningPolicy()
-    return PruningHandle(ad, policy, "specprune" if cfg.enabled else "full")
+    return PruningHandle(ad, policy, "specprune" if cfg.enabled else "full", cfg.cuda_graphs)
 
 
 __all__ = ["apply", "adapter_for", "SpecPruneConfig"]

@@ -28,6 +28,8 @@ def register(sub) -> None:
                    help="operating point of the specprune variants: a name (paper, tight; see docs/specprune.md) "
                         "or SpecPruneConfig changes as a JSON object, e.g. '{\"token_budget\": 80}' (default: paper)")
     e.add_argument("--no-baselines", action="store_true", help="skip the blind / random-action / expert reference policies")
+    e.add_argument("--cuda-graphs", action="store_true",
+                   help="every method replays its runs of plain decoder layers from CUDA graphs (needs --device cuda)")
     add_device_argument(e)
     e.set_defaults(func=_cmd_eval)
 
@@ -38,7 +40,7 @@ def _cmd_eval(args) -> int:
 
     cfg = EvalConfig(episodes=args.episodes, seed=args.seed, methods=parse_methods(args.methods), quick=args.quick,
                      weights=args.weights, threads=args.threads, baselines=not args.no_baselines,
-                     specprune=args.specprune_config, device=args.device)
+                     specprune=args.specprune_config, device=args.device, cuda_graphs=args.cuda_graphs)
     report = evaluate(cfg)
     json_path = Path(args.json)
     md_path = Path(args.md) if args.md else json_path.with_suffix(".md")

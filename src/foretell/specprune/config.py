@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from foretell.core.errors import ForetellError
 
 
+GRAPH_KEPT_MULTIPLE = 16  # kept_multiple when CUDA graphs are on and the config leaves it to the engine
+
+
 @dataclass
 class SpecPruneConfig:
     """Configuration of the SpecPrune-VLA engine (see docs/specprune.md for the rules)."""
@@ -55,6 +58,12 @@ class SpecPruneConfig:
     requery_on_fine: bool = True
     # --- optional hard cap on the visual tokens kept after static pruning (None: adaptive)
     token_budget: int | None = None
+    # --- engine: replay runs of plain layers from CUDA graphs (GPU only; graphs.py says why)
+    cuda_graphs: bool = False
+    # round the kept visual tokens of the static stage up to a multiple of this (adding the next best
+    # scored patches), so that graphs keyed by the row count come back in a closed loop; None: 16 when
+    # CUDA graphs are on, else 1 (no rounding)
+    kept_multiple: int | None = None
 
     def replace(self, **changes) -> "SpecPruneConfig":
         """A copy with ``changes`` applied (validated)."""
@@ -110,6 +119,14 @@ class SpecPruneConfig:
             raise ForetellError(f"token_budget={self.token_budget} keeps zero visual tokens; pass a positive number or None")
         if self.instruction_skip < 0:
             raise ForetellError("instruction_skip must be >= 0")
+        if self.kept_multiple is not None and (not isinstance(self.kept_multiple, int) or self.kept_multiple < 1):
+            raise ForetellError(f"kept_multiple={self.kept_multiple!r} must be a positive integer or None")
+
+    def for_graphs(self, cuda_graphs) -> "SpecPruneConfig":
+        """This config with ``kept_multiple`` resolved for an engine with (truthy) or without CUDA graphs."""
+        if self.kept_multiple is not None:
+            return self
+        return self.replace(kept_multiple=GRAPH_KEPT_MULTIPLE if cuda_graphs else 1)
 
     def resolve_layers(self, num_layers: int) -> tuple[tuple, tuple]:
         """(importance_layers, drop_layers) for a backbone of ``num_layers`` layers."""

@@ -210,6 +210,15 @@ class PruningPolicy:
         (attention of all tokens, output projection and MLP only for the kept rows)."""
         return False
 
+    def scores_at(self, layer_idx: int) -> bool:
+        """True if ``query_rows(layer_idx, ...)`` may ask for attention rows (without its side effects)."""
+        return False
+
+    def plain_layer(self, layer_idx: int) -> bool:
+        """True if the policy neither scores at nor prunes after ``layer_idx``, so ``query_rows`` and
+        ``after_layer`` would do nothing there: the engine may run it inside a captured graph."""
+        return not (self.scores_at(layer_idx) or self.prunes_after(layer_idx))
+
     def kv_cache(self, state: TokenState):
         """An object with ``update(k, v, layer_idx, **kw)`` injecting extra keys/values, or None."""
         return None
@@ -328,8 +337,25 @@ class QueryRecord:
     info: dict = field(default_factory=dict)
 
 
-def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=None) -> tuple[torch.Tensor, QueryRecord]:
-    """One backbone pass under ``policy``: returns (final hidden of the action slots [1, A, H], record)."""
+def plain_segments(policy: PruningPolicy, num_layers: int, min_layers: int = 2) -> dict:
+    """{first layer: end layer} of every maximal run of at least ``min_layers`` plain layers."""
+    out, i = {}, 0
+    while i < num_layers:
+        j = i
+        while j < num_layers and policy.plain_layer(j):
+            j += 1
+        if j - i >= min_layers:
+            out[i] = j
+        i = max(j, i + 1)
+    return out
+
+
+def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=None,
+                 graphs=None) -> tuple[torch.Tensor, QueryRecord]:
+    """One backbone pass under ``policy``: returns (final hidden of the action slots [1, A, H], record).
+
+    ``graphs``: a :class:`~foretell.specprune.graphs.LayerGraphs`; every run of two or more plain
+    layers (``policy.plain_layer``) then goes through it. Not used with a key/value cache policy."""
     dims = adapter.dims()
     layers = adapter.layers
     cuda = prep.embeds.is_cuda
@@ -347,7 +373,17 @@ def run_backbone(adapter, prep: PreparedInputs, policy: PruningPolicy, history=N
         state.gather(keep)
     cache = policy.kv_cache(state)
     macs, per_layer, extra = 0, [], 0
+    segments = plain_segments(policy, len(layers)) if graphs is not None and cache is None else {}
+    skip_to = 0
     for i, layer in enumerate(layers):
+        if i < skip_to:
+            continue
+        if i in segments:
+            skip_to, n = segments[i], state.hidden.shape[1]
+            per_layer.extend([state.visual_count()] * (skip_to - i))
+            macs += (skip_to - i) * layer_macs(n, n, dims)
+            state.hidden = graphs.run(layers, i, skip_to, state.hidden, state.position_ids, state.cos, state.sin)
+            continue
         rows = policy.query_rows(i, state)
         n = state.hidden.shape[1]
         n_keys = n + (cache.extra_keys(i) if cache is not None else 0)

@@ -73,12 +73,15 @@ class EvalConfig:
     specprune: dict | str | None = None  # OPERATING_POINTS name or SpecPruneConfig changes (testbed_specprune_config)
     extra: dict = field(default_factory=dict)
     device: str = "cpu"  # where the policy runs: cpu, cuda, cuda:N or mps (checked to exist)
+    cuda_graphs: bool = False  # every method replays runs of plain layers from CUDA graphs (cuda only)
 
     def check(self) -> None:
         from foretell.core.device import resolve_device
         from foretell.specprune.methods import METHOD_NAMES
 
         self.device = str(resolve_device(self.device))
+        if self.cuda_graphs and not self.device.startswith("cuda"):
+            raise ForetellError(f"--cuda-graphs needs --device cuda (CUDA graphs are a GPU feature), got --device {self.device}")
         if not isinstance(self.episodes, int) or self.episodes < 1:
             raise ForetellError(f"--episodes must be a positive integer, got {self.episodes!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -299,7 +302,7 @@ def _evaluate(cfg: EvalConfig, log) -> dict:
     handles = {}
     for m in cfg.methods:
         handles[m] = build_method(m, vla, token_budget=budget if m in PEERS else None, seed=cfg.seed,
-                                  config=spc if m.startswith("specprune") else None)
+                                  config=spc if m.startswith("specprune") else None, cuda_graphs=cfg.cuda_graphs or None)
         # A removed handle keeps its state and statistics, and its predict_action is exactly what
         # vla.predict_action calls while it is applied; calling it directly lets all methods
         # alternate episode by episode without re-applying.

@@ -15,15 +15,21 @@ import torch
 from foretell.core.errors import ForetellError
 from foretell.specprune.engine import PruningPolicy, QueryRecord, run_backbone
 from foretell.specprune.frame_diff import FrameHistory
+from foretell.specprune.graphs import LayerGraphs
 
 
 class PruningHandle:
     """A pruning method applied to one VLA; ``remove()`` restores the original model."""
 
-    def __init__(self, adapter, policy: PruningPolicy, name: str):
+    def __init__(self, adapter, policy: PruningPolicy, name: str, cuda_graphs=False):
+        """``cuda_graphs``: True to replay runs of plain layers from CUDA graphs (the model must be on
+        a GPU), or a :class:`LayerGraphs` to use (e.g. ``LayerGraphs(backend="emulate")``)."""
         self.adapter = adapter
         self.policy = policy
         self.name = name
+        self.graphs = cuda_graphs if isinstance(cuda_graphs, LayerGraphs) else LayerGraphs() if cuda_graphs else None
+        if self.graphs is not None:
+            self.graphs.check_device(adapter.device)
         self.history = FrameHistory(max_frames=8)
         self.records: list[QueryRecord] = []
         self._requery = False
@@ -72,7 +78,7 @@ class PruningHandle:
             prep = self.adapter.prepare(images, instruction_ids, proprio)
             if prep.embeds.shape[0] != 1 and type(self.policy) is not PruningPolicy:
                 raise ForetellError(f"method {self.name!r} prunes per sample and needs batch size 1 (OpenVLA-OFT also queries with batch 1); got {prep.embeds.shape[0]}")
-            hidden, record = run_backbone(self.adapter, prep, self.policy, self.history)
+            hidden, record = run_backbone(self.adapter, prep, self.policy, self.history, graphs=self.graphs)
             self.records.append(record)
             self._requery = False
             actions = self.adapter.decode_actions(hidden)
@@ -104,6 +110,7 @@ class PruningHandle:
             "llm_cpu_seconds_median": statistics.median(r.cpu_seconds for r in recs),
             "mode_fraction_fine": sum(r.mode == "fine" for r in recs) / len(recs),
             "reused_tokens_mean": statistics.fmean(r.extra_keys for r in recs),
+            "cuda_graphs": dict(self.graphs.counts, kept=self.graphs.kept, capture_seconds=self.graphs.capture_seconds) if self.graphs is not None else None,
         }
 
     def remove(self) -> None:
@@ -111,6 +118,8 @@ class PruningHandle:
         if self._applied:
             self.adapter.uninstall()
             self._applied = False
+            if self.graphs is not None:
+                self.graphs.clear()
 
     def __enter__(self):
         return self

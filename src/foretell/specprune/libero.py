@@ -76,8 +76,11 @@ def _adapter_class():
 
 def run_libero_eval(checkpoint: str, *, task_suite: str = "libero_spatial", methods=("full", "specprune"),
                     trials_per_task: int = 50, max_tasks: int | None = None, seed: int = 7, config=None,
-                    token_budget: int | None = None, json_path=None, num_steps_wait: int = 10) -> dict:
-    """Closed-loop LIBERO evaluation of ``methods`` on one OFT checkpoint; returns (and writes) the report."""
+                    token_budget: int | None = None, json_path=None, num_steps_wait: int = 10,
+                    cuda_graphs: bool = False) -> dict:
+    """Closed-loop LIBERO evaluation of ``methods`` on one OFT checkpoint; returns (and writes) the report.
+    ``cuda_graphs``: every method replays its runs of plain decoder layers from CUDA graphs (the fast
+    path on a GPU, see docs/specprune.md)."""
     from foretell.specprune.methods import METHOD_NAMES
 
     if task_suite not in TASK_MAX_STEPS:
@@ -117,7 +120,8 @@ def run_libero_eval(checkpoint: str, *, task_suite: str = "libero_spatial", meth
     report = {"episodes": 0, "task_suite": task_suite, "checkpoint": str(checkpoint), "seed": seed, "methods": {}}
 
     for name in methods:
-        handle = build_method(name, vla, token_budget=token_budget, seed=seed, config=config, adapter=adapter)
+        handle = build_method(name, vla, token_budget=token_budget, seed=seed, config=config, adapter=adapter,
+                              cuda_graphs=cuda_graphs or None)
         successes, episodes, e2e = 0, 0, []
         for task_id in range(n_tasks):
             task = suite.get_task(task_id)

@@ -17,11 +17,14 @@ DEFAULT_BUDGET_FRACTION = 0.3
 FASTV_LAYER = 2
 
 
-def build_method(name: str, vla, token_budget: int | None = None, seed: int = 0, config=None, adapter=None):
+def build_method(name: str, vla, token_budget: int | None = None, seed: int = 0, config=None, adapter=None,
+                 cuda_graphs=None):
     """Apply method ``name`` to ``vla`` and return its handle (call ``.remove()`` when done).
 
     ``config``: a SpecPruneConfig for the specprune variants (the ablation switches are forced on
     top of it). ``token_budget``: visual tokens kept by the peers; for specprune an optional cap.
+    ``cuda_graphs``: replay runs of plain layers from CUDA graphs (see ``PruningHandle``); None:
+    the config's ``cuda_graphs`` for the specprune variants, off for the others.
     """
     from foretell.specprune import adapter_for
     from foretell.specprune.config import SpecPruneConfig
@@ -39,8 +42,9 @@ def build_method(name: str, vla, token_budget: int | None = None, seed: int = 0,
     total = ad.patches_per_view * len(ad.views)
     if token_budget is not None and not 1 <= int(token_budget) <= total:
         raise ForetellError(f"token_budget={token_budget} must be between 1 and the {total} visual tokens of the model")
+    peer_graphs = False if cuda_graphs is None else cuda_graphs
     if name == "full":
-        return PruningHandle(ad, PruningPolicy(), name)
+        return PruningHandle(ad, PruningPolicy(), name, peer_graphs)
     if name.startswith("specprune"):
         cfg = config if config is not None else SpecPruneConfig()
         changes = {"enabled": True}
@@ -50,14 +54,15 @@ def build_method(name: str, vla, token_budget: int | None = None, seed: int = 0,
             changes["use_global"] = False
         if name == "specprune_no_controller":
             changes["use_controller"] = False
-        cfg = cfg.replace(**changes)
+        graphs = cfg.cuda_graphs if cuda_graphs is None else cuda_graphs
+        cfg = cfg.replace(**changes).for_graphs(graphs)
         cfg.check_model(n_layers, ad.patches_per_view, len(ad.views))
-        return PruningHandle(ad, SpecPrunePolicy(cfg, ad, n_layers), name)
+        return PruningHandle(ad, SpecPrunePolicy(cfg, ad, n_layers), name, graphs)
     budget = int(token_budget) if token_budget is not None else max(1, int(round(DEFAULT_BUDGET_FRACTION * total)))
     if name == "fastv":
         if n_layers <= FASTV_LAYER + 1:
             raise ForetellError(f"fastv prunes after layer {FASTV_LAYER} and needs more than {FASTV_LAYER + 1} layers; the model has {n_layers}")
-        return PruningHandle(ad, FastVPolicy(budget, FASTV_LAYER), name)
+        return PruningHandle(ad, FastVPolicy(budget, FASTV_LAYER), name, peer_graphs)
     if name == "vla_cache":
-        return PruningHandle(ad, VLACachePolicy(ad, budget, n_layers), name)
-    return PruningHandle(ad, RandomPolicy(budget, seed), name)
+        return PruningHandle(ad, VLACachePolicy(ad, budget, n_layers), name, peer_graphs)
+    return PruningHandle(ad, RandomPolicy(budget, seed), name, peer_graphs)

@@ -42,6 +42,9 @@ class FastVPolicy(PruningPolicy):
     def __init__(self, budget: int, layer: int = 2):
         self.budget, self.layer = int(budget), int(layer)
 
+    def scores_at(self, layer_idx):
+        return layer_idx == self.layer
+
     def query_rows(self, layer_idx, state):
         return _instruction_rows(state) if layer_idx == self.layer else None
 
@@ -152,6 +155,9 @@ class VLACachePolicy(PruningPolicy):
 
     def kv_cache(self, state):
         return StaleKVInjector(self.store, state.origin, self.reused, state.layout.length)
+
+    def scores_at(self, layer_idx):
+        return layer_idx == self.num_layers // 2
 
     def query_rows(self, layer_idx, state):
         return _instruction_rows(state) if layer_idx == self.num_layers // 2 else None

@@ -128,12 +128,15 @@ class SpecPrunePolicy(PruningPolicy):
     def _dynamic_layers_on(self) -> bool:
         return self.cfg.use_dynamic_layers and not self._fine
 
+    def scores_at(self, layer_idx: int) -> bool:
+        return (layer_idx == 0 or (layer_idx == 1 and self.cfg.rescore_layer1)
+                or (layer_idx == self.num_layers - 1 and self.cfg.use_global)
+                or (self._dynamic_layers_on() and layer_idx in self.importance_layers))
+
     def query_rows(self, layer_idx, state):
-        scoring = layer_idx == 0 or (layer_idx == 1 and self.cfg.rescore_layer1)
-        last = layer_idx == self.num_layers - 1 and self.cfg.use_global
-        importance = self._dynamic_layers_on() and layer_idx in self.importance_layers
-        if not (scoring or last or importance):
+        if not self.scores_at(layer_idx):
             return None
+        importance = self._dynamic_layers_on() and layer_idx in self.importance_layers
         if importance:  # all non-visual rows (the instruction rows are among them)
             self._instr_sel = self._instr_in_nonvis
             return state.rows_of(self._nonvis_orig)
@@ -163,7 +166,7 @@ class SpecPrunePolicy(PruningPolicy):
                 kept |= self.global_mask
             count = None
             if not cfg.rescore_layer1:
-                kept = self._apply_budget(kept, instr)
+                kept = self._apply_budget(kept, instr, state.visual_count())
                 count = self._visual_kept
             self.kept = kept
             keep = grid.keep_rows(state.origin, kept, count)
@@ -172,7 +175,7 @@ class SpecPrunePolicy(PruningPolicy):
             kept = (top & self.kept) | self.first_k0 | self.dynamic
             if self.global_mask is not None:
                 kept |= self.global_mask
-            kept = self._apply_budget(kept, instr)
+            kept = self._apply_budget(kept, instr, state.visual_count())
             self.kept = kept
             keep = grid.keep_rows(state.origin, kept, self._visual_kept)
         if layer_idx == self.num_layers - 1 and cfg.use_global and instr is not None:
@@ -182,13 +185,20 @@ class SpecPrunePolicy(PruningPolicy):
             keep = self._drop_by_importance(state)
         return keep
 
-    def _apply_budget(self, kept: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Cap the kept visual tokens (bool [V, P]) at ``token_budget``, best scores first; sets
-        ``_visual_kept`` (the number kept after the static stage)."""
+    def _apply_budget(self, kept: torch.Tensor, scores: torch.Tensor, available: int) -> torch.Tensor:
+        """Cap the kept visual tokens (bool [V, P]) at ``token_budget``, best scores first, then round
+        the count up to a multiple of ``kept_multiple`` with the best scored patches not yet kept
+        (at most the ``available`` visual rows); sets ``_visual_kept`` (the number kept after the
+        static stage)."""
         budget = self.cfg.token_budget
         count = int(kept.sum())
         if budget is not None and count > budget:
             kept, count = self.grid.cap(kept, scores, budget), budget
+        m = self.cfg.kept_multiple or 1
+        if m > 1 and count % m:
+            target = min(-(-count // m) * m, available, budget if budget is not None else available)
+            if target > count:  # patches already dropped score -inf, so the present ones come first
+                kept, count = kept | self.grid.cap(~kept, scores, target - count), target
         self._visual_kept = count
         return kept
 
