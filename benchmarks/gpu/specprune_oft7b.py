@@ -22,9 +22,10 @@ TINY_DIMS = {"hidden": 64, "layers": 32, "heads": 4, "intermediate": 172, "vocab
 IMAGE, PATCH, CHUNK, ADIM, PROMPT, SKIP = 224, 14, 8, 7, 35, 10  # OFT on LIBERO: 2 x 256 patches, 8 x 7 actions
 CHANGED = {"third": (3, 5, 5), "wrist": (4, 2, 3)}  # per view: square of changed patches (side, row, col)
 RELEASED = {"use_global": False, "use_dynamic_layers": False, "static_cap_fine": 220 / 256}
-PROFILED = ("full", "specprune_coarse", "fastv")  # variants with a torch.profiler summary
+PROFILED = ("full", "specprune_coarse", "fastv", "specprune_coarse_graphs")  # variants with a torch.profiler summary
+GRAPHED = ("full", "specprune_coarse", "specprune_fine", "specprune_released_coarse", "fastv")  # also timed with cuda_graphs
 MAX_HOST_READS = {"specprune": 2, "fastv": 0, "full": 0}  # per query, asserted (foretell.specprune.syncs)
-OFT_BUDGET_S = 50.0  # later variants are recorded as skipped past this much of the sub-step
+OFT_BUDGET_S = 90.0  # later variants are recorded as skipped past this much of the sub-step
 CONTROLLER_STEPS, WARMUP = 10, 3  # executed actions observed before the warm-up queries (decisions start at step 10)
 FLOOR_CURVE = (64, 256, 384)  # more visual-token counts for the bare-backbone floor curve
 REPEATS = {"cuda": 30, "cpu": 3}  # timed queries per variant (CPU: a smoke run)
@@ -130,16 +131,27 @@ def _timed_ms(fn, warmup: int = WARMUP) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def _run_variant(vla, adapter, inputs, method: str, mode: str, config=None, budget=None) -> tuple[dict, object]:
-    """Apply ``method`` and time it (``_time_handle``); returns (record, handle), the caller removes the handle."""
+def _run_variant(vla, adapter, inputs, method: str, mode: str, config=None, budget=None,
+                 graphs: bool = False) -> tuple[dict, object]:
+    """Apply ``method`` and time it (``_time_handle``); returns (record, handle), the caller removes the handle.
+    ``graphs``: runs of plain layers replayed from CUDA graphs (``cuda_graphs=True``)."""
     from foretell.specprune.methods import build_method
 
-    h = build_method(method, vla, token_budget=budget, config=config, adapter=adapter)
+    h = build_method(method, vla, token_budget=budget, config=config, adapter=adapter, cuda_graphs=_graphs(graphs))
     try:
         return _time_handle(h, inputs, mode), h
     except BaseException:
         h.remove()  # the model's own predict_action back, so the next variant can be applied
         raise
+
+
+def _graphs(on: bool):
+    """``cuda_graphs`` for build_method: CUDA graphs on a GPU, the emulated backend on the CPU (smoke run)."""
+    if not on or common.DEV.startswith("cuda"):
+        return on
+    from foretell.specprune.graphs import LayerGraphs
+
+    return LayerGraphs(backend="emulate")
 
 
 def _time_handle(h, inputs, mode: str) -> dict:
@@ -173,7 +185,7 @@ def _time_handle(h, inputs, mode: str) -> dict:
             "visual_tokens_kept": st["visual_tokens_kept"], "visual_tokens_layer_mean": st["visual_tokens_layer_mean"],
             "llm_macs_fraction": st["llm_macs_fraction"], "mode_fraction_fine": st["mode_fraction_fine"],
             "queries": st["queries"], "visual_per_layer_last_query": h.records[-1].visual_per_layer,
-            "actions_finite": bool(torch.isfinite(out).all())}
+            "actions_finite": bool(torch.isfinite(out).all()), "cuda_graphs": st.get("cuda_graphs")}
 
 
 def _time_handle_warm(h, inputs, mode: str) -> None:
@@ -386,7 +398,12 @@ def _oft_7b_shape() -> dict:
                 ("specprune_released_fine", "specprune", "fine", SpecPruneConfig(**RELEASED), None),
                 ("fastv", "fastv", "coarse", None, "specprune_coarse"),
                 ("fastv_fine_budget", "fastv", "coarse", None, "specprune_fine")]
-    h, specs = None, {}
+    # the same variants with runs of plain layers replayed from CUDA graphs (CPU smoke run: emulated graphs)
+    # (kept_multiple=1: the inputs repeat, so the eager variant's exact token counts and actions apply)
+    variants += [(f"{n}_graphs", m, mode, (c or SpecPruneConfig()).replace(kept_multiple=1) if m == "specprune" else c, b)
+                 for n, m, mode, c, b in variants if n in GRAPHED]
+    variants.append(("specprune_coarse_graphs_default", "specprune", "coarse", SpecPruneConfig(), None))  # kept_multiple 16
+    h, specs, actions = None, {}, {}
     for name, method, mode, config, budget_of in variants:
         if time.perf_counter() - t_start > OFT_BUDGET_S:
             out["skipped"].append(name)
@@ -396,13 +413,18 @@ def _oft_7b_shape() -> dict:
             budget = None
             if budget_of is not None:
                 budget = max(1, round(out["variants"][budget_of]["visual_tokens_kept"]))
-            rec, h = _run_variant(vla, adapter, inputs, method, mode, config, budget)
+            graphs = "_graphs" in name
+            rec, h = _run_variant(vla, adapter, inputs, method, mode, config, budget, graphs)
+            actions[name] = act = h.predict_action(cur, ids, proprio)
             if name == "full":
-                act = h.predict_action(cur, ids, proprio)
                 rec["max_abs_diff_vs_bare"], rec["bare_abs_max"] = float((act - ref).abs().max()), float(ref.abs().max())
                 rec["allclose_bare"] = bool(torch.allclose(act, ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max())))
+            if name.endswith("_graphs"):  # the same method eagerly ran just before with the same observations
+                eager = actions[name[: -len("_graphs")]]
+                rec["max_abs_diff_vs_eager"] = float((act - eager).abs().max())
+                rec["allclose_eager"] = bool(torch.allclose(act, eager, rtol=1e-2, atol=1e-2 * float(eager.abs().max())))
             out["variants"][name] = rec
-            specs[name] = (method, mode, config, budget)
+            specs[name] = (method, mode, config, budget, graphs)
         except Exception as exc:  # recorded; the next variant still runs
             out["errors"][name] = f"{type(exc).__name__}: {exc}"
             out["variants"].pop(name, None)
@@ -422,8 +444,8 @@ def _oft_7b_shape() -> dict:
     for name in [n for n in PROFILED if n in specs]:
         h = None
         try:
-            method, mode, config, budget = specs[name]
-            h = build_method(method, vla, token_budget=budget, config=config, adapter=adapter)
+            method, mode, config, budget, graphs = specs[name]
+            h = build_method(method, vla, token_budget=budget, config=config, adapter=adapter, cuda_graphs=_graphs(graphs))
             _time_handle_warm(h, inputs, mode)
             out["variants"][name]["profile"] = _profile(h, inputs, 3 if dev.startswith("cuda") else 1)
             if name == "specprune_coarse":
@@ -440,7 +462,7 @@ def _oft_7b_shape() -> dict:
             rec["speedup_llm_vs_full"] = out["variants"]["full"]["llm_ms"] / rec["llm_ms"]
     if dev.startswith("cuda"):
         out["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    del vla, adapter, h, bare, prep, ref, inputs, prev, cur, ids, proprio  # handles reference the model
+    del vla, adapter, h, bare, prep, ref, inputs, prev, cur, ids, proprio, actions  # handles reference the model
     gc.collect()
     if dev.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -450,7 +472,8 @@ def _oft_7b_shape() -> dict:
                      and v["full"]["llm_macs_fraction"] == 1.0
                      and all(v[n]["mode_fraction_fine"] == (1.0 if "fine" in n else 0.0) for n in v if n.startswith("specprune"))
                      and all(v[n]["llm_macs_fraction"] < 1.0 and v[n]["visual_tokens_kept"] < out["visual_tokens_total"]
-                             for n in v if n != "full")
+                             for n in v if not n.startswith("full"))
+                     and all(r.get("allclose_eager", True) and r["cuda_graphs"]["replays"] > 0 for n, r in v.items() if "_graphs" in n)
                      and v["fastv"]["visual_tokens_kept"] == v["fastv"]["token_budget"]
                      and all(r.get("host_reads_gpu_path", 99) <= MAX_HOST_READS[r["method"]] for r in v.values()))
     return out
