@@ -217,6 +217,7 @@ def summarize(episodes: list, stats: dict) -> dict:
         "mode_fraction_fine": stats.get("mode_fraction_fine"),
         "llm_latency_ms_mean": statistics.fmean(llm) * 1000 if llm else None,
         "per_episode_success": "".join("1" if s else "0" for s in succ),
+        "cuda_graphs": stats.get("cuda_graphs"),  # eager / capture / replay counts with --cuda-graphs, else None
     }
 
 
