@@ -13,21 +13,16 @@ to this 6-layer one (the rule the SpecPrune layer sets follow).
 
 from __future__ import annotations
 
-import argparse
 import time
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", default=None, help="weights directory (default: the eval default)")
-    p.add_argument("--seed", type=int, default=7, help="screening layout seed (not 0)")
-    p.add_argument("--episodes", type=int, default=30, help="episodes per setting")
+    from foretell.specprune.eval import screening_parser
+
+    p = screening_parser(__doc__, 30)
     p.add_argument("--budgets", default="10,20,40,60", help="comma-separated visual-token budgets")
     p.add_argument("--layers", default="0,2", help="comma-separated FastV pruning layers K")
-    p.add_argument("--json", required=True, help="output JSON path")
     args = p.parse_args(argv)
-
-    import torch
 
     from foretell.core.report import write_json
     from foretell.specprune import adapter_for
@@ -36,7 +31,6 @@ def main(argv=None) -> int:
     from foretell.specprune.methods import build_method
     from foretell.specprune.peers import FastVPolicy
 
-    torch.set_num_threads(1)
     vla, runner, layouts = screening_setup(args.weights, args.seed, args.episodes)
     t0 = time.perf_counter()
 
@@ -59,4 +53,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from foretell.core.errors import run_script
+
+    raise SystemExit(run_script(main))

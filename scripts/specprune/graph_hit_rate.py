@@ -23,7 +23,6 @@ query after the static stage runs through graphs keyed this way.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import Counter
 
@@ -40,22 +39,17 @@ def simulate(keys: list, min_hits: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", default=None, help="weights directory (default: the eval default)")
-    p.add_argument("--seed", type=int, default=7, help="screening layout seed (not 0)")
-    p.add_argument("--episodes", type=int, default=20, help="closed-loop episodes")
+    from foretell.specprune.eval import screening_parser
+
+    p = screening_parser(__doc__, 20)
     p.add_argument("--min-hits", default="1,2,3", help="comma-separated LayerGraphs min_hits values")
     p.add_argument("--kept-multiples", default="1,8,16,32", help="comma-separated kept_multiple values")
-    p.add_argument("--json", required=True, help="output JSON path")
     args = p.parse_args(argv)
-
-    import torch
 
     from foretell.core.report import write_json
     from foretell.specprune.eval import run_layouts, screening_setup, testbed_specprune_config
     from foretell.specprune.methods import build_method
 
-    torch.set_num_threads(1)
     vla, runner, layouts = screening_setup(args.weights, args.seed, args.episodes)
     t0 = time.perf_counter()
     h = build_method("specprune", vla, config=testbed_specprune_config().replace(kept_multiple=1))
@@ -78,4 +72,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from foretell.core.errors import run_script
+
+    raise SystemExit(run_script(main))

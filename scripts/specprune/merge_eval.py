@@ -66,4 +66,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from foretell.core.errors import run_script
+
+    raise SystemExit(run_script(main))

@@ -16,7 +16,6 @@ point on the evaluation layouts would be selection bias.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -28,23 +27,18 @@ def paired(a: list, b: list) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", default=None, help="weights directory (default: the eval default)")
-    p.add_argument("--seed", type=int, default=7, help="screening layout seed (not 0: the held-out evaluation seed)")
-    p.add_argument("--episodes", type=int, default=30, help="screening episodes per method")
+    from foretell.specprune.eval import screening_parser
+
+    p = screening_parser(__doc__, 30, "output JSON path (rewritten after every candidate)")
     p.add_argument("--candidates", required=True, help="JSON object: name -> SpecPruneConfig changes")
     p.add_argument("--peers", default="fastv,random", help="peers run at each candidate's measured budget")
-    p.add_argument("--json", required=True, help="output JSON path (rewritten after every candidate)")
     args = p.parse_args(argv)
-
-    import torch
 
     from foretell.core.report import write_json
     from foretell.specprune.config import SpecPruneConfig
     from foretell.specprune.eval import run_layouts, screening_setup
     from foretell.specprune.methods import build_method
 
-    torch.set_num_threads(1)
     candidates = json.loads(args.candidates)
     vla, runner, layouts = screening_setup(args.weights, args.seed, args.episodes)
 
@@ -84,4 +78,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from foretell.core.errors import run_script
+
+    raise SystemExit(run_script(main))

@@ -130,3 +130,19 @@ def test_time_interleaved_rotates_cells_and_keeps_one_time_per_round():
     assert sorted(timed) == sorted(["a", "b", "c"] * 4)
     assert {c: len(t) for c, t in times.items()} == {"a": 4, "b": 4, "c": 4}
     assert all(s >= 0 for t in times.values() for s in t) and len(load) == 2
+
+
+def test_run_script_turns_a_user_error_into_one_line(capsys, monkeypatch):
+    from foretell.core.errors import ForetellError, run_script
+
+    def bad(argv):
+        raise ForetellError("--seed 0 holds the evaluation layouts")
+
+    monkeypatch.delenv("FORETELL_DEBUG", raising=False)
+    assert run_script(bad) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: --seed 0 holds" in err
+    assert run_script(lambda argv: None) == 0 and run_script(lambda argv: 3) == 3
+    monkeypatch.setenv("FORETELL_DEBUG", "1")
+    with pytest.raises(ForetellError):
+        run_script(bad)

@@ -7,3 +7,18 @@ class ForetellError(ValueError):
     The CLI prints its message as one line and exits non-zero; it never shows a traceback.
     Messages should say what was wrong and what is accepted.
     """
+
+
+def run_script(main, argv=None) -> int:
+    """Exit status of a repository script's ``main(argv)``; a ForetellError becomes one line on stderr
+    and status 2 instead of a traceback (as the ``foretell`` command does)."""
+    import os
+    import sys
+
+    try:
+        return int(main(argv) or 0)
+    except ForetellError as exc:
+        if os.environ.get("FORETELL_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"{os.path.basename(sys.argv[0])}: error: {exc}", file=sys.stderr)
+        return 2

@@ -221,14 +221,31 @@ def summarize(episodes: list, stats: dict) -> dict:
     }
 
 
+def screening_parser(doc: str, episodes: int, json_help: str = "output JSON path"):
+    """argparse parser of a screening script: ``--weights``, ``--seed`` (screening layouts, not 0),
+    ``--episodes`` (default ``episodes``) and ``--json``; the script adds its own flags."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--weights", default=None, help="weights directory (default: the eval default)")
+    p.add_argument("--seed", type=int, default=7, help="screening layout seed (not 0: the held-out evaluation seed)")
+    p.add_argument("--episodes", type=int, default=episodes, help="screening episodes per method or setting")
+    p.add_argument("--json", required=True, help=json_help)
+    return p
+
+
 def screening_setup(weights, seed: int, episodes: int, horizon: int = 100):
     """Policy, episode runner and layouts for choosing settings (budgets, configs) on SCREENING layouts:
-    seed 0 holds the held-out evaluation layouts, and choosing on them would be selection bias."""
+    seed 0 holds the held-out evaluation layouts, and choosing on them would be selection bias. Runs
+    torch on one thread (the tiny policy is fastest there, and the timings stay comparable)."""
     from foretell.specprune.sim import sample_layout
     from foretell.specprune.train import load_policy
 
     if seed == 0:
         raise ForetellError("--seed 0 holds the evaluation layouts; screen on another seed")
+    import torch
+
+    torch.set_num_threads(1)
     vla, tok = load_policy(weights)
     runner = EpisodeRunner(vla, tok, vla.config.image_size, horizon)
     return vla, runner, [sample_layout(seed, i) for i in range(episodes)]
