@@ -114,7 +114,7 @@ def test_cuda_graphs_off_the_gpu_is_a_clear_error():
 def test_bad_graph_settings_are_clear_errors():
     with pytest.raises(ForetellError, match="accepted: cuda, emulate"):
         LayerGraphs(backend="cpu")
-    with pytest.raises(ForetellError, match="at least 1"):
+    with pytest.raises(ForetellError, match="integers >= 1"):
         LayerGraphs(backend="emulate", min_hits=0)
 
 
@@ -161,3 +161,57 @@ def test_graphs_round_the_kept_count_by_default_and_explicit_settings_win():
     assert multiple(cuda_graphs=graphs, config=SpecPruneConfig(kept_multiple=1)) == 1
     with pytest.raises(ForetellError, match="kept_multiple=0 must be a positive integer"):
         SpecPruneConfig(kept_multiple=0)
+
+
+class _DropHalfAfter3(PruningPolicy):
+    """Prunes in ``after_layer`` without declaring it in ``prunes_after`` (the eager engine allows it)."""
+
+    def after_layer(self, layer_idx, state, probs, rows):
+        if layer_idx != 3:
+            return None
+        vis = state.visual_rows()
+        return state.keep_visual_rows(vis[: vis.numel() // 2])
+
+
+def test_a_policy_that_does_not_declare_where_it_acts_is_never_graphed():
+    from foretell.specprune.adapter import OFTStyleAdapter
+    from foretell.specprune.handle import PruningHandle
+
+    vla = tiny_vla(num_layers=8)
+    images, ids, proprio = tiny_inputs()
+    out = []
+    for graphs in (None, LayerGraphs(backend="emulate", min_hits=1)):
+        h = PruningHandle(OFTStyleAdapter(vla), _DropHalfAfter3(), "custom", graphs)
+        out.append((h.predict_action(images, ids, proprio), h.records[-1].visual_per_layer))
+        h.remove()
+    assert torch.equal(out[0][0], out[1][0]) and out[0][1] == out[1][1]
+    assert out[0][1][4] < out[0][1][3]  # the drop after layer 3 happened in both
+    assert not any(_DropHalfAfter3().plain_layer(i) for i in range(8))
+
+
+def test_one_layer_graphs_shared_by_two_models_keeps_their_graphs_apart():
+    graphs = LayerGraphs(backend="emulate", min_hits=1)
+    images, ids, proprio = tiny_inputs()
+    vlas = [tiny_vla(seed=seed, num_layers=6) for seed in (0, 1)]
+    want = [v.predict_action(images, ids, proprio) for v in vlas]
+    handles = [build_method("full", v, cuda_graphs=graphs) for v in vlas]  # both held: nothing cleared
+    got = [h.predict_action(images, ids, proprio) for h in handles]
+    assert graphs.kept == 2 and not torch.equal(want[0], want[1])
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    for h in handles:
+        h.remove()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"min_hits": "x"}, "must both be integers >= 1"), ({"min_hits": 1.7}, "must both be integers >= 1"),
+    ({"max_graphs": None}, "must both be integers >= 1")])
+def test_graph_settings_must_be_integers(kwargs, message):
+    with pytest.raises(ForetellError, match=message):
+        LayerGraphs(backend="emulate", **kwargs)
+
+
+@pytest.mark.parametrize("changes, message", [({"cuda_graphs": "no"}, "must be true or false"),
+                                              ({"kept_multiple": True}, "must be a positive integer")])
+def test_config_types_for_graphs(changes, message):
+    with pytest.raises(ForetellError, match=message):
+        SpecPruneConfig(**changes)

@@ -119,8 +119,11 @@ class SpecPruneConfig:
             raise ForetellError(f"token_budget={self.token_budget} keeps zero visual tokens; pass a positive number or None")
         if self.instruction_skip < 0:
             raise ForetellError("instruction_skip must be >= 0")
-        if self.kept_multiple is not None and (not isinstance(self.kept_multiple, int) or self.kept_multiple < 1):
+        if self.kept_multiple is not None and (not isinstance(self.kept_multiple, int) or isinstance(self.kept_multiple, bool)
+                                               or self.kept_multiple < 1):
             raise ForetellError(f"kept_multiple={self.kept_multiple!r} must be a positive integer or None")
+        if not isinstance(self.cuda_graphs, bool):
+            raise ForetellError(f"cuda_graphs={self.cuda_graphs!r} must be true or false")
 
     def for_graphs(self, cuda_graphs) -> "SpecPruneConfig":
         """This config with ``kept_multiple`` resolved for an engine with (truthy) or without CUDA graphs."""

@@ -207,7 +207,8 @@ class PruningPolicy:
 
     def prunes_after(self, layer_idx: int) -> bool:
         """True if ``after_layer(layer_idx, ...)`` may drop rows: the engine then runs that layer split
-        (attention of all tokens, output projection and MLP only for the kept rows)."""
+        (attention of all tokens, output projection and MLP only for the kept rows). With CUDA graphs
+        a policy must say True wherever ``after_layer`` may return rows (see ``plain_layer``)."""
         return False
 
     def scores_at(self, layer_idx: int) -> bool:
@@ -216,7 +217,14 @@ class PruningPolicy:
 
     def plain_layer(self, layer_idx: int) -> bool:
         """True if the policy neither scores at nor prunes after ``layer_idx``, so ``query_rows`` and
-        ``after_layer`` would do nothing there: the engine may run it inside a captured graph."""
+        ``after_layer`` would do nothing there: the engine may run it inside a captured graph.
+
+        A subclass that overrides ``query_rows`` without ``scores_at``, or ``after_layer`` without
+        ``prunes_after``, has not declared where it acts: none of its layers is plain (run eagerly)."""
+        cls = type(self)
+        if ((cls.query_rows is not PruningPolicy.query_rows and cls.scores_at is PruningPolicy.scores_at)
+                or (cls.after_layer is not PruningPolicy.after_layer and cls.prunes_after is PruningPolicy.prunes_after)):
+            return False
         return not (self.scores_at(layer_idx) or self.prunes_after(layer_idx))
 
     def kv_cache(self, state: TokenState):

@@ -302,7 +302,9 @@ def _evaluate(cfg: EvalConfig, log) -> dict:
     vla = vla.to(cfg.device)
     runner = EpisodeRunner(vla, tok, vla.config.image_size, horizon)
     layouts = [sample_layout(cfg.seed, i) for i in range(n)]
+    # the kept-count rounding that graphs bring must also hold while the peers' budget is calibrated
     spc = testbed_specprune_config(cfg.specprune)
+    spc = spc.for_graphs(cfg.cuda_graphs or spc.cuda_graphs)
     t_start = time.perf_counter()
 
     budget, calib = None, None

@@ -98,8 +98,8 @@ class LayerGraphs:
             raise ForetellError(f"graph backend {backend!r} is not known; accepted: {', '.join(self.BACKENDS)}")
         if backend == "cuda" and not torch.cuda.is_available():
             raise ForetellError("cuda_graphs needs a CUDA GPU, and torch sees none; run on a GPU or set cuda_graphs=False")
-        if int(min_hits) < 1 or int(max_graphs) < 1:
-            raise ForetellError(f"min_hits={min_hits} and max_graphs={max_graphs} must both be at least 1")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (min_hits, max_graphs)):
+            raise ForetellError(f"min_hits={min_hits!r} and max_graphs={max_graphs!r} must both be integers >= 1")
         self.backend, self.min_hits, self.max_graphs = backend, int(min_hits), int(max_graphs)
         self._segments: OrderedDict = OrderedDict()
         self._hits: dict = {}
@@ -115,7 +115,8 @@ class LayerGraphs:
     def run(self, layers, start: int, stop: int, hidden, position_ids, cos, sin) -> torch.Tensor:
         """Output hidden states of ``layers[start:stop]``: replayed from a graph, captured now, or eager."""
         inputs = (hidden, position_ids, cos, sin)
-        key = (start, stop, *(tuple(t.shape) for t in inputs), hidden.dtype, hidden.device)
+        # the first layer's identity: one LayerGraphs shared by two same-shaped models keeps their graphs apart
+        key = (id(layers[start]), start, stop, *(tuple(t.shape) for t in inputs), hidden.dtype, hidden.device)
         seg = self._segments.get(key)
         if seg is None:
             self._hits[key] = self._hits.get(key, 0) + 1
