@@ -6,6 +6,8 @@ Run: python scripts/specee/make_prompts.py
 import random
 from pathlib import Path
 
+DATA_DIR = Path(__file__).resolve().parents[2] / "src" / "foretell" / "specee" / "data"
+
 TOPICS = [
     "photosynthesis", "the water cycle", "black holes", "volcanoes", "the French Revolution",
     "the Roman Empire", "vaccines", "climate change", "the internet", "electric cars",
@@ -152,7 +154,7 @@ def draft_prompts(train: list[str], train_topics: list[str], eval_topics: list[s
     return keep
 
 
-def main(seed: int = 0) -> None:
+def main(seed: int = 0, out: Path | None = None) -> None:
     rng = random.Random(seed)
     topics = TOPICS[:]
     rng.shuffle(topics)
@@ -171,7 +173,7 @@ def main(seed: int = 0) -> None:
     evals += code[18:] + general[24:]
     rng.shuffle(train)
     rng.shuffle(evals)
-    out = Path(__file__).resolve().parents[2] / "src" / "foretell" / "specee" / "data"
+    out = out or DATA_DIR
     out.mkdir(parents=True, exist_ok=True)
     (out / "prompts_train.txt").write_text("\n".join(train) + "\n")
     (out / "prompts_eval.txt").write_text("\n".join(evals) + "\n")
@@ -181,4 +183,10 @@ def main(seed: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0: the shipped files)")
+    ap.add_argument("--out", type=Path, default=DATA_DIR, help=f"output folder (default: {DATA_DIR})")
+    cli = ap.parse_args()
+    main(cli.seed, cli.out)

@@ -41,6 +41,18 @@ def build_parser() -> ForetellArgumentParser:
     return parser
 
 
+OUTPUT_FLAGS = {"json": "--json", "md": "--md", "plot": "--plot", "save_poisoned": "--save-poisoned"}
+
+
+def _check_outputs(args) -> None:
+    """Every output path a command was given is checked before any work (not after a long run)."""
+    from foretell.core.report import check_output_path
+
+    for attr, flag in OUTPUT_FLAGS.items():
+        check_output_path(getattr(args, attr, None), flag)
+    check_output_path(getattr(args, "out", None), "--out", directory=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, dispatch, and turn user errors into one-line messages."""
     parser = build_parser()
@@ -52,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = os.environ.get("FORETELL_DEBUG", "") not in ("", "0")
     try:
+        _check_outputs(args)
         rc = func(args)
         return int(rc or 0)
     except ForetellError as exc:

@@ -12,6 +12,8 @@ import importlib
 import time
 from pathlib import Path
 
+from foretell.core.argtypes import int_at_least
+
 from foretell.core.device import add_device_argument, resolve_device
 from foretell.core.errors import ForetellError
 
@@ -25,7 +27,7 @@ def register(sub) -> None:
                                    "on the models and data that ship with foretell; prints one summary "
                                    "table and writes JSON, Markdown and PNG plots.")
     p.add_argument("--out", default="reports/demo", help="output directory (default: reports/demo)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for every system (default: 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed for every system (default: 0)")
     p.add_argument("--quick", action="store_true", help="an even shorter run (smoke test)")
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all)")
@@ -88,10 +90,17 @@ def print_table(rows: list[dict]) -> None:
 
 
 def _cmd_demo(args) -> int:
+    import sys
+
     systems = _parse_systems(args.systems)
     device = str(resolve_device(args.device))
+    if args.shared_dir is not None and not Path(args.shared_dir).is_dir():
+        raise ForetellError(f"--shared-dir {args.shared_dir} is not a directory; pass the folder that holds "
+                            "data/graphs (the repository's ../shared)")
     report = run_demo(Path(args.out), seed=args.seed, quick=args.quick, systems=systems,
                       shared=args.shared_dir, device=device)
     print_table(report["rows"])
     print(f"reports written to {Path(args.out).resolve()}")
+    for name, message in report["failures"].items():  # the table is on stdout; failures also go to stderr
+        print(f"foretell demo: {name} failed: {message}", file=sys.stderr)
     return 1 if report["failures"] else 0

@@ -79,9 +79,9 @@ def test_cli_bad_flag_is_one_line(capsys):
     assert len(err.splitlines()) == 1 and "unrecognized arguments" in err
 
 
-def test_demo_rejects_unknown_system(capsys):
-    assert main(["demo", "--systems", "nope", "--out", os.devnull]) == 2
-    assert "accepted" in capsys.readouterr().err
+def test_demo_rejects_unknown_system(capsys, tmp_path):
+    assert main(["demo", "--systems", "nope", "--out", str(tmp_path / "demo")]) == 2
+    assert "accepted" in capsys.readouterr().err and not (tmp_path / "demo").exists()
 
 
 def test_demo_rejects_bad_device_before_running_anything(capsys, tmp_path):
@@ -146,3 +146,51 @@ def test_run_script_turns_a_user_error_into_one_line(capsys, monkeypatch):
     monkeypatch.setenv("FORETELL_DEBUG", "1")
     with pytest.raises(ForetellError):
         run_script(bad)
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    import os
+
+    from foretell.core.errors import ForetellError
+    from foretell.core.report import check_output_path, write_json
+
+    check_output_path(tmp_path / "new" / "deeper" / "r.json", "--json")  # folders that would be created
+    assert not (tmp_path / "new").exists() and list(tmp_path.iterdir()) == []  # nothing left behind
+    (tmp_path / "afile").write_text("x")
+    for path, flag, message, directory in [("", "--json", "is empty", False),
+                                           (tmp_path, "--json", "is a directory", False),
+                                           (tmp_path / "afile", "--out", "is a file", True),
+                                           (tmp_path / "afile" / "r.json", "--json", "is a file, so the folder", False)]:
+        with pytest.raises(ForetellError, match=message):
+            check_output_path(path, flag, directory=directory)
+    written = write_json(tmp_path / "r.json", {"a": 1}, add_environment=False)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert written.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["specee", "generate", "hi", "--max-new-tokens", "0"], "--max-new-tokens: 0 is below 1"),
+    (["specee", "bench", "--threads", "x"], "'x' is not an integer"),
+    (["specdiff", "bench", "--guidance-scale", "nan"], "nan is outside"),
+    (["nifa", "run", "--dataset", "german", "--patience", "-1"], "--patience: -1 is below 1"),
+    (["demo", "--seed", "-1"], "--seed: -1 is below 0"),
+])
+def test_range_checked_flags_are_one_line_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nifa", "attack", "--dataset", "german", "--seeds", "3,4", "--save-poisoned", "{tmp}/p.pt"], "takes one seed"),
+    (["nifa", "run", "--dataset", "german", "--victims", "gcn,gcn", "--json", "{tmp}/r.json"], "name one twice"),
+    (["nifa", "run", "--dataset", "german", "--min-epochs", "9", "--max-epochs", "5", "--json", "{tmp}/r.json"],
+     "is above --max-epochs"),
+    (["demo", "--shared-dir", "{tmp}/nope", "--out", "{tmp}/demo"], "is not a directory"),
+])
+def test_impossible_requests_stop_before_any_work(argv, message, capsys, tmp_path):
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and list(tmp_path.iterdir()) == []

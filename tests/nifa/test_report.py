@@ -29,3 +29,23 @@ def test_build_and_merge_reports():
     assert merged["num_edges"] == a["num_edges"] and merged["split"] == a["split"]
     with pytest.raises(ForetellError, match="share seeds"):
         merge_reports([a, a])
+
+
+def test_merge_refuses_reports_of_other_data_or_config_and_incomplete_ones():
+    data = toy_graph()
+    data.split_seed = 0
+    cfg = EvalConfig(seeds=(0, 1), victims=("gcn",), baselines=("random",), nifa=NIFAConfig(),
+                     victim=VictimConfig(), fair=FairConfig())
+    a = build_report("toy", data, cfg, [seed_result(0, 0.2)])
+    b = build_report("toy", data, cfg, [seed_result(1, 0.4)])
+    with pytest.raises(ForetellError, match="differs from report 0 in dataset"):
+        merge_reports([a, dict(b, dataset="german")])
+    other = EvalConfig(seeds=(1,), victims=("gcn",), baselines=("random",), nifa=NIFAConfig(beta=1.0),
+                       victim=VictimConfig(), fair=FairConfig())
+    with pytest.raises(ForetellError, match="in config"):
+        merge_reports([a, build_report("toy", data, other, [seed_result(1, 0.4)])])
+    with pytest.raises(ForetellError, match="marked incomplete"):
+        merge_reports([a, dict(b, complete=False)])
+    with pytest.raises(ForetellError, match="not `foretell nifa run` JSON reports"):
+        merge_reports([a, {}])
+    assert merge_reports([a, b])["seeds"] == [0, 1]

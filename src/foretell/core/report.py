@@ -47,6 +47,40 @@ def environment_info() -> dict:
     return info
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output_path(path, flag: str, *, directory: bool = False) -> None:
+    """Fail early, before any work, when ``path`` (given by ``flag``) cannot be written: empty, a
+    directory where a file is wanted (or a file where a directory is), a file in the way of its
+    folder, or a folder that does not take files. Creates nothing that stays behind."""
+    from foretell.core.errors import ForetellError
+
+    if path is None:
+        return
+    if str(path).strip() == "":
+        raise ForetellError(f"{flag} is empty; pass a {'directory' if directory else 'file'} path")
+    p = Path(path)
+    if p.exists() and p.is_dir() != directory:
+        raise ForetellError(f"{flag} {path} is {'a file' if directory else 'a directory'}; pass a "
+                            f"{'directory' if directory else 'file'} path")
+    folder = p if directory else p.parent
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ForetellError(f"{flag} {path}: {existing} is a file, so the folder cannot be created")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".foretell-write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ForetellError(f"{flag} {path}: cannot write in {existing} ({exc.strerror or exc})") from None
+
+
 def _atomic_write(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +88,7 @@ def _atomic_write(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

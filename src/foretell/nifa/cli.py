@@ -6,6 +6,8 @@ Cheap to import: torch / PyG are imported inside the command functions.
 
 from __future__ import annotations
 
+from foretell.core.argtypes import int_at_least
+
 DATASETS = ("dblp", "german", "pokec_z", "pokec_n")
 
 
@@ -34,7 +36,7 @@ def _add_data_args(p) -> None:
     g.add_argument("--label-column", default=None, help="label column of your CSV (negative = unknown)")
     g.add_argument("--sensitive-column", default=None, help="binary sensitive-attribute column of your CSV")
     g.add_argument("--drop-columns", default="", help="comma-separated CSV columns not to use as features")
-    g.add_argument("--split-seed", type=int, default=0,
+    g.add_argument("--split-seed", type=int_at_least(0), default=0,
                    help="seed of the fixed 50/25/25 split of labelled nodes (default: 0)")
 
 
@@ -52,7 +54,7 @@ def _add_attack_args(p) -> None:
                    help="Bayesian-GCN epochs (default 150; paper: 500, see docs/nifa.md)")
     g.add_argument("--uncertainty-lr", type=float, default=None,
                    help="Bayesian-GCN Adam learning rate (default 3e-3; paper: 1e-3)")
-    g.add_argument("--uncertainty-check-every", type=int, default=None,
+    g.add_argument("--uncertainty-check-every", type=int_at_least(1), default=None,
                    help="stop the Bayesian GCN once the targets stop changing (check every N epochs; 0 = off)")
     g.add_argument("--uncertainty-init-gain", type=float, default=None,
                    help="Xavier gain of the Bayesian GCN's weights (default sqrt(2) = calculate_gain('relu'), "
@@ -70,9 +72,9 @@ def _add_victim_args(p) -> None:
     g.add_argument("--victims", default="gcn,sage,appnp,sgc",
                    help="comma-separated: gcn,sage,appnp,sgc,fairgnn,fairvgnn,fairsin (default: the four plain ones)")
     g.add_argument("--baselines", default="random,fagnn", help="comma-separated: random,fagnn, or 'none'")
-    g.add_argument("--max-epochs", type=int, default=None, help="victim epochs at most (1000)")
-    g.add_argument("--min-epochs", type=int, default=None, help="no early stop before this epoch (200)")
-    g.add_argument("--patience", type=int, default=None, help="early-stop patience in epochs (50)")
+    g.add_argument("--max-epochs", type=int_at_least(1), default=None, help="victim epochs at most (1000)")
+    g.add_argument("--min-epochs", type=int_at_least(0), default=None, help="no early stop before this epoch (200)")
+    g.add_argument("--patience", type=int_at_least(1), default=None, help="early-stop patience in epochs (50)")
     g.add_argument("--fairgnn-encoder", choices=("gcn", "gat"), default=None,
                    help="FairGNN encoder (default gcn; the NIFA paper used gat)")
     g.add_argument("--defense", type=float, default=None, metavar="ETA",
@@ -83,10 +85,10 @@ def _add_common(p) -> None:
     from foretell.core.device import add_device_argument
 
     add_device_argument(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2,3,4 (overrides --seed)")
     p.add_argument("--quick", action="store_true", help="short schedules for a smoke test (not for results)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    p.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--json", default=None, help="write the JSON report here")
 
 
@@ -181,6 +183,8 @@ def _setup(args):
 
 
 def _cmd_run(args) -> int:
+    import dataclasses
+
     _setup(args)
     from foretell.core.errors import ForetellError
     from foretell.nifa.evaluate import EvalConfig, evaluate
@@ -192,13 +196,13 @@ def _cmd_run(args) -> int:
     victims = tuple(check_victims(args.victims))
     baselines = () if args.baselines.strip().lower() == "none" else tuple(
         b.strip() for b in args.baselines.split(",") if b.strip())
-    name, data = _load(args)
+    if args.min_epochs is not None and args.max_epochs is not None and args.min_epochs > args.max_epochs:
+        raise ForetellError(f"--min-epochs {args.min_epochs} is above --max-epochs {args.max_epochs}; "
+                            "the early stop can only start before the last epoch")
     vcfg = VictimConfig(max_epochs=120, min_epochs=30, patience=20) if args.quick else VictimConfig()
-    for k in ("max_epochs", "min_epochs", "patience"):
-        if getattr(args, k) is not None:
-            setattr(vcfg, k, getattr(args, k))
-    if vcfg.max_epochs < 1:
-        raise ForetellError("--max-epochs must be >= 1")
+    vcfg = dataclasses.replace(vcfg, **{k: getattr(args, k) for k in ("max_epochs", "min_epochs", "patience")
+                                        if getattr(args, k) is not None})  # validated (before loading data)
+    name, data = _load(args)
     fair = FairConfig(**({"fairgnn_encoder": args.fairgnn_encoder} if args.fairgnn_encoder else {}))
     if args.quick:
         fair.estimator_epochs = 20
@@ -214,13 +218,18 @@ def _cmd_run(args) -> int:
 
 def _cmd_attack(args) -> int:
     _setup(args)
+    from foretell.core.errors import ForetellError
     from foretell.core.report import write_json
     from foretell.nifa.attack import NIFA
 
+    seeds = _seeds(args)
+    if len(seeds) != 1:
+        raise ForetellError(f"nifa attack writes one poisoned graph, so it takes one seed; got --seeds {args.seeds} "
+                            "(use `foretell nifa run --seeds ...` to evaluate several)")
     name, data = _load(args)
     import dataclasses
 
-    poisoned = NIFA(dataclasses.replace(_nifa_config(args, name), seed=_seeds(args)[0])).attack(data)
+    poisoned = NIFA(dataclasses.replace(_nifa_config(args, name), seed=seeds[0])).attack(data)
     path = poisoned.save(args.save_poisoned)
     info = {"dataset": name, "num_nodes": int(data.num_nodes), "num_injected": poisoned.num_injected,
             "edges_added": poisoned.info["num_edges_added"], "seconds": poisoned.info["seconds"],

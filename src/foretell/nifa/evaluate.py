@@ -184,11 +184,39 @@ def _device_name(data, cfg: EvalConfig):
     return None if x is None else str(x.device)
 
 
+MERGE_KEYS = ("dataset", "num_nodes", "num_edges", "split", "config", "per_seed")
+SAME_KEYS = ("dataset", "num_nodes", "num_edges", "num_injected", "edges_per_injected", "split", "config")
+
+
+def _comparable(report: dict, key: str):
+    """``report[key]`` without the fields that legitimately differ between runs on other seeds."""
+    value = report.get(key)
+    if key == "config" and isinstance(value, dict):
+        out = {k: v for k, v in value.items() if k not in ("seeds", "device", "threads")}
+        if isinstance(out.get("nifa"), dict):
+            out["nifa"] = {k: v for k, v in out["nifa"].items() if k != "seed"}
+        return out
+    return value
+
+
 def merge_reports(reports: list[dict]) -> dict:
     """Combine reports of the same data set and config run on disjoint seeds into one."""
     if not reports:
         raise ForetellError("nothing to merge")
+    bad = [i for i, r in enumerate(reports) if not isinstance(r, dict) or not all(k in r for k in MERGE_KEYS)]
+    if bad:
+        raise ForetellError(f"report(s) {bad} (0-based) are not `foretell nifa run` JSON reports: each needs the keys "
+                            f"{', '.join(MERGE_KEYS)}")
     first = reports[0]
+    for i, r in enumerate(reports[1:], 1):
+        differ = [k for k in SAME_KEYS if _comparable(r, k) != _comparable(first, k)]
+        if differ:
+            raise ForetellError(f"report {i} differs from report 0 in {', '.join(differ)}; only reports of the "
+                                "same data set, graph, split and config (on different seeds) can be merged")
+    incomplete = [i for i, r in enumerate(reports) if r.get("complete") is False]
+    if incomplete:
+        raise ForetellError(f"report(s) {incomplete} (0-based) are marked incomplete (an interrupted run); "
+                            "rerun those seeds before merging")
     per_seed = sorted((s for r in reports for s in r["per_seed"]), key=lambda s: s["seed"])
     seeds = [s["seed"] for s in per_seed]
     if len(set(seeds)) != len(seeds):

@@ -50,6 +50,13 @@ class VictimConfig:
     min_epochs: int = 200
     patience: int = 50
 
+    def __post_init__(self):
+        if self.hidden < 1 or self.lr <= 0 or self.weight_decay < 0 or self.max_epochs < 1 or self.patience < 1:
+            raise ForetellError(f"victim settings {self} need hidden, max_epochs and patience >= 1, lr > 0 and "
+                                "weight_decay >= 0")
+        if self.min_epochs < 0:  # above max_epochs it just means no early stop
+            raise ForetellError(f"victim min_epochs={self.min_epochs} must be >= 0")
+
 
 class GCN(torch.nn.Module):
     """Two GCNConv layers with ReLU."""
@@ -166,6 +173,8 @@ def check_victims(names) -> list[str]:
     bad = [n for n in names if n not in VICTIMS]
     if bad or not names:
         raise ForetellError(f"unknown victim(s) {bad or names}; accepted: {', '.join(VICTIMS)}")
+    if len(set(names)) != len(names):
+        raise ForetellError(f"victims {names} name one twice; list each victim once")
     return names
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from foretell.core.argtypes import float_in, int_at_least
+
 
 from foretell.core.device import add_device_argument
 
@@ -19,14 +21,14 @@ def register(sub) -> None:
                    help="sd3-digits, flux-digits (shipped) or a folder written by scripts/specdiff/train_digits.py")
     b.add_argument("--steps", type=int, default=28, help="sampling steps (default 28)")
     b.add_argument("--samples", type=int, default=16, help="images per method, one batch (default 16)")
-    b.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance scale (default 4.0)")
+    b.add_argument("--guidance-scale", type=float_in(0.0, 1000.0), default=4.0, help="classifier-free guidance scale (default 4.0)")
     b.add_argument("--cache-rate", type=float, default=None,
                    help="SpecDiff cache rate in [0, 1) (default: SpecDiffConfig's, 0.8)")
     b.add_argument("--speculative-steps", type=int, default=2, help="SpecDiff speculative steps K >= 1 (default 2)")
     b.add_argument("--methods", default=None,
                    help="comma-separated methods (default: full, specdiff, ablations and every peer)")
     b.add_argument("--repeats", type=int, default=3, help="timed rounds per method (default 3)")
-    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    b.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--no-premise", action="store_true", help="skip the history-vs-speculation premise check")
     b.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     b.add_argument("--quick", action="store_true", help="smoke run: 6 steps, 4 samples, 1 repeat, full+specdiff+taylorseer")

@@ -114,6 +114,7 @@ def _generate(args) -> int:
 
 
 def register(sub) -> None:
+    from foretell.core.argtypes import float_in, int_at_least
     from foretell.core.device import add_device_argument
 
     p = sub.add_parser("specee", help="SpecEE: speculative early exiting for LLM decoding",
@@ -141,18 +142,18 @@ def register(sub) -> None:
     t.add_argument("--prompts", default=None, help="training prompts, one per line (default: shipped prompts_train.txt)")
     t.add_argument("--out", required=True, help="output directory for predictors/draft head/calibration")
     t.add_argument("--data-dir", default=None, help="where collected trajectories are cached (resumable)")
-    t.add_argument("--max-new-tokens", type=int, default=48, help="greedy tokens generated per training prompt")
+    t.add_argument("--max-new-tokens", type=int_at_least(1), default=48, help="greedy tokens generated per training prompt")
     t.add_argument("--draft-prompts", default=None,
                    help="extra prompts whose greedy continuations train the draft head ONLY (batched, cheap); "
                         "then the head never sees the predictors' sequences (default: train it on --prompts)")
-    t.add_argument("--k", type=int, default=4, help="draft candidates per step")
-    t.add_argument("--draft-vocab", type=int, default=4096, help="frequency-ranked vocabulary size of the draft head")
+    t.add_argument("--k", type=int_at_least(1), default=4, help="draft candidates per step")
+    t.add_argument("--draft-vocab", type=int_at_least(1), default=4096, help="frequency-ranked vocabulary size of the draft head")
     t.add_argument("--draft-epochs", type=int, default=6, help="draft head training epochs")
     t.add_argument("--predictor-epochs", type=int, default=30, help="predictor training epochs")
-    t.add_argument("--precision-target", type=float, default=0.995,
+    t.add_argument("--precision-target", type=float_in(0.0, 1.0, low_open=True), default=0.995,
                    help="exit precision each layer's calibrated threshold must reach on the held-out 20%% of the "
                         "training prompts (scripts/specee/calibrate_thresholds.py picks it by end-to-end agreement)")
-    t.add_argument("--threads", type=int, default=1, help="torch threads (the default 1 is kind to shared machines)")
+    t.add_argument("--threads", type=int_at_least(1), default=1, help="torch threads (the default 1 is kind to shared machines)")
     t.add_argument("--json", default=None, help="write the training summary JSON here")
     t.add_argument("--quick", action="store_true", help="8 prompts, 8 tokens, 1-2 epochs (smoke run)")
     t.set_defaults(func=_train)
@@ -160,12 +161,12 @@ def register(sub) -> None:
     b = acts.add_parser("bench", help="all methods and peers side by side; JSON report")
     common(b)
     b.add_argument("--prompts", default=None, help="evaluation prompts, one per line (default: shipped prompts_eval.txt)")
-    b.add_argument("--num-prompts", type=int, default=0, help="use only the first N prompts (0 = all)")
-    b.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per prompt")
+    b.add_argument("--num-prompts", type=int_at_least(0), default=0, help="use only the first N prompts (0 = all)")
+    b.add_argument("--max-new-tokens", type=int_at_least(1), default=32, help="tokens generated per prompt")
     b.add_argument("--predictors", default=None, help="asset directory (default: the shipped SmolLM2 assets)")
-    b.add_argument("--repeats", type=int, default=1, help="timed repeats per prompt and method (median)")
+    b.add_argument("--repeats", type=int_at_least(1), default=1, help="timed repeats per prompt and method (median)")
     b.add_argument("--ppl-texts", type=int, default=3, help="held-out texts for the teacher-forced perplexity")
-    b.add_argument("--threads", type=int, default=1, help="torch threads")
+    b.add_argument("--threads", type=int_at_least(1), default=1, help="torch threads")
     b.add_argument("--json", default=None, help="write the report JSON here")
     b.add_argument("--quick", action="store_true", help="2 prompts, 12 tokens, main methods only")
     dtype_flag(b)
@@ -177,7 +178,7 @@ def register(sub) -> None:
     g.add_argument("--predictors", default=None, help="asset directory (default: the shipped SmolLM2 assets)")
     g.add_argument("--method", default="specee", choices=["specee", "full", "speculative", "specee+speculative"],
                    help="decoding method")
-    g.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate")
+    g.add_argument("--max-new-tokens", type=int_at_least(1), default=64, help="tokens to generate")
     g.add_argument("--threshold", type=float, default=None,
                    help="predictor exit threshold on every layer (0.5 = the paper's, 1.0 = never exit); "
                         "default: the per-layer thresholds calibrated into the predictors' JSON")
@@ -185,6 +186,6 @@ def register(sub) -> None:
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
-    g.add_argument("--top-k", type=int, default=0, help="top-k sampling (0 = off)")
+    g.add_argument("--top-k", type=int_at_least(0), default=0, help="top-k sampling (0 = off)")
     dtype_flag(g)
     g.set_defaults(func=_generate)

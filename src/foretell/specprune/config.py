@@ -89,7 +89,23 @@ class SpecPruneConfig:
             raise ForetellError(f"unknown SpecPruneConfig field(s) {bad}; accepted: {', '.join(sorted(names))}")
         return self.replace(**changes)
 
+    def _check_types(self) -> None:
+        """Each field holds its annotated kind (a JSON ``"false"`` is not a bool, 1.5 tokens not a count)."""
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        kinds = {"bool": (lambda v: isinstance(v, bool), "true or false"),
+                 "float": (number, "a number"),
+                 "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                 "tuple": (lambda v: isinstance(v, (list, tuple)) and all(number(x) for x in v), "a list of numbers")}
+        for f in dataclasses.fields(self):
+            kind, optional = str(f.type).split(" | ")[0], "None" in str(f.type)
+            value = getattr(self, f.name)
+            if kind in kinds and not (optional and value is None) and not kinds[kind][0](value):
+                raise ForetellError(f"{f.name}={value!r} must be {kinds[kind][1]}{' or null' if optional else ''}")
+
     def __post_init__(self):
+        self._check_types()
         self.topk_coarse, self.topk_fine, self.global_topk = tuple(self.topk_coarse), tuple(self.topk_fine), tuple(self.global_topk)
         if self.importance_layers is not None:
             self.importance_layers = tuple(int(i) for i in self.importance_layers)
@@ -119,11 +135,8 @@ class SpecPruneConfig:
             raise ForetellError(f"token_budget={self.token_budget} keeps zero visual tokens; pass a positive number or None")
         if self.instruction_skip < 0:
             raise ForetellError("instruction_skip must be >= 0")
-        if self.kept_multiple is not None and (not isinstance(self.kept_multiple, int) or isinstance(self.kept_multiple, bool)
-                                               or self.kept_multiple < 1):
+        if self.kept_multiple is not None and self.kept_multiple < 1:
             raise ForetellError(f"kept_multiple={self.kept_multiple!r} must be a positive integer or None")
-        if not isinstance(self.cuda_graphs, bool):
-            raise ForetellError(f"cuda_graphs={self.cuda_graphs!r} must be true or false")
 
     def for_graphs(self, cuda_graphs) -> "SpecPruneConfig":
         """This config with ``kept_multiple`` resolved for an engine with (truthy) or without CUDA graphs."""

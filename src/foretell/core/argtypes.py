@@ -1,0 +1,39 @@
+"""argparse value types with a range: a bad value is argparse's one-line error, exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def int_at_least(minimum: int):
+    """An integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer (accepted: integers >= {minimum})") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum} (accepted: integers >= {minimum})")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def float_in(low: float, high: float, *, low_open: bool = False):
+    """A finite number in [low, high] (or (low, high] with ``low_open``)."""
+    span = f"{'(' if low_open else '['}{low}, {high}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number (accepted: {span})") from None
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"{value} is outside {span}")
+        return value
+
+    parse.__name__ = f"number in {span}"
+    return parse
