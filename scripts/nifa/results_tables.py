@@ -10,7 +10,6 @@ accuracy falls by at most 2 points.
 from __future__ import annotations
 
 import json
-import sys
 
 
 def checks(report: dict) -> list[list[str]]:
@@ -45,12 +44,21 @@ def timing(report: dict) -> list[list[str]]:
     return rows
 
 
-def main() -> None:
+def main(argv=None) -> int:
+    import argparse
+
+    from foretell.core.errors import ForetellError
     from foretell.core.report import markdown_table
     from foretell.nifa.table import markdown
 
-    for path in sys.argv[1:]:
-        rep = json.load(open(path))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("reports", nargs="+", help="`foretell nifa run` JSON reports")
+    for path in ap.parse_args(argv).reports:
+        rep = json.loads(open(path).read())
+        missing = [k for k in ("dataset", "seeds", "num_injected", "edges_per_injected", "attack_seconds", "victims")
+                   if not isinstance(rep, dict) or k not in rep]
+        if missing:
+            raise ForetellError(f"{path} is not a `foretell nifa run` report (missing {', '.join(missing)})")
         print(f"### {rep['dataset']}: seeds {rep['seeds']}, {rep['num_injected']} injected x "
               f"{rep['edges_per_injected']} edges, attack {rep['attack_seconds']:.0f} s/seed"
               f"{'' if rep.get('complete', True) else ' (partial report)'}\n")
@@ -67,4 +75,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from foretell.core.errors import run_script
+
+    raise SystemExit(run_script(main))

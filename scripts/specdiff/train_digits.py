@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 
-def main() -> int:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=("sd3", "flux", "both"), default="both", help="which testbed model(s)")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per model (default 300)")
@@ -31,7 +31,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default="src/foretell/specdiff/assets", help="output folder")
     p.add_argument("--classifier", action="store_true", help="also train and save the digits classifier")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     from foretell.specdiff.testbed.models import flux_digits_config, sd3_digits_config
@@ -70,4 +70,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from foretell.core.errors import run_script
+
+    raise SystemExit(run_script(main))

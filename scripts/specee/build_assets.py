@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.argtypes import existing_dir, int_at_least
 from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.seed import seed_everything
 from foretell.specee.adapters import decoder_access
@@ -25,15 +26,15 @@ from foretell.specee.loading import cache_dir, load_model
 from foretell.specee.train import train_all
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--data", default=str(cache_dir() / "collect"))
+ap.add_argument("--data", type=existing_dir, default=str(cache_dir() / "collect"))
 ap.add_argument("--draft-data", default=str(cache_dir() / "draft"), help="'' = train the head on --data")
 ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "src/foretell/specee/assets"))
-ap.add_argument("--draft-epochs", type=int, default=8)
-ap.add_argument("--draft-batch", type=int, default=8)
+ap.add_argument("--draft-epochs", type=int_at_least(1), default=8)
+ap.add_argument("--draft-batch", type=int_at_least(1), default=8)
 ap.add_argument("--draft-lr", type=float, default=5e-4)
 ap.add_argument("--draft-reg-weight", type=float, default=1.0)
-ap.add_argument("--predictor-epochs", type=int, default=30)
-ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--predictor-epochs", type=int_at_least(1), default=30)
+ap.add_argument("--threads", type=int_at_least(1), default=1)
 add_device_argument(ap)
 args, device = parse_args_with_device(ap)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.argtypes import existing_dir, int_at_least
 from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.report import write_text
 from foretell.core.seed import seed_everything
@@ -31,13 +32,13 @@ from foretell.specee.predictor import LayerPredictors
 from foretell.specee.train import build_examples, held_out_prompts
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--assets", default=str(Path(__file__).resolve().parents[2] / "src/foretell/specee/assets"))
-ap.add_argument("--data", default=str(cache_dir() / "collect"))
+ap.add_argument("--assets", type=existing_dir, default=str(Path(__file__).resolve().parents[2] / "src/foretell/specee/assets"))
+ap.add_argument("--data", type=existing_dir, default=str(cache_dir() / "collect"))
 ap.add_argument("--targets", type=float, nargs="+", default=[0.97, 0.98, 0.99, 0.995, 0.998])
 ap.add_argument("--agreement", type=float, default=0.97, help="end-to-end agreement the chosen target must keep")
-ap.add_argument("--prompts", type=int, default=16, help="calibration prompts decoded end to end per target")
-ap.add_argument("--min-fires", type=int, default=20, help="exits a layer needs on calibration data to be enabled")
-ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--prompts", type=int_at_least(1), default=16, help="calibration prompts decoded end to end per target")
+ap.add_argument("--min-fires", type=int_at_least(1), default=20, help="exits a layer needs on calibration data to be enabled")
+ap.add_argument("--threads", type=int_at_least(1), default=1)
 ap.add_argument("--dry-run", action="store_true", help="report only, do not write the asset JSON files")
 add_device_argument(ap)
 args, device = parse_args_with_device(ap)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.argtypes import existing_dir, int_at_least
 from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.report import write_json
 from foretell.core.seed import seed_everything
@@ -28,10 +29,10 @@ from foretell.specee.train import held_out_prompts
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
-ap.add_argument("--assets", default=str(Path(__file__).resolve().parents[2] / "src/foretell/specee/assets"))
-ap.add_argument("--data", default=str(cache_dir() / "collect"))
-ap.add_argument("--prompts", type=int, default=20)
-ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--assets", type=existing_dir, default=str(Path(__file__).resolve().parents[2] / "src/foretell/specee/assets"))
+ap.add_argument("--data", type=existing_dir, default=str(cache_dir() / "collect"))
+ap.add_argument("--prompts", type=int_at_least(1), default=20)
+ap.add_argument("--threads", type=int_at_least(1), default=1)
 ap.add_argument("--json", default=None, help="default: benchmarks/specee/threshold_check_<dtype>.json")
 add_device_argument(ap)
 args, device = parse_args_with_device(ap)

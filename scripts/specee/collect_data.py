@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.argtypes import int_at_least
 from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.seed import seed_everything
 from foretell.specee.adapters import decoder_access
@@ -20,8 +21,8 @@ from foretell.specee.loading import cache_dir, load_model, read_prompts
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", default=str(cache_dir() / "collect"))
-ap.add_argument("--max-new-tokens", type=int, default=48)
-ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--max-new-tokens", type=int_at_least(1), default=48)
+ap.add_argument("--threads", type=int_at_least(1), default=1)
 ap.add_argument("--reverse", action="store_true", help="work from the last shard (a second worker)")
 add_device_argument(ap)
 args, device = parse_args_with_device(ap)

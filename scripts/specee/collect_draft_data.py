@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.argtypes import int_at_least
 from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.seed import seed_everything
 from foretell.specee.adapters import decoder_access
@@ -23,10 +24,10 @@ from foretell.specee.loading import cache_dir, load_model, read_prompts
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", default=str(cache_dir() / "draft"))
-ap.add_argument("--limit", type=int, default=0, help="use only the first N draft prompts (0 = all)")
-ap.add_argument("--max-new-tokens", type=int, default=48)
-ap.add_argument("--batch", type=int, default=16)
-ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--limit", type=int_at_least(0), default=0, help="use only the first N draft prompts (0 = all)")
+ap.add_argument("--max-new-tokens", type=int_at_least(1), default=48)
+ap.add_argument("--batch", type=int_at_least(1), default=16)
+ap.add_argument("--threads", type=int_at_least(1), default=1)
 add_device_argument(ap)
 args, device = parse_args_with_device(ap)
 

@@ -17,6 +17,7 @@ import statistics
 
 import torch
 
+from foretell.core.argtypes import int_at_least
 from foretell.core.report import write_json
 from foretell.core.timing import time_interleaved
 from foretell.specee.adapters import decoder_access
@@ -27,9 +28,9 @@ from foretell.specee.loading import chat_ids, load_model
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--json", default="benchmarks/specee/dtype_timing.json")
-ap.add_argument("--repeats", type=int, default=15)
-ap.add_argument("--rows", type=int, nargs="+", default=[1, 2, 3, 5])
-ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--repeats", type=int_at_least(1), default=15)
+ap.add_argument("--rows", type=int_at_least(1), nargs="+", default=[1, 2, 3, 5])
+ap.add_argument("--threads", type=int_at_least(1), default=1)
 args = ap.parse_args()
 
 torch.set_num_threads(args.threads)

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from foretell.core.argtypes import existing_dir, int_at_least
 from foretell.core.report import write_json
 from foretell.specee.collect import load_shards
 from foretell.specee.engine import SpecEE
@@ -24,9 +25,9 @@ from foretell.specee.train import _draft_inputs
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--json", default="benchmarks/specee/exit_check_timing.json")
-ap.add_argument("--data", default=str(cache_dir() / "collect"))
-ap.add_argument("--tokens", type=int, default=400, help="states timed (spread over layers 18-28)")
-ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--data", type=existing_dir, default=str(cache_dir() / "collect"))
+ap.add_argument("--tokens", type=int_at_least(1), default=400, help="states timed (spread over layers 18-28)")
+ap.add_argument("--threads", type=int_at_least(1), default=1)
 args = ap.parse_args()
 
 torch.set_num_threads(args.threads)

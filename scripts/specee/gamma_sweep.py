@@ -13,15 +13,16 @@ import time
 
 import torch
 
+from foretell.core.argtypes import int_at_least, int_list
 from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.report import write_json
 from foretell.specee.engine import SpecEE
 from foretell.specee.loading import chat_ids, read_prompts
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--num-prompts", type=int, default=6)
-ap.add_argument("--max-new-tokens", type=int, default=48)
-ap.add_argument("--gammas", default="1,2,3,4")
+ap.add_argument("--num-prompts", type=int_at_least(1), default=6)
+ap.add_argument("--max-new-tokens", type=int_at_least(1), default=48)
+ap.add_argument("--gammas", type=int_list(1), default="1,2,3,4")
 ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 ap.add_argument("--json", required=True)
 add_device_argument(ap)
@@ -31,7 +32,7 @@ torch.set_num_threads(1)
 load = [os.getloadavg()[0]]
 ee = SpecEE.from_pretrained(None, torch_dtype=args.dtype, device=device)
 inputs = [chat_ids(ee.tokenizer, p) for p in read_prompts(None, "eval")[: args.num_prompts]]
-variants = [("full", None)] + [(f"{m}_gamma{g}", (m, int(g))) for g in args.gammas.split(",")
+variants = [("full", None)] + [(f"{m}_gamma{g}", (m, int(g))) for g in args.gammas
                                 for m in ("speculative", "specee+speculative")]
 ee.generate(inputs[0], max_new_tokens=4, method="full")
 secs = {n: 0.0 for n, _ in variants}

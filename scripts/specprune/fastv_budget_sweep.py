@@ -17,11 +17,12 @@ import time
 
 
 def main(argv=None) -> int:
+    from foretell.core.argtypes import int_list
     from foretell.specprune.eval import screening_parser
 
     p = screening_parser(__doc__, 30)
-    p.add_argument("--budgets", default="10,20,40,60", help="comma-separated visual-token budgets")
-    p.add_argument("--layers", default="0,2", help="comma-separated FastV pruning layers K")
+    p.add_argument("--budgets", type=int_list(1), default="10,20,40,60", help="comma-separated visual-token budgets")
+    p.add_argument("--layers", type=int_list(0), default="0,2", help="comma-separated FastV pruning layers K")
     args = p.parse_args(argv)
 
     from foretell.core.report import write_json
@@ -41,8 +42,8 @@ def main(argv=None) -> int:
 
     report = {"seed": args.seed, "episodes": args.episodes, "weights": args.weights,
               "full": run(build_method("full", vla), "full"), "fastv": []}
-    for k in [int(x) for x in args.layers.split(",")]:
-        for b in [int(x) for x in args.budgets.split(",")]:
+    for k in args.layers:
+        for b in args.budgets:
             row = {"layer": k, "budget": b} | run(PruningHandle(adapter_for(vla), FastVPolicy(b, k), "fastv"), f"fastv K={k} b={b}")
             report["fastv"].append(row)
             print(f"fastv K={k} budget={b}: {row['successes']}/{args.episodes} (macs {row['llm_macs_fraction']:.3f}); "

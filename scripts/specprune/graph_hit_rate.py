@@ -39,11 +39,12 @@ def simulate(keys: list, min_hits: int) -> dict:
 
 
 def main(argv=None) -> int:
+    from foretell.core.argtypes import int_list
     from foretell.specprune.eval import screening_parser
 
     p = screening_parser(__doc__, 20)
-    p.add_argument("--min-hits", default="1,2,3", help="comma-separated LayerGraphs min_hits values")
-    p.add_argument("--kept-multiples", default="1,8,16,32", help="comma-separated kept_multiple values")
+    p.add_argument("--min-hits", type=int_list(1), default="1,2,3", help="comma-separated LayerGraphs min_hits values")
+    p.add_argument("--kept-multiples", type=int_list(1), default="1,8,16,32", help="comma-separated kept_multiple values")
     args = p.parse_args(argv)
 
     from foretell.core.report import write_json
@@ -59,10 +60,10 @@ def main(argv=None) -> int:
     report = {"seed": args.seed, "episodes": args.episodes, "weights": args.weights, "queries": len(queries),
               "success_rate": stats["success_rate"], "visual_tokens_kept_mean": stats["visual_tokens_kept"],
               "distinct_counts": len({q[:2] for q in queries}), "by_setting": {}}
-    for m in [int(x) for x in args.kept_multiples.split(",")]:
+    for m in args.kept_multiples:
         keys = [(mode, min(-(-kept // m) * m, rows)) for mode, kept, rows in queries]
         added = sum(k[1] for k in keys) / len(keys) - stats["visual_tokens_kept"]
-        for hits in [int(x) for x in args.min_hits.split(",")]:
+        for hits in args.min_hits:
             row = simulate(keys, hits) | {"kept_multiple": m, "min_hits": hits, "tokens_added_mean": added}
             report["by_setting"][f"kept_multiple={m},min_hits={hits}"] = row
             print(row, flush=True)

@@ -13,7 +13,6 @@ episode by episode); the first report's ``full`` is the one listed under ``metho
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 
@@ -50,16 +49,19 @@ def merge(reports: list[dict]) -> dict:
 
 
 def main(argv=None) -> int:
-    from foretell.core.report import write_json
+    import argparse
+
     from foretell.specprune.eval import write_report
 
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) < 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    reports = [json.loads(Path(p).read_text()) for p in args[1:]]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", help="merged report JSON to write (a Markdown table goes beside it)")
+    ap.add_argument("reports", nargs="+", help="eval report JSONs of the same layouts (at least two)")
+    args = ap.parse_args(argv)
+    if len(args.reports) < 2:
+        ap.error("give at least two reports to merge")
+    reports = [json.loads(Path(p).read_text()) for p in args.reports]
     merged = merge(reports)
-    out = Path(args[0])
+    out = Path(args.out)
     write_report(merged, out, out.with_suffix(".md"))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0

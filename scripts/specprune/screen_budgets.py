@@ -34,12 +34,18 @@ def main(argv=None) -> int:
     p.add_argument("--peers", default="fastv,random", help="peers run at each candidate's measured budget")
     args = p.parse_args(argv)
 
+    from foretell.core.errors import ForetellError
     from foretell.core.report import write_json
     from foretell.specprune.config import SpecPruneConfig
     from foretell.specprune.eval import run_layouts, screening_setup
     from foretell.specprune.methods import build_method
 
-    candidates = json.loads(args.candidates)
+    try:
+        candidates = json.loads(args.candidates)
+    except json.JSONDecodeError as exc:
+        raise ForetellError(f"--candidates must be a JSON object (name -> SpecPruneConfig changes): {exc}") from None
+    if not isinstance(candidates, dict) or not candidates:
+        raise ForetellError("--candidates must be a non-empty JSON object (name -> SpecPruneConfig changes)")
     vla, runner, layouts = screening_setup(args.weights, args.seed, args.episodes)
 
     def run(name, **kw):

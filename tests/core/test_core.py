@@ -194,3 +194,17 @@ def test_impossible_requests_stop_before_any_work(argv, message, capsys, tmp_pat
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_argtypes_accept_what_they_say_and_name_what_is_accepted(tmp_path):
+    import argparse
+
+    from foretell.core.argtypes import existing_dir, float_in, int_at_least, int_list
+
+    assert int_at_least(1)("3") == 3 and int_list(0)("0, 2,5") == [0, 2, 5] and float_in(0, 1)("1") == 1.0
+    assert existing_dir(str(tmp_path)) == str(tmp_path)
+    for parse, text, message in [(int_at_least(1), "0", "accepted: integers >= 1"), (int_list(1), ",", "lists no integers"),
+                                 (int_list(1), "2,x", "'x' is not an integer"), (float_in(0, 1, low_open=True), "0", "(0, 1]"),
+                                 (float_in(0, 1), "inf", "outside"), (existing_dir, str(tmp_path / "no"), "not an existing folder")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message.replace("(", r"\(").replace("]", r"\]")):
+            parse(text)

@@ -37,3 +37,26 @@ def float_in(low: float, high: float, *, low_open: bool = False):
 
     parse.__name__ = f"number in {span}"
     return parse
+
+
+def int_list(minimum: int):
+    """Comma-separated integers, each >= ``minimum`` (at least one)."""
+    one = int_at_least(minimum)
+
+    def parse(text: str) -> list[int]:
+        values = [one(part.strip()) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"{text!r} lists no integers (accepted: e.g. '1,2,4')")
+        return values
+
+    parse.__name__ = f"comma-separated integers >= {minimum}"
+    return parse
+
+
+def existing_dir(text: str) -> str:
+    """A folder that exists (the path as given)."""
+    from pathlib import Path
+
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing folder")
+    return text

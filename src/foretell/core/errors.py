@@ -15,10 +15,13 @@ def run_script(main, argv=None) -> int:
     import os
     import sys
 
+    import json
+
     try:
         return int(main(argv) or 0)
-    except ForetellError as exc:
+    except (ForetellError, OSError, json.JSONDecodeError) as exc:  # bad values, missing or unreadable files
         if os.environ.get("FORETELL_DEBUG", "") not in ("", "0"):
             raise
-        print(f"{os.path.basename(sys.argv[0])}: error: {exc}", file=sys.stderr)
+        detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else exc
+        print(f"{os.path.basename(sys.argv[0])}: error: {detail}", file=sys.stderr)
         return 2
