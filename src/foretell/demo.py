@@ -42,6 +42,8 @@ def _parse_systems(text: str) -> list[str]:
     bad = [s for s in names if s not in SYSTEMS]
     if bad or not names:
         raise ForetellError(f"unknown system(s) {bad or text!r} in --systems; accepted: {', '.join(SYSTEMS)}")
+    if len(set(names)) != len(names):
+        raise ForetellError(f"--systems {text!r} names a system twice; list each once")
     return names
 
 

@@ -208,3 +208,14 @@ def test_argtypes_accept_what_they_say_and_name_what_is_accepted(tmp_path):
                                  (float_in(0, 1), "inf", "outside"), (existing_dir, str(tmp_path / "no"), "not an existing folder")]:
         with pytest.raises(argparse.ArgumentTypeError, match=message.replace("(", r"\(").replace("]", r"\]")):
             parse(text)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["specee", "generate", "hi", "--model", "{tmp}"], "is not a transformers model directory"),
+    (["specdiff", "bench", "--methods", ",", "--json", "{tmp}/b.json"], "lists no method"),
+    (["demo", "--systems", "nifa,nifa", "--out", "{tmp}/demo"], "names a system twice"),
+])
+def test_more_bad_requests_are_one_line(argv, message, capsys, tmp_path):
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and list(tmp_path.iterdir()) == []

@@ -41,10 +41,13 @@ def register(sub) -> None:
 def _cmd_bench(args) -> int:
     from pathlib import Path
 
+    from foretell.core.errors import ForetellError
     from foretell.core.report import write_json
     from foretell.specdiff.bench import BenchConfig, pareto_plot, run_bench, sample_grid, strip_images
 
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else ()
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods is not None else ()
+    if args.methods is not None and not methods:
+        raise ForetellError(f"--methods {args.methods!r} lists no method; give a comma-separated list such as full,specdiff")
     steps, samples, repeats = args.steps, args.samples, args.repeats
     if args.quick:
         steps, samples, repeats = min(steps, 6), min(samples, 4), 1

@@ -97,8 +97,15 @@ def _load(name_or_path: str | None, dtype: torch.dtype):
         if not path.exists():
             raise ForetellError(f"model not found: {name_or_path}; pass a local transformers model "
                                 f"directory or 'smollm2' for the embedded SmolLM2-135M-Instruct")
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ForetellError(f"{name_or_path} is not a transformers model directory (a folder with config.json, "
+                                "weights and tokenizer files, as save_pretrained writes it); or pass 'smollm2'")
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except (OSError, ValueError) as exc:  # transformers' own multi-line messages, shortened to one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ForetellError(f"cannot load the model in {name_or_path}: {first}") from None
     return model.eval(), tok
 
 
@@ -138,7 +145,8 @@ def read_prompts(path: str | os.PathLike | None, which: str = "eval") -> list[st
     """Prompts of a text file, one per line (blank lines skipped); ``None`` = the shipped ``which`` set."""
     p = Path(path) if path else Path(__file__).parent / "data" / f"prompts_{which}.txt"
     if not p.is_file():
-        raise ForetellError(f"prompts file not found: {p}; pass a text file with one prompt per line")
+        raise ForetellError(f"prompts file {p} {'is a directory' if p.is_dir() else 'not found'}; "
+                            "pass a text file with one prompt per line")
     prompts = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
     if not prompts:
         raise ForetellError(f"prompts file {p} has no prompts; expected one prompt per line")

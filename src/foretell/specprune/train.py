@@ -404,7 +404,7 @@ def load_policy(weights_dir: Path | str | None = None):
 
     d = Path(weights_dir) if weights_dir is not None else DEFAULT_POLICY_DIR
     if not d.is_dir():
-        raise ForetellError(f"weights directory {d} does not exist; pass a directory written by "
+        raise ForetellError(f"weights directory {d} {'is a file' if d.exists() else 'does not exist'}; pass a directory written by "
                             f"scripts/specprune/train_bc.py (default: {DEFAULT_POLICY_DIR})")
     return OFTStyleVLA.from_pretrained(d), InstructionTokenizer.load(d / TOKENIZER_NAME)
 
