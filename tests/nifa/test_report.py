@@ -14,13 +14,17 @@ def seed_result(seed, sp):
             "runs": {"gcn": {"clean": m(0.1), "nifa": m(sp), "random": m(0.1)}}}
 
 
-def test_build_and_merge_reports():
+def two_reports():
+    """Reports of the toy graph on seeds 0 and 1 (same config), and the graph."""
     data = toy_graph()
     data.split_seed = 0
     cfg = EvalConfig(seeds=(0, 1), victims=("gcn",), baselines=("random",), nifa=NIFAConfig(),
                      victim=VictimConfig(), fair=FairConfig())
-    a = build_report("toy", data, cfg, [seed_result(0, 0.2)])
-    b = build_report("toy", data, cfg, [seed_result(1, 0.4)])
+    return build_report("toy", data, cfg, [seed_result(0, 0.2)]), build_report("toy", data, cfg, [seed_result(1, 0.4)]), data
+
+
+def test_build_and_merge_reports():
+    a, b, _ = two_reports()
     merged = merge_reports([a, b])
     assert merged["seeds"] == [0, 1] and merged["attack_seconds"] == pytest.approx(2.5)
     att = merged["victims"]["gcn"]["attacked"]
@@ -32,12 +36,7 @@ def test_build_and_merge_reports():
 
 
 def test_merge_refuses_reports_of_other_data_or_config_and_incomplete_ones():
-    data = toy_graph()
-    data.split_seed = 0
-    cfg = EvalConfig(seeds=(0, 1), victims=("gcn",), baselines=("random",), nifa=NIFAConfig(),
-                     victim=VictimConfig(), fair=FairConfig())
-    a = build_report("toy", data, cfg, [seed_result(0, 0.2)])
-    b = build_report("toy", data, cfg, [seed_result(1, 0.4)])
+    a, b, data = two_reports()
     with pytest.raises(ForetellError, match="differs from report 0 in dataset"):
         merge_reports([a, dict(b, dataset="german")])
     other = EvalConfig(seeds=(1,), victims=("gcn",), baselines=("random",), nifa=NIFAConfig(beta=1.0),
