@@ -19,7 +19,9 @@ Sub-steps, each recorded on its own (its result, or its error and traceback):
   at most 2 for SpecPrune, 0 for full and FastV; on CUDA also torch's sync debug mode count) and for
   full / SpecPrune coarse / FastV a torch.profiler summary (kernel time, busy fraction, launches).
   Also the floor any pruning could reach: the bare backbone on 94 + n rows (n visual tokens kept),
-  eagerly and replayed from a CUDA graph (``backbone_floor``).
+  eagerly and replayed from a CUDA graph (``backbone_floor``), and ``*_graphs`` variants of full,
+  SpecPrune and FastV with ``cuda_graphs=True`` (asserted: the same actions as the eager variant,
+  and graphs replayed; on the CPU the emulated backend stands in).
 
 ``args.subset`` (``run_all.py --subset``): the sub-steps to run; none of these names: all of them.
 """
