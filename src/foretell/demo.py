@@ -96,7 +96,7 @@ def _cmd_demo(args) -> int:
 
     systems = _parse_systems(args.systems)
     device = str(resolve_device(args.device))
-    if args.shared_dir is not None and not Path(args.shared_dir).is_dir():
+    if "nifa" in systems and args.shared_dir is not None and not Path(args.shared_dir).is_dir():
         raise ForetellError(f"--shared-dir {args.shared_dir} is not a directory; pass the folder that holds "
                             "data/graphs (the repository's ../shared)")
     report = run_demo(Path(args.out), seed=args.seed, quick=args.quick, systems=systems,

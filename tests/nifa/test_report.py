@@ -48,3 +48,17 @@ def test_merge_refuses_reports_of_other_data_or_config_and_incomplete_ones():
     with pytest.raises(ForetellError, match="not `foretell nifa run` JSON reports"):
         merge_reports([a, {}])
     assert merge_reports([a, b])["seeds"] == [0, 1]
+
+
+def test_merge_accepts_an_older_report_that_left_a_default_out_and_names_what_differs():
+    import copy
+
+    a, b, data = two_reports()
+    old = copy.deepcopy(b)
+    del old["config"]["nifa"]["directional_gaps"]  # written before the field existed (default False)
+    old["config"]["device"] = "cuda:0"  # another device, same setup
+    assert merge_reports([a, old])["seeds"] == [0, 1]
+    other = copy.deepcopy(b)
+    other["config"]["nifa"]["beta"] = 1.0
+    with pytest.raises(ForetellError, match=r"config\.nifa\.beta"):
+        merge_reports([a, other])

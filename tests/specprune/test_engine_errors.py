@@ -80,3 +80,10 @@ def test_drop_layers_must_follow_the_static_stage():
     h.remove()
     assert SpecPruneConfig().resolve_layers(6) == ((0, 1, 2), (3, 4, 5))
     assert SpecPruneConfig().resolve_layers(32) == ((0, 1, 12), (5, 10, 15, 20, 25))
+
+
+def test_config_takes_numpy_numbers_as_plain_ones():
+    import numpy as np
+
+    c = SpecPruneConfig(token_budget=np.int64(80), similarity_threshold=np.float32(0.5), topk_coarse=np.array([0.1, 0.05]))
+    assert type(c.token_budget) is int and type(c.similarity_threshold) is float and c.topk_coarse == (0.1, 0.05)

@@ -54,7 +54,7 @@ def _add_attack_args(p) -> None:
                    help="Bayesian-GCN epochs (default 150; paper: 500, see docs/nifa.md)")
     g.add_argument("--uncertainty-lr", type=float, default=None,
                    help="Bayesian-GCN Adam learning rate (default 3e-3; paper: 1e-3)")
-    g.add_argument("--uncertainty-check-every", type=int_at_least(1), default=None,
+    g.add_argument("--uncertainty-check-every", type=int_at_least(0), default=None,
                    help="stop the Bayesian GCN once the targets stop changing (check every N epochs; 0 = off)")
     g.add_argument("--uncertainty-init-gain", type=float, default=None,
                    help="Xavier gain of the Bayesian GCN's weights (default sqrt(2) = calculate_gain('relu'), "
@@ -202,6 +202,8 @@ def _cmd_run(args) -> int:
     vcfg = VictimConfig(max_epochs=120, min_epochs=30, patience=20) if args.quick else VictimConfig()
     vcfg = dataclasses.replace(vcfg, **{k: getattr(args, k) for k in ("max_epochs", "min_epochs", "patience")
                                         if getattr(args, k) is not None})  # validated (before loading data)
+    if args.min_epochs is None and vcfg.min_epochs > vcfg.max_epochs:  # e.g. --quick's 30 with --max-epochs 20
+        vcfg = dataclasses.replace(vcfg, min_epochs=vcfg.max_epochs)
     name, data = _load(args)
     fair = FairConfig(**({"fairgnn_encoder": args.fairgnn_encoder} if args.fairgnn_encoder else {}))
     if args.quick:

@@ -188,15 +188,33 @@ MERGE_KEYS = ("dataset", "num_nodes", "num_edges", "split", "config", "per_seed"
 SAME_KEYS = ("dataset", "num_nodes", "num_edges", "num_injected", "edges_per_injected", "split", "config")
 
 
+RUN_ONLY = ("seeds", "seed", "device", "threads")  # may differ between the runs of one setup
+
+
 def _comparable(report: dict, key: str):
-    """``report[key]`` without the fields that legitimately differ between runs on other seeds."""
+    """``report[key]`` with the defaults of fields an older version did not record filled in, and
+    without the fields that legitimately differ between runs on other seeds or devices."""
     value = report.get(key)
-    if key == "config" and isinstance(value, dict):
-        out = {k: v for k, v in value.items() if k not in ("seeds", "device", "threads")}
-        if isinstance(out.get("nifa"), dict):
-            out["nifa"] = {k: v for k, v in out["nifa"].items() if k != "seed"}
-        return out
-    return value
+    if key != "config" or not isinstance(value, dict):
+        return value
+    out = {k: v for k, v in value.items() if k not in RUN_ONLY}
+    for name, cls in (("nifa", NIFAConfig), ("victim", VictimConfig), ("fair", FairConfig)):
+        if isinstance(out.get(name), dict):
+            try:
+                full = dataclasses.asdict(cls(**out[name]))
+            except (TypeError, ForetellError):
+                full = dict(out[name])
+            out[name] = {k: v for k, v in full.items() if k not in RUN_ONLY}
+    return out
+
+
+def _first_difference(a, b, path: str) -> str:
+    """Dotted path of the first value that differs between two JSON-like values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}")
+    return f"{path} ({a!r} vs {b!r})"
 
 
 def merge_reports(reports: list[dict]) -> dict:
@@ -209,9 +227,10 @@ def merge_reports(reports: list[dict]) -> dict:
                             f"{', '.join(MERGE_KEYS)}")
     first = reports[0]
     for i, r in enumerate(reports[1:], 1):
-        differ = [k for k in SAME_KEYS if _comparable(r, k) != _comparable(first, k)]
+        differ = [_first_difference(_comparable(first, k), _comparable(r, k), k)
+                  for k in SAME_KEYS if _comparable(r, k) != _comparable(first, k)]
         if differ:
-            raise ForetellError(f"report {i} differs from report 0 in {', '.join(differ)}; only reports of the "
+            raise ForetellError(f"report {i} differs from report 0 in {'; '.join(differ)}; only reports of the "
                                 "same data set, graph, split and config (on different seeds) can be merged")
     incomplete = [i for i, r in enumerate(reports) if r.get("complete") is False]
     if incomplete:

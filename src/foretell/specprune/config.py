@@ -91,16 +91,24 @@ class SpecPruneConfig:
 
     def _check_types(self) -> None:
         """Each field holds its annotated kind (a JSON ``"false"`` is not a bool, 1.5 tokens not a count)."""
-        def number(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        import numbers
+
+        def number(v):  # numpy scalars register as numbers too
+            return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
         kinds = {"bool": (lambda v: isinstance(v, bool), "true or false"),
                  "float": (number, "a number"),
-                 "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                 "int": (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"),
                  "tuple": (lambda v: isinstance(v, (list, tuple)) and all(number(x) for x in v), "a list of numbers")}
         for f in dataclasses.fields(self):
             kind, optional = str(f.type).split(" | ")[0], "None" in str(f.type)
             value = getattr(self, f.name)
+            if kind == "tuple" and hasattr(value, "tolist"):  # a numpy array or tensor
+                value = value.tolist()
+                setattr(self, f.name, value)
+            elif kind in ("int", "float") and number(value) and type(value) not in (int, float):  # numpy scalar
+                value = int(value) if isinstance(value, numbers.Integral) else float(value)
+                setattr(self, f.name, value)
             if kind in kinds and not (optional and value is None) and not kinds[kind][0](value):
                 raise ForetellError(f"{f.name}={value!r} must be {kinds[kind][1]}{' or null' if optional else ''}")
 
