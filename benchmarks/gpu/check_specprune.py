@@ -23,6 +23,9 @@ Sub-steps, each recorded on its own (its result, or its error and traceback):
   SpecPrune and FastV with ``cuda_graphs=True`` (asserted: the same actions as the eager variant,
   and graphs replayed; on the CPU the emulated backend stands in).
 
+* eval_graphs: the testbed closed loop (full, specprune, fastv) eagerly and with ``--cuda-graphs``
+  in one process (``_eval_graphs``); CUDA only, skipped on the CPU.
+
 ``args.subset`` (``run_all.py --subset``): the sub-steps to run; none of these names: all of them.
 """
 
@@ -36,7 +39,8 @@ from specprune_oft7b import _oft_7b_shape
 
 def run(args) -> dict:
     res = {"device": common.DEV}
-    steps = (("exactness", _exactness), ("eval", lambda: _eval(args.episodes)), ("oft_7b_shape", _oft_7b_shape))
+    steps = (("exactness", _exactness), ("eval", lambda: _eval(args.episodes)), ("oft_7b_shape", _oft_7b_shape),
+             ("eval_graphs", lambda: _eval_graphs(args.episodes)))
     chosen = set(getattr(args, "subset", None) or ()) & {n for n, _ in steps}  # run_all --subset; none known: all
     steps = tuple((n, fn) for n, fn in steps if not chosen or n in chosen)
     res["substeps"] = [n for n, _ in steps]
@@ -83,6 +87,29 @@ def _exactness() -> dict:
         out["max_abs_diff_vs_cpu"].append(float((bare.cpu() - ref).abs().max()))
     out["ok"] = bool(all(out["equal_disabled"]) and all(out["equal_full_method"])
                      and out["actions_device"].startswith(common.DEV) and max(out["max_abs_diff_vs_cpu"]) < 1e-2)
+    return out
+
+
+def _eval_graphs(episodes: int) -> dict:
+    """The testbed closed loop with ``cuda_graphs`` on (full, specprune, fastv), against the same
+    methods eagerly in the same process: success, LLM latency and the graph counts per method. The
+    graphed ``full`` must succeed exactly as the eager one (identical actions). CUDA only."""
+    from foretell.specprune.eval import EvalConfig, evaluate
+
+    if not common.DEV.startswith("cuda"):
+        return {"ok": True, "skipped": "CUDA graphs need a GPU"}
+    methods = ("full", "specprune", "fastv")
+    out = {}
+    for name, graphs in (("eager", False), ("cuda_graphs", True)):
+        rep = evaluate(EvalConfig(device=common.DEV, episodes=episodes, methods=methods, baselines=False,
+                                  cuda_graphs=graphs), log=lambda *a: None)
+        out[name] = {"token_budget": rep["token_budget"],
+                     "methods": {m: {k: r.get(k) for k in ("success_rate", "per_episode_success", "llm_latency_ms",
+                                                          "visual_tokens_kept", "cuda_graphs")}
+                                 for m, r in rep["methods"].items()}}
+    e, g = out["eager"]["methods"], out["cuda_graphs"]["methods"]
+    out["ok"] = bool(g["full"]["per_episode_success"] == e["full"]["per_episode_success"]
+                     and all((g[m]["cuda_graphs"] or {}).get("replays", 0) > 0 for m in ("full", "fastv")))
     return out
 
 
