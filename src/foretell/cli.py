@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from foretell import __version__
-from foretell.core.errors import ForetellError
+from foretell.core.errors import ForetellError, debug_enabled, os_error_line
 
 SYSTEMS = ("specdiff", "specprune", "specee", "nifa")
 
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         # a system given without its action: show that system's help
         args._parser.print_help() if hasattr(args, "_parser") else parser.print_help()
         return 2
-    debug = os.environ.get("FORETELL_DEBUG", "") not in ("", "0")
+    debug = debug_enabled()
     try:
         _check_outputs(args)
         rc = func(args)
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         if debug:
             raise
-        print(f"foretell: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        print(f"foretell: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback
         if debug:

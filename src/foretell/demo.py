@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from foretell.core.argtypes import int_at_least
-
 from foretell.core.device import add_device_argument, resolve_device
 from foretell.core.errors import ForetellError
 

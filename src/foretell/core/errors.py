@@ -9,19 +9,31 @@ class ForetellError(ValueError):
     """
 
 
+def debug_enabled() -> bool:
+    """True when ``FORETELL_DEBUG`` asks for tracebacks instead of one-line errors."""
+    import os
+
+    return os.environ.get("FORETELL_DEBUG", "") not in ("", "0")
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a missing or unreadable file: the reason and the path."""
+    return f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+
+
 def run_script(main, argv=None) -> int:
-    """Exit status of a repository script's ``main(argv)``; a ForetellError becomes one line on stderr
-    and status 2 instead of a traceback (as the ``foretell`` command does)."""
+    """Exit status of a repository script's ``main(argv)``; a ForetellError, a missing or unreadable
+    file or malformed JSON becomes one line on stderr and status 2 instead of a traceback (as the
+    ``foretell`` command does)."""
+    import json
     import os
     import sys
 
-    import json
-
     try:
         return int(main(argv) or 0)
-    except (ForetellError, OSError, json.JSONDecodeError) as exc:  # bad values, missing or unreadable files
-        if os.environ.get("FORETELL_DEBUG", "") not in ("", "0"):
+    except (ForetellError, OSError, json.JSONDecodeError) as exc:
+        if debug_enabled():
             raise
-        detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else exc
+        detail = os_error_line(exc) if isinstance(exc, OSError) else exc
         print(f"{os.path.basename(sys.argv[0])}: error: {detail}", file=sys.stderr)
         return 2

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from foretell.core.argtypes import float_in, int_at_least
-
-
 from foretell.core.device import add_device_argument
 
 
