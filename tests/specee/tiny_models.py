@@ -25,6 +25,24 @@ def tiny_model(kind: str = "llama", layers: int = 6, seed: int = 0):
     return model
 
 
+def varied_model(layers: int = 6, seed: int = 0):
+    """A tiny untied Llama whose greedy output varies (``tiny_model`` mostly repeats its input token)
+    and whose early layers often disagree with the last one: wrong exits are common."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=256, max_position_embeddings=512, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(4.0)
+        for blk in model.model.layers:
+            blk.mlp.down_proj.weight.mul_(8.0)
+            blk.self_attn.o_proj.weight.mul_(8.0)
+        model.lm_head.weight.mul_(8.0)
+    return model
+
+
 def make_predictors(model, layers=None, bias: float = 0.0, k: int = 4, seed: int = 0) -> LayerPredictors:
     torch.manual_seed(seed)
     n = model.config.num_hidden_layers

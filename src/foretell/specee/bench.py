@@ -11,7 +11,8 @@ argmax equals the final token, on the full model's own trajectory.
 
 ``specee`` runs with the engine's default thresholds (calibrated per layer when the predictors
 carry them; ``config.thresholds`` lists them); extras at fixed thresholds (0.5 = the paper's, 0.9,
-1.0 = overhead only), the other KV strategy, and ``exit_check`` (the same rule with the candidate
+1.0 = overhead only), checked exits (``check_exits``, lossless) at several thresholds, the other KV
+strategy, and ``exit_check`` (the same rule with the candidate
 check done by the full-vocabulary product instead of the int8 screen) are measured in the same run.
 """
 
@@ -27,6 +28,7 @@ import torch
 from foretell.core.progress import progress
 from foretell.core.seed import seed_everything
 from foretell.specee.adapters import all_layer_states
+from foretell.specee.checked import checked_decode
 from foretell.specee.engine import ASSETS, SpecEE
 from foretell.specee.generate import DecodeStats, TokenPicker, decode
 from foretell.specee.kv import LayerStepper
@@ -34,7 +36,10 @@ from foretell.specee.perplexity import perplexity, teacher_forced_nll
 from foretell.specee.predictor import LayerPredictors
 from foretell.specee.rules import ExitRule, FixedLayerRule, FullVocabRule, GapRule, SpecEERule
 from foretell.specee.scheduler import LayerSchedule, oracle_exit_layers
-from foretell.specee.speculative import speculative_decode
+from foretell.specee.speculative import MergedVerifyRule, speculative_decode
+
+CHECKED = "specee_checked"                          # extras with check_exits (lossless), by threshold
+CHECKED_THRESHOLDS = {"": None, "_threshold_0.9": 0.9, "_threshold_0.7": 0.7, "_threshold_0.5": 0.5}
 
 
 def oracle_layers(ee: SpecEE, out: torch.Tensor, n_prompt: int) -> torch.Tensor:
@@ -69,9 +74,15 @@ class MethodSet:
             return lambda ids, n: decode(acc, stepper or self.lazy, rule, draft, ids, max_new_tokens=n,
                                          picker=picker, eos_token_id=eos, k=k)
 
-        def spec(rule, stepper=None):
+        def spec(rule, stepper=None, check=False):
             return lambda ids, n: speculative_decode(acc, stepper or self.lazy, ee.draft, ids, max_new_tokens=n,
-                                                     gamma=ee.config.gamma, k=k, rule=rule, eos_token_id=eos)
+                                                     gamma=ee.config.gamma, k=k, rule=rule, eos_token_id=eos,
+                                                     check=check)
+
+        def checked(threshold):
+            rule = SpecEERule(acc, sched(), ee.predictors, threshold)
+            return lambda ids, n: checked_decode(acc, self.lazy, rule, ee.draft, ids, max_new_tokens=n, k=k,
+                                                 eos_token_id=eos)
 
         self.methods = {
             "full": dec(None, None),
@@ -92,6 +103,9 @@ class MethodSet:
                                                         screen=False), ee.draft),
             "specee_threshold_0.5_full_product_check": dec(SpecEERule(acc, sched(), ee.predictors, 0.5,
                                                                       screen=False), ee.draft),
+            **{CHECKED + suffix: checked(t) for suffix, t in CHECKED_THRESHOLDS.items()},
+            "specee+speculative_checked_threshold_0.5":
+                spec(MergedVerifyRule(acc, sched(), ee.predictors, 0.5), check=True),
         }
         self.methods["transformers_generate"] = self._hf_greedy(eos)
         if ee.kernels is not None:
@@ -206,7 +220,7 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
         agr = [_agreement(r, g) for r, g in zip(outs["full"], outs[n])]
         layers = sum(sum(s.layers) for s in stats[n])
         passes = sum(len(s.layers) for s in stats[n])
-        emitted = sum(sum(s.emitted) for s in stats[n])
+        emitted = sum(s.kept for s in stats[n])
         return {"tokens_per_s": new / sum(times[n]), "avg_layers": layers / max(1, passes),
                 "agreement": sum(a for a, _ in agr) * 1.0 / len(agr) if agr else None,
                 "first_divergence": statistics.fmean(f for _, f in agr) if agr else None,
@@ -256,6 +270,13 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
         report["kv_strategies"] = {ee.config.kv_strategy: res["specee"], other: res["specee_kv_" + other]}
         report["specee_threshold_0.9"] = res["specee_threshold_0.9"]
         report["specee_threshold_0.5"] = res["specee_threshold_0.5"]
+        report["checked_exits"] = {n: {**res[n], "rollbacks": sum(s.rollbacks for s in stats[n]),
+                                       "retracted_tokens": sum(s.retracted for s in stats[n])}
+                                   for n in names if "_checked" in n}
+        report["checked_exits"]["note"] = (
+            "check_exits=True: every exit is checked when its deferred (lazy) layers reach the last layer "
+            "and a wrong one is rolled back, so agreement is 1.0 by construction; layers_per_token counts "
+            "every pass, wasted ones and the final flush included")
         def screen_vs_full_product(screened: dict, full_product: dict) -> dict:
             return {"screened": screened, "full_product": full_product,
                     "speedup_of_screen": screened["tokens_per_s"] / full_product["tokens_per_s"]}

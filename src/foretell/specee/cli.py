@@ -100,7 +100,8 @@ def _generate(args) -> int:
     device = resolve_device(args.device)
     seed_everything(args.seed)
     ee = SpecEE.from_pretrained(args.model, predictors=args.predictors, threshold=args.threshold,
-                                kv_strategy=args.kv_strategy, torch_dtype=args.dtype, gamma=args.gamma,
+                                kv_strategy=args.kv_strategy, check_exits=args.check_exits,
+                                torch_dtype=args.dtype, gamma=args.gamma,
                                 device=device, linear_kernel=args.linear_kernel)
     ids = chat_ids(ee.tokenizer, args.prompt)
     streamer = TextStreamer(ee.tokenizer, skip_prompt=True)
@@ -183,6 +184,9 @@ def register(sub) -> None:
                    help="predictor exit threshold on every layer (0.5 = the paper's, 1.0 = never exit); "
                         "default: the per-layer thresholds calibrated into the predictors' JSON")
     g.add_argument("--kv-strategy", default="lazy", choices=["lazy", "fill"], help="KV handling of skipped layers")
+    g.add_argument("--check-exits", action="store_true",
+                   help="check each exit when its deferred layers run and roll back wrong ones (lossless; "
+                        "lazy KV, greedy only)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")

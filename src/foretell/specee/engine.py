@@ -14,6 +14,7 @@ import torch
 
 from foretell.core.errors import ForetellError
 from foretell.specee.adapters import DecoderAccess, decoder_access
+from foretell.specee.checked import checked_decode
 from foretell.specee.draft import AssistantDraft, Draft, DraftHead, HeadDraft
 from foretell.specee.generate import DecodeStats, TokenPicker, decode
 from foretell.specee.kernels import apply_packed_linears, linear_weight_bytes, resolve_linear_kernel
@@ -35,7 +36,8 @@ class SpecEEConfig:
     ``linear_kernel``: "auto" (oneDNN packed weights for a float32 model on the CPU, where a
     multi-row verify pass then costs about one row, unless the packed copy would take more than a
     quarter of the RAM; see :mod:`foretell.specee.kernels`), "onednn" or "torch" (the stock
-    ``F.linear``)."""
+    ``F.linear``). ``check_exits``: check every exit once its deferred layers have run and roll
+    back a wrong one (lazy KV, greedy only; lossless, see :mod:`foretell.specee.checked`)."""
 
     k: int = 4
     threshold: float | None = None
@@ -45,6 +47,7 @@ class SpecEEConfig:
     radius: int = 2
     gamma: int = 4
     linear_kernel: str = "auto"
+    check_exits: bool = False
 
     def validate(self, vocab_size: int) -> None:
         if not 1 <= int(self.k) <= vocab_size:
@@ -53,6 +56,9 @@ class SpecEEConfig:
             raise ForetellError(f"threshold must be in [0, 1] or None (calibrated per layer), got {self.threshold}")
         if self.kv_strategy not in KV_STRATEGIES:
             raise ForetellError(f"kv_strategy must be one of {', '.join(KV_STRATEGIES)}, got {self.kv_strategy!r}")
+        if self.check_exits and self.kv_strategy != "lazy":
+            raise ForetellError(f"check_exits needs kv_strategy='lazy' (the check rides on the deferred layers), "
+                                f"got {self.kv_strategy!r}")
         if int(self.gamma) < 1:
             raise ForetellError(f"gamma (draft chain length) must be >= 1, got {self.gamma}")
 
@@ -176,7 +182,13 @@ class SpecEE:
                 raise ForetellError(f"method {method!r} is greedy only; use do_sample=False or method='specee'")
             rule = self.rule(merged=True) if method == "specee+speculative" else None
             out, stats = speculative_decode(self.acc, self.stepper, self.draft, input_ids, gamma=self.config.gamma,
-                                            k=self.config.k, rule=rule, **common)
+                                            k=self.config.k, rule=rule, check=bool(self.config.check_exits and rule),
+                                            **common)
+        elif method == "specee" and self.config.check_exits:
+            if do_sample:
+                raise ForetellError("check_exits is greedy only; use do_sample=False or check_exits=False")
+            out, stats = checked_decode(self.acc, self.stepper, self.rule(), self.draft, input_ids, k=self.config.k,
+                                        **common)
         else:
             picker = TokenPicker(do_sample, temperature, top_k, top_p, generator)
             rule = self.rule() if method == "specee" else None

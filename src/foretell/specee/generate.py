@@ -20,12 +20,20 @@ from foretell.specee.rules import ExitDecision, ExitRule
 
 @dataclass
 class DecodeStats:
-    """What a decode did: layers used per target pass and tokens emitted per pass."""
+    """What a decode did: layers used per target pass and tokens emitted per pass. With checked
+    exits ``emitted`` counts tentative tokens; ``retracted`` of them were rolled back (net of the
+    full model's replacements) over ``rollbacks`` wrong exits, so ``kept`` is the output length."""
 
     layers: list[int] = field(default_factory=list)
     emitted: list[int] = field(default_factory=list)
     evaluations: int = 0
     head_checks: int = 0
+    rollbacks: int = 0
+    retracted: int = 0
+
+    @property
+    def kept(self) -> int:
+        return sum(self.emitted) - self.retracted
 
     @property
     def avg_layers(self) -> float:

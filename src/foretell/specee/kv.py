@@ -58,6 +58,7 @@ class LayerStepper:
         self.cache = DynamicCache()
         self.pending: list[list] = []          # [resume_layer, hidden (n, d)] in position order
         self.num_tokens = 0
+        self.finished: tuple[int, torch.Tensor] | None = None
 
     def cache_len(self, layer: int) -> int:
         """Tokens whose K/V layer ``layer`` holds."""
@@ -73,7 +74,8 @@ class LayerStepper:
     def run(self, tokens: torch.Tensor | None, exit_fn: Callable | None = None):
         """Process ``tokens`` (q,) (None: only pending work). ``exit_fn(layer, h_new (q, d))`` may
         return a truthy decision to stop after ``layer``. Returns (h_new (q, d) at the last layer
-        run, that layer, decision or None)."""
+        run, that layer, decision or None). ``self.finished`` is then (first position, states (n, d))
+        of the rows that ran the last layer in this pass (deferred rows included), or None."""
         acc = self.acc
         n_layers = acc.num_layers
         q = 0 if tokens is None else tokens.numel()
@@ -87,6 +89,7 @@ class LayerStepper:
             h = torch.zeros(1, 0, acc.hidden_size, dtype=acc.lm_head.weight.dtype, device=dev)
         cos, sin = acc.rotary_for(h, positions)
         decision, layer = None, n_layers - 1
+        self.finished = None
         for layer in range(n_layers):
             joiners = [g for g in self.pending if g[0] == layer]
             if joiners:
@@ -100,6 +103,8 @@ class LayerStepper:
                                    f"cache length {c} of {total}")
             sl = slice(c - start, total - start)
             h = acc.run_layer(layer, h, positions[sl], (cos[:, sl], sin[:, sl]), self.cache, c)
+            if layer == n_layers - 1:
+                self.finished = (c, h[0])
             if exit_fn is not None and q and layer < n_layers - 1:
                 decision = exit_fn(layer, h[0, -q:])
                 if decision:

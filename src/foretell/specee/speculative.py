@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from foretell.specee.adapters import DecoderAccess
+from foretell.specee.checked import ExitChecker
 from foretell.specee.draft import Draft
 from foretell.specee.generate import DecodeStats, Emitter, eos_set, prefill
 from foretell.specee.kv import LayerStepper
@@ -55,8 +56,11 @@ class MergedVerifyRule(SpecEERule):
 @torch.no_grad()
 def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, input_ids: torch.Tensor, *,
                        max_new_tokens: int, gamma: int = 4, k: int = 4, rule: MergedVerifyRule | None = None,
-                       eos_token_id=None, streamer=None, callback=None) -> tuple[torch.Tensor, DecodeStats]:
-    """Greedy chain speculative decoding; with ``rule`` the verify pass uses early exit.
+                       eos_token_id=None, streamer=None, callback=None,
+                       check: bool = False) -> tuple[torch.Tensor, DecodeStats]:
+    """Greedy chain speculative decoding; with ``rule`` the verify pass uses early exit, and with
+    ``check`` (lazy KV only) exited verify rows are checked once a later pass finishes them
+    (:mod:`foretell.specee.checked`: lossless again; only checked tokens are emitted).
 
     Runs on the model's device; the returned ids are on ``input_ids``' device. The draft chain
     stays on the device; a round reads back the verify pass's tokens and the chain once (plus the
@@ -73,7 +77,14 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
     stats.layers.append(acc.num_layers)
     stats.emitted.append(1)
     feed_tokens, feed_states = torch.tensor([tok], device=dev), state.view(1, -1)
+    checker = ExitChecker(acc, stepper, draft, em, stats, max_new_tokens) if check else None
     while not em.done:
+        if checker is not None and checker.tentative_done():
+            fixed = checker.finish()
+            if fixed is not None:
+                feed_tokens, feed_states = torch.tensor([fixed[0]], device=dev), fixed[1].view(1, -1)
+            checker.publish()
+            continue
         scores, g = draft.feed(feed_tokens, feed_states)
         committed = draft.length()
         firsts, cands = [], []
@@ -90,7 +101,16 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
         block = torch.cat([feed_tokens[-1:], chain_t])
         if rule is not None:
             rule.start_chain(torch.stack(cands).to(dev), chain_t)
-        h, layer, dec = stepper.run(block, rule)
+        start = stepper.num_tokens
+        h, layer, dec = stepper.run(block, None if checker is not None and checker.must_go_deep() else rule)
+        stats.layers.append(layer + 1)
+        if checker is not None and not dec:
+            fixed = checker.check(start)
+            if fixed is not None:                        # an earlier exit was wrong: this pass is wasted
+                stats.emitted.append(0)
+                feed_tokens, feed_states = torch.tensor([fixed[0]], device=dev), fixed[1].view(1, -1)
+                checker.publish()
+                continue
         if dec:
             y = dec.argmax()
             rule.record(layer)
@@ -104,11 +124,17 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
         stepper.rollback(gamma - m)
         states = acc.norm(h[: m + 1])
         before = len(em.ids)
-        for t in accepted:
-            em.emit(t)
-        stats.layers.append(layer + 1)
-        stats.emitted.append(len(em.ids) - before)
+        if checker is not None:
+            checker.ids.extend(accepted)
+            checker.publish()
+            stats.emitted.append(len(accepted))
+        else:
+            for t in accepted:
+                em.emit(t)
+            stats.emitted.append(len(em.ids) - before)
         feed_tokens, feed_states = torch.tensor(accepted, device=dev), states
+    if checker is not None:
+        checker.close()
     if rule is not None:
         stats.evaluations, stats.head_checks = rule.evaluations, rule.head_checks
     return em.finish(), stats
