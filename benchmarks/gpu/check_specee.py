@@ -100,10 +100,14 @@ def tiny_checks(kind: str, dev: str) -> dict:
     r["merged_tokens"] = int(out.shape[1] - ids.shape[1])
     st = ee.stepper
     r["merged_kv_consistent"] = all(st.cache_len(i) + st.pending_count(i) == st.num_tokens for i in range(8))
+    ee.config.check_exits = True                   # exits checked on the device: lossless again
+    r["checked_equal"] = bool(torch.equal(ee.generate(ids, max_new_tokens=40, eos_token_id=None), ref))
+    r["checked_merged_equal"] = bool(torch.equal(ee.generate(ids, max_new_tokens=40, eos_token_id=None,
+                                                             method="specee+speculative"), ref))
     r["ok"] = (r["threshold1_equal"] and r["speculative_equal"] and r["merged_tokens"] == 40
                and r["output_on_input_device"] and r["cpu_input_gives_cpu_output"] and r["sampling_top_k1_equal"]
                and r["perplexity_equal"] and r["fill_threshold1_equal"] and r["exit_avg_layers"] < 8
-               and r["merged_kv_consistent"])
+               and r["merged_kv_consistent"] and r["checked_equal"] and r["checked_merged_equal"])
     return r
 
 
