@@ -4,22 +4,16 @@ rolled back, so the output is the full model's greedy output even when most exit
 import pytest
 import torch
 
-from tiny_models import AllTokensDraft, make_predictors, varied_model
+from tiny_models import PROMPT, AllTokensDraft, hf_greedy, make_predictors, varied_model
 from foretell.core.errors import ForetellError
 from foretell.specee.adapters import decoder_access
 from foretell.specee.draft import DraftHead, HeadDraft
 from foretell.specee.engine import SpecEE, SpecEEConfig
 
-PROMPT = torch.tensor([[5, 17, 99, 3, 250, 42, 7]])
-
 
 @pytest.fixture(scope="module")
 def tiny():
     return varied_model()
-
-
-def hf_greedy(model, n):
-    return model.generate(PROMPT, max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
 
 
 def always_exiting(tiny, check: bool, layers=(1, 3)):

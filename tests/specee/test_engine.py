@@ -3,16 +3,10 @@
 import pytest
 import torch
 
-from tiny_models import AllTokensDraft, make_predictors, tiny_model
+from tiny_models import PROMPT, AllTokensDraft, hf_greedy, make_predictors, tiny_model
 from foretell.specee.adapters import all_layer_states, decoder_access
 from foretell.specee.draft import DraftHead, HeadDraft
 from foretell.specee.engine import SpecEE, SpecEEConfig
-
-PROMPT = torch.tensor([[5, 17, 99, 3, 250, 42, 7]])
-
-
-def hf_greedy(model, n):
-    return model.generate(PROMPT, max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
 
 
 @pytest.mark.parametrize("kv", ["lazy", "fill"])

@@ -10,6 +10,14 @@ from foretell.specee.draft import Draft
 from foretell.specee.predictor import LayerPredictors, PredictorConfig
 
 
+PROMPT = torch.tensor([[5, 17, 99, 3, 250, 42, 7]])
+
+
+def hf_greedy(model, n: int) -> torch.Tensor:
+    """transformers' own greedy decoding of ``PROMPT``: the reference every lossless path must equal."""
+    return model.generate(PROMPT, max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+
+
 def tiny_model(kind: str = "llama", layers: int = 6, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 

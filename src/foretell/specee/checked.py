@@ -25,15 +25,20 @@ from foretell.specee.kv import LayerStepper
 from foretell.specee.rules import ExitDecision, ExitRule
 
 
+def require_lazy(kv_strategy: str) -> None:
+    """Checked exits ride on the lazy strategy's deferred layers; any other strategy is an error."""
+    if kv_strategy != "lazy":
+        raise ForetellError(f"check_exits needs kv_strategy='lazy' (the check rides on the deferred layers), "
+                            f"got {kv_strategy!r}")
+
+
 class ExitChecker:
     """Every token decoded so far (``ids``: prompt + new, checked or not), the check of exited rows
     when they finish the last layer, and the hand-over of checked tokens to the :class:`Emitter`."""
 
     def __init__(self, acc: DecoderAccess, stepper: LayerStepper, draft: Draft | None, em: Emitter,
                  stats: DecodeStats, max_new_tokens: int, max_unchecked: int = 8):
-        if stepper.kv_strategy != "lazy":
-            raise ForetellError("checked exits need kv_strategy='lazy' (the check rides on the deferred "
-                                f"layers), got {stepper.kv_strategy!r}")
+        require_lazy(stepper.kv_strategy)
         self.acc, self.stepper, self.draft, self.em, self.stats = acc, stepper, draft, em, stats
         self.ids = list(em.ids)
         self.end = em.n_prompt + int(max_new_tokens)

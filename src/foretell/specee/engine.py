@@ -14,7 +14,7 @@ import torch
 
 from foretell.core.errors import ForetellError
 from foretell.specee.adapters import DecoderAccess, decoder_access
-from foretell.specee.checked import checked_decode
+from foretell.specee.checked import checked_decode, require_lazy
 from foretell.specee.draft import AssistantDraft, Draft, DraftHead, HeadDraft
 from foretell.specee.generate import DecodeStats, TokenPicker, decode
 from foretell.specee.kernels import apply_packed_linears, linear_weight_bytes, resolve_linear_kernel
@@ -56,9 +56,8 @@ class SpecEEConfig:
             raise ForetellError(f"threshold must be in [0, 1] or None (calibrated per layer), got {self.threshold}")
         if self.kv_strategy not in KV_STRATEGIES:
             raise ForetellError(f"kv_strategy must be one of {', '.join(KV_STRATEGIES)}, got {self.kv_strategy!r}")
-        if self.check_exits and self.kv_strategy != "lazy":
-            raise ForetellError(f"check_exits needs kv_strategy='lazy' (the check rides on the deferred layers), "
-                                f"got {self.kv_strategy!r}")
+        if self.check_exits:
+            require_lazy(self.kv_strategy)
         if int(self.gamma) < 1:
             raise ForetellError(f"gamma (draft chain length) must be >= 1, got {self.gamma}")
 

@@ -123,12 +123,12 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
         accepted = chain[:m] + [ys[m]]
         stepper.rollback(gamma - m)
         states = acc.norm(h[: m + 1])
-        before = len(em.ids)
         if checker is not None:
             checker.ids.extend(accepted)
             checker.publish()
             stats.emitted.append(len(accepted))
         else:
+            before = len(em.ids)
             for t in accepted:
                 em.emit(t)
             stats.emitted.append(len(em.ids) - before)
