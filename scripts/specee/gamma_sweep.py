@@ -1,7 +1,8 @@
-"""Side-by-side timing of `speculative` and `specee+speculative` for several draft chain lengths.
+"""Side-by-side timing of `speculative` and `specee+speculative` for several draft chain lengths
+(and, for `speculative`, draft trees: the chain plus side leaves per depth).
 
 python scripts/specee/gamma_sweep.py [--num-prompts 6] [--max-new-tokens 48] [--gammas 1,2,3,4]
-    [--dtype float32|bfloat16] --json OUT
+    [--trees chain 3 2,1 ...] [--no-merged] [--dtype float32|bfloat16] --json OUT
 
 Same protocol as the bench: one warm-up, then per prompt every variant in rotating order
 (one torch thread); speed-up = tokens/s against `full` measured in the same run.
@@ -18,11 +19,15 @@ from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.report import write_json
 from foretell.specee.engine import SpecEE
 from foretell.specee.loading import chat_ids, read_prompts
+from foretell.specee.tree import parse_tree
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--num-prompts", type=int_at_least(1), default=6)
 ap.add_argument("--max-new-tokens", type=int_at_least(1), default=48)
 ap.add_argument("--gammas", type=int_list(1), default="1,2,3,4")
+ap.add_argument("--trees", type=parse_tree, nargs="+", default=[()],
+                help="draft trees for `speculative`: side leaves per depth, e.g. chain 3 2,1 (default: chain)")
+ap.add_argument("--no-merged", action="store_true", help="time `speculative` only")
 ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 ap.add_argument("--json", required=True)
 add_device_argument(ap)
@@ -32,8 +37,12 @@ torch.set_num_threads(1)
 load = [os.getloadavg()[0]]
 ee = SpecEE.from_pretrained(None, torch_dtype=args.dtype, device=device)
 inputs = [chat_ids(ee.tokenizer, p) for p in read_prompts(None, "eval")[: args.num_prompts]]
-variants = [("full", None)] + [(f"{m}_gamma{g}", (m, int(g))) for g in args.gammas
-                                for m in ("speculative", "specee+speculative")]
+variants = [("full", None)]
+for g in args.gammas:
+    variants += [(f"speculative_gamma{g}" + (f"_tree{','.join(map(str, t))}" if t else ""), ("speculative", g, t))
+                 for t in args.trees if len(t) <= g]
+    if not args.no_merged:
+        variants.append((f"specee+speculative_gamma{g}", ("specee+speculative", g, ())))
 ee.generate(inputs[0], max_new_tokens=4, method="full")
 secs = {n: 0.0 for n, _ in variants}
 toks = {n: 0 for n, _ in variants}
@@ -44,7 +53,7 @@ for pi, ids in enumerate(inputs):
     outs = {}
     for name, spec in order:
         if spec:
-            ee.config.gamma = spec[1]
+            ee.config.gamma, ee.config.tree = spec[1], spec[2]
         t0 = time.perf_counter()
         out = ee.generate(ids, max_new_tokens=args.max_new_tokens, method=spec[0] if spec else "full")
         if device.type == "cuda":
@@ -59,7 +68,8 @@ for pi, ids in enumerate(inputs):
     ref.append(len(full))
 base = toks["full"] / secs["full"]
 res = {n: {"tokens_per_s": toks[n] / secs[n], "speedup": toks[n] / secs[n] / base,
-           "tokens_per_pass": toks[n] / max(1, passes[n]), "agreement": agree[n] / sum(ref)} for n, _ in variants}
+           "tokens_per_pass": toks[n] / max(1, passes[n]), "rows_per_verify": None if not spec else spec[1] + 1 + sum(spec[2]),
+           "agreement": agree[n] / sum(ref)} for n, spec in variants}
 write_json(args.json, {"prompts": len(inputs), "new_tokens": args.max_new_tokens, "methods": res,
                        "config": {"torch_threads": 1, "k": ee.config.k, "threshold": ee.config.threshold,
                                   "dtype": args.dtype, "device": str(device), "linear_kernel": ee.linear_kernel,

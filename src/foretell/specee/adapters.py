@@ -64,11 +64,13 @@ class DecoderAccess:
         return self.rotary(h, positions.view(1, -1))
 
     def run_layer(self, i: int, h: torch.Tensor, positions: torch.Tensor, cos_sin, cache,
-                  past_len: int) -> torch.Tensor:
+                  past_len: int, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Run decoder layer ``i`` on ``h`` (1, q, d) whose tokens sit at ``positions`` right after
-        ``past_len`` cached tokens of that layer; appends their K/V to ``cache`` layer ``i``."""
+        ``past_len`` cached tokens of that layer; appends their K/V to ``cache`` layer ``i``.
+        ``mask``: an additive (1, 1, q, past_len + q) mask instead of the causal one (draft trees)."""
         q = h.shape[1]
-        mask = causal_mask(q, past_len, h.dtype, h.device) if (q > 1 and past_len > 0) else None
+        if mask is None and q > 1 and past_len > 0:
+            mask = causal_mask(q, past_len, h.dtype, h.device)
         layer = self.layers[i]
         return layer(h, attention_mask=mask, position_ids=positions.view(1, -1), use_cache=cache is not None,
                      position_embeddings=cos_sin, **{cache_kwarg(layer): cache})

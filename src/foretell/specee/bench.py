@@ -14,6 +14,8 @@ carry them; ``config.thresholds`` lists them); extras at fixed thresholds (0.5 =
 1.0 = overhead only), checked exits (``check_exits``, lossless) at several thresholds, the other KV
 strategy, and ``exit_check`` (the same rule with the candidate
 check done by the full-vocabulary product instead of the int8 screen) are measured in the same run.
+``speculative`` verifies the configured draft tree (default: the chain plus the draft's 2nd and 3rd
+choices at depth 1); the extra ``speculative_chain`` verifies the chain alone (report key ``draft_tree``).
 """
 
 from __future__ import annotations
@@ -74,10 +76,10 @@ class MethodSet:
             return lambda ids, n: decode(acc, stepper or self.lazy, rule, draft, ids, max_new_tokens=n,
                                          picker=picker, eos_token_id=eos, k=k)
 
-        def spec(rule, stepper=None, check=False):
+        def spec(rule, stepper=None, check=False, tree=()):
             return lambda ids, n: speculative_decode(acc, stepper or self.lazy, ee.draft, ids, max_new_tokens=n,
                                                      gamma=ee.config.gamma, k=k, rule=rule, eos_token_id=eos,
-                                                     check=check)
+                                                     check=check, tree=tree)
 
         def checked(threshold):
             rule = SpecEERule(acc, sched(), ee.predictors, threshold)
@@ -87,7 +89,7 @@ class MethodSet:
         self.methods = {
             "full": dec(None, None),
             "specee": dec(ee.rule(), ee.draft, self.lazy if ee.config.kv_strategy == "lazy" else self.fill),
-            "speculative": spec(None),
+            "speculative": spec(None, tree=ee.config.tree),
             "specee+speculative": spec(ee.rule(merged=True)),
             "full_vocab_predictor": dec(FullVocabRule(acc, sched(), fv, ee.config.threshold), None),
             "adainfer": dec(GapRule(acc, sched(), cal["adainfer_gap"]), None),
@@ -107,6 +109,8 @@ class MethodSet:
             "specee+speculative_checked_threshold_0.5":
                 spec(MergedVerifyRule(acc, sched(), ee.predictors, 0.5), check=True),
         }
+        if ee.config.tree:
+            self.extra["speculative_chain"] = spec(None)
         self.methods["transformers_generate"] = self._hf_greedy(eos)
         if ee.kernels is not None:
             self.methods["full_torch_linear"] = self._stock_kernels(self.methods["full"])
@@ -163,11 +167,12 @@ def _agreement(ref: list[int], got: list[int]) -> tuple[float, int]:
 @torch.no_grad()
 def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: str | Path | None = None,
               seed: int = 0, repeats: int = 1, ppl_texts: int = 3, extras: bool = True,
-              assistant_layers: int = 8, methods_filter: list[str] | None = None, dtype=None, gamma: int = 4,
-              device=None, linear_kernel: str = "auto", log=print) -> dict:
+              assistant_layers: int = 8, methods_filter: list[str] | None = None, dtype=None, gamma: int = 3,
+              tree=(2,), device=None, linear_kernel: str = "auto", log=print) -> dict:
     """Run every method on ``prompts``; returns the report dict (see module docstring). ``dtype``:
     the model's weights (float32 default, or bfloat16); every method, ``full`` included, runs in it.
-    ``gamma``: draft chain length of the speculative methods. ``device``: where the model runs
+    ``gamma``: draft chain length of the speculative methods; ``tree``: side leaves per depth that
+    ``speculative`` also verifies (see :class:`SpecEEConfig`). ``device``: where the model runs
     (cpu default, "cuda", ...; see :meth:`SpecEE.from_pretrained`); on a GPU each timed
     generation ends with a device synchronisation. ``linear_kernel``: see :class:`SpecEEConfig`; with
     the packed oneDNN kernels every method, ``full`` included, runs on them, and ``full_torch_linear``
@@ -177,7 +182,7 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
 
     seed_everything(seed)
     assets = Path(assets) if assets else ASSETS
-    ee = SpecEE.from_pretrained(model, predictors=assets, torch_dtype=dtype, gamma=gamma, device=device,
+    ee = SpecEE.from_pretrained(model, predictors=assets, torch_dtype=dtype, gamma=gamma, tree=tree, device=device,
                                 linear_kernel=linear_kernel)
     dev = ee.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -251,7 +256,7 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
                    else "calibrated per layer", "thresholds": {str(l): t for l, t in ee.rule().thresholds.items()},
                    "threshold_calibration": ee.predictors.config.calibration or None,
                    "kv_strategy": ee.config.kv_strategy,
-                   "gamma": ee.config.gamma, "linear_kernel": ee.linear_kernel, "online_window": ee.config.window, "online_radius": ee.config.radius,
+                   "gamma": ee.config.gamma, "tree": list(ee.config.tree), "linear_kernel": ee.linear_kernel, "online_window": ee.config.window, "online_radius": ee.config.radius,
                    "offline_layers": ee.predictors.config.offline_layers, "num_layers": n_layers, "seed": seed,
                    "repeats": repeats, "torch_threads": torch.get_num_threads(), "fixed_layer": fixed,
                    "adainfer_gap": cal["adainfer_gap"]},
@@ -268,6 +273,13 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
     if extras:
         other = "fill" if ee.config.kv_strategy == "lazy" else "lazy"
         report["kv_strategies"] = {ee.config.kv_strategy: res["specee"], other: res["specee_kv_" + other]}
+        if "speculative_chain" in res and "speculative" in res:
+            report["draft_tree"] = {
+                "tree": list(ee.config.tree), "gamma": ee.config.gamma,
+                "speculative_tree": res["speculative"], "speculative_chain": res["speculative_chain"],
+                "tree_over_chain": res["speculative"]["tokens_per_s"] / res["speculative_chain"]["tokens_per_s"],
+                "note": "same draft, same gamma; the tree also verifies the draft's runners-up as side leaves "
+                        "(one pass, tree mask), the chain only its first choices"}
         report["specee_threshold_0.9"] = res["specee_threshold_0.9"]
         report["specee_threshold_0.5"] = res["specee_threshold_0.5"]
         report["checked_exits"] = {n: {**res[n], "rollbacks": sum(s.rollbacks for s in stats[n]),
@@ -299,7 +311,8 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
         **{f"{n}_seconds_per_round": per_pass(n) for n in ("speculative", "specee+speculative") if n in res},
         **{f"{n}_round_over_full_pass": per_pass(n) / per_pass("full") for n in ("speculative", "specee+speculative")
            if n in res},
-        "note": "a speculative round = gamma draft steps + one verify pass over gamma+1 rows (+ rollback); "
+        "note": "a speculative round = gamma draft steps + one verify pass over gamma+1 rows (+ the tree's side "
+                "leaves for `speculative`) (+ rollback); "
                 "it pays off when tokens_per_pass exceeds round_over_full_pass"}
     if ppl_texts:
         report["perplexity"] = _perplexities(ee, ms, inputs[:ppl_texts], outs["full"][:ppl_texts], fixed)

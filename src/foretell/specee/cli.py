@@ -69,7 +69,8 @@ def _bench(args) -> int:
         prompts = prompts[: args.num_prompts] if args.num_prompts else prompts
     report = run_bench(prompts, n_new, model=args.model, assets=args.predictors, seed=args.seed,
                        repeats=args.repeats, ppl_texts=0 if args.quick else args.ppl_texts, extras=not args.quick,
-                       dtype=args.dtype, gamma=args.gamma, device=device, linear_kernel=args.linear_kernel)
+                       dtype=args.dtype, gamma=args.gamma, tree=args.tree, device=device,
+                       linear_kernel=args.linear_kernel)
     if args.json:
         from pathlib import Path
 
@@ -101,7 +102,7 @@ def _generate(args) -> int:
     seed_everything(args.seed)
     ee = SpecEE.from_pretrained(args.model, predictors=args.predictors, threshold=args.threshold,
                                 kv_strategy=args.kv_strategy, check_exits=args.check_exits,
-                                torch_dtype=args.dtype, gamma=args.gamma,
+                                torch_dtype=args.dtype, gamma=args.gamma, tree=args.tree,
                                 device=device, linear_kernel=args.linear_kernel)
     ids = chat_ids(ee.tokenizer, args.prompt)
     streamer = TextStreamer(ee.tokenizer, skip_prompt=True)
@@ -112,6 +113,15 @@ def _generate(args) -> int:
     print(f"[{args.method}] avg layers per pass {st.avg_layers:.2f} of {ee.acc.num_layers}, "
           f"{sum(st.emitted)} tokens in {len(st.layers)} passes")
     return 0
+
+
+def _tree_arg(text: str) -> tuple[int, ...]:
+    from foretell.specee.tree import parse_tree          # imported on use: `foretell --help` stays torch-free
+
+    return parse_tree(text)
+
+
+_tree_arg.__name__ = "tree"
 
 
 def register(sub) -> None:
@@ -132,8 +142,12 @@ def register(sub) -> None:
         q.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                        help="model weight dtype (bfloat16: multi-row verify passes cost little more than one row "
                             "on CPUs with bf16 instructions; predictor features stay float32)")
-        q.add_argument("--gamma", type=int, default=4,
-                       help="draft chain length of the speculative methods (in bfloat16, 2 measured faster than the default 4)")
+        q.add_argument("--gamma", type=int, default=3,
+                       help="draft chain length of the speculative methods (default 3; in bfloat16 2 measured faster)")
+        q.add_argument("--tree", type=_tree_arg, default="2",
+                       help="side leaves per depth that `speculative` also verifies (the draft's runners-up): "
+                            "2 = its 2nd and 3rd choice at depth 1 (default), 3,1 = three at depth 1 and one at "
+                            "depth 2, chain = none")
         q.add_argument("--linear-kernel", default="auto", choices=["auto", "onednn", "torch"],
                        help="linear layers: auto = oneDNN packed weights for float32 on the CPU (a multi-row "
                             "verify pass then costs about one row), torch = the stock kernels")

@@ -23,6 +23,7 @@ from foretell.specee.predictor import LayerPredictors
 from foretell.specee.rules import ExitRule, SpecEERule
 from foretell.specee.scheduler import LayerSchedule
 from foretell.specee.speculative import MergedVerifyRule, speculative_decode
+from foretell.specee.tree import check_tree_widths
 
 ASSETS = Path(__file__).parent / "assets"
 METHODS = ("specee", "full", "speculative", "specee+speculative")
@@ -37,7 +38,12 @@ class SpecEEConfig:
     multi-row verify pass then costs about one row, unless the packed copy would take more than a
     quarter of the RAM; see :mod:`foretell.specee.kernels`), "onednn" or "torch" (the stock
     ``F.linear``). ``check_exits``: check every exit once its deferred layers have run and roll
-    back a wrong one (lazy KV, greedy only; lossless, see :mod:`foretell.specee.checked`)."""
+    back a wrong one (lazy KV, greedy only; lossless, see :mod:`foretell.specee.checked`).
+    ``gamma``: draft chain length of the speculative methods. ``tree``: side leaves per depth of
+    the chain that ``speculative`` also verifies, e.g. (3, 1): the draft's 2nd-4th choices at depth
+    1 and its 2nd at depth 2; () = a plain chain (see :mod:`foretell.specee.tree`). The defaults
+    (gamma 3, tree (2,)) were the fastest measured on SmolLM2 (``scripts/specee/gamma_sweep.py``);
+    ``specee+speculative`` verifies the chain only."""
 
     k: int = 4
     threshold: float | None = None
@@ -45,9 +51,10 @@ class SpecEEConfig:
     online: bool = True
     window: int = 5
     radius: int = 2
-    gamma: int = 4
+    gamma: int = 3
     linear_kernel: str = "auto"
     check_exits: bool = False
+    tree: tuple[int, ...] = (2,)
 
     def validate(self, vocab_size: int) -> None:
         if not 1 <= int(self.k) <= vocab_size:
@@ -60,6 +67,7 @@ class SpecEEConfig:
             require_lazy(self.kv_strategy)
         if int(self.gamma) < 1:
             raise ForetellError(f"gamma (draft chain length) must be >= 1, got {self.gamma}")
+        self.tree = check_tree_widths(self.tree, int(self.gamma))
 
 
 class SpecEE:
@@ -85,7 +93,7 @@ class SpecEE:
         drafts = draft.modules() if draft is not None else []
         self.linear_kernel = resolve_linear_kernel(self.config.linear_kernel, self.acc.device, self.acc.dtype,
                                                    linear_weight_bytes(model, *drafts))
-        self.kernels = (apply_packed_linears(model, *drafts, batch_hint=int(self.config.gamma) + 1)
+        self.kernels = (apply_packed_linears(model, *drafts, batch_hint=int(self.config.gamma) + 1 + sum(self.config.tree))
                         if self.linear_kernel == "onednn" else None)
         self.last_stats: DecodeStats | None = None
 
@@ -182,7 +190,7 @@ class SpecEE:
             rule = self.rule(merged=True) if method == "specee+speculative" else None
             out, stats = speculative_decode(self.acc, self.stepper, self.draft, input_ids, gamma=self.config.gamma,
                                             k=self.config.k, rule=rule, check=bool(self.config.check_exits and rule),
-                                            **common)
+                                            tree=self.config.tree if rule is None else (), **common)
         elif method == "specee" and self.config.check_exits:
             if do_sample:
                 raise ForetellError("check_exits is greedy only; use do_sample=False or check_exits=False")

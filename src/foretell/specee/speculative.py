@@ -10,18 +10,23 @@ the rows with a confident predictor (leading run) get the full-vocab argmax; if 
 among each row's draft candidates and the walk "accept while argmax == next draft token" ends
 inside them (a mismatch gives the bonus token, or all rows agree), the pass exits there.
 Greedy only.
+
+``tree``: the lossless method may also verify the draft's runners-up at each depth as side
+leaves in the same pass (:mod:`foretell.specee.tree`); the merged verify stays a chain.
 """
 
 from __future__ import annotations
 
 import torch
 
+from foretell.core.errors import ForetellError
 from foretell.specee.adapters import DecoderAccess
 from foretell.specee.checked import ExitChecker
 from foretell.specee.draft import Draft
 from foretell.specee.generate import DecodeStats, Emitter, eos_set, prefill
 from foretell.specee.kv import LayerStepper
 from foretell.specee.rules import ExitDecision, SpecEERule
+from foretell.specee.tree import DraftTree, check_tree_widths, keep_rows, verify_tree
 
 
 class MergedVerifyRule(SpecEERule):
@@ -57,14 +62,20 @@ class MergedVerifyRule(SpecEERule):
 def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, input_ids: torch.Tensor, *,
                        max_new_tokens: int, gamma: int = 4, k: int = 4, rule: MergedVerifyRule | None = None,
                        eos_token_id=None, streamer=None, callback=None,
-                       check: bool = False) -> tuple[torch.Tensor, DecodeStats]:
+                       check: bool = False, tree=()) -> tuple[torch.Tensor, DecodeStats]:
     """Greedy chain speculative decoding; with ``rule`` the verify pass uses early exit, and with
     ``check`` (lazy KV only) exited verify rows are checked once a later pass finishes them
-    (:mod:`foretell.specee.checked`: lossless again; only checked tokens are emitted).
+    (:mod:`foretell.specee.checked`: lossless again; only checked tokens are emitted). ``tree``:
+    side leaves per depth, e.g. (2, 1) also verifies the draft's 2nd and 3rd choices at depth 1 and
+    its 2nd at depth 2 (full verification only: not with ``rule``).
 
     Runs on the model's device; the returned ids are on ``input_ids``' device. The draft chain
     stays on the device; a round reads back the verify pass's tokens and the chain once (plus the
     merged rule's syncs on evaluated layers)."""
+    widths = check_tree_widths(tree, gamma)
+    if any(widths) and (rule is not None or check):
+        raise ForetellError("a draft tree is verified in full; the merged (early-exit) verify is a chain, "
+                            "so use tree=() with method 'specee+speculative'")
     dev = acc.device
     em = Emitter(input_ids.view(-1), max_new_tokens, eos_set(eos_token_id), streamer, callback)
     prompt = input_ids.view(-1).to(dev)
@@ -87,17 +98,28 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
             continue
         scores, g = draft.feed(feed_tokens, feed_states)
         committed = draft.length()
-        firsts, cands = [], []
+        firsts, cands, sides = [], [], []
         steps = gamma + (1 if rule is not None else 0)   # merged also needs the last row's candidates
         for j in range(steps):
-            c = draft.topk(scores, k)
-            cands.append(c)
+            w = widths[j] if j < len(widths) else 0
+            c = draft.topk(scores, max(k, 1 + w))
+            cands.append(c[:k])
+            sides.append(c[1:1 + w])
             if j < gamma:
                 firsts.append(c[:1])
                 if j < steps - 1:
                     scores, g = draft.feed(c[:1], None if g is None else g.view(1, -1))
         draft.crop(committed)
         chain_t = torch.cat(firsts).to(dev)
+        if any(widths):
+            accepted, states = _tree_round(acc, stepper, DraftTree.build(feed_tokens[-1:], chain_t, sides[:gamma]))
+            stats.layers.append(acc.num_layers)
+            before = len(em.ids)
+            for t in accepted:
+                em.emit(t)
+            stats.emitted.append(len(em.ids) - before)
+            feed_tokens, feed_states = torch.tensor(accepted, device=dev), states
+            continue
         block = torch.cat([feed_tokens[-1:], chain_t])
         if rule is not None:
             rule.start_chain(torch.stack(cands).to(dev), chain_t)
@@ -138,3 +160,13 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
     if rule is not None:
         stats.evaluations, stats.head_checks = rule.evaluations, rule.head_checks
     return em.finish(), stats
+
+
+def _tree_round(acc: DecoderAccess, stepper: LayerStepper, tree: DraftTree) -> tuple[list[int], torch.Tensor]:
+    """Verify ``tree`` in one full pass; keep the accepted path in the cache. Returns (accepted
+    tokens incl. the bonus, normalised target states before each of them)."""
+    start = stepper.num_tokens
+    h = verify_tree(acc, stepper, tree)
+    rows, accepted = tree.accept(acc.logits(acc.norm(h)).argmax(-1).tolist())
+    keep_rows(stepper, start, rows)
+    return accepted, acc.norm(h[rows])
