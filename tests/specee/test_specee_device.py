@@ -62,12 +62,15 @@ def test_decode_paths_build_every_tensor_on_the_model_device(kind):
             ee = engine(model, threshold=0.5, kv_strategy=kv)
             for method in ("specee", "full", "speculative", "specee+speculative"):
                 ee.generate(PROMPT, max_new_tokens=10, eos_token_id=None, method=method)
-            ee.generate(PROMPT, max_new_tokens=6, do_sample=True, top_p=0.9, temperature=0.8,
-                        generator=torch.Generator().manual_seed(0))
+            for method in ("specee", "speculative"):
+                ee.generate(PROMPT, max_new_tokens=6, do_sample=True, top_p=0.9, temperature=0.8, method=method,
+                            generator=torch.Generator().manual_seed(0))
             teacher_forced_nll(ee.acc, ee.stepper, ee.rule(), ee.draft, torch.arange(3, 20), 7, 4)
         ee = SpecEE(model, make_predictors(model, k=4), AssistantDraft(truncated_assistant(model, 2), 256, k=4),
                     SpecEEConfig(k=4))
         ee.generate(PROMPT, max_new_tokens=6, eos_token_id=None, method="speculative")
+        ee.generate(PROMPT, max_new_tokens=6, eos_token_id=None, method="speculative", do_sample=True,
+                    generator=torch.Generator().manual_seed(0))
     assert audit.missing == []
 
 

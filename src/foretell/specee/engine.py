@@ -23,6 +23,7 @@ from foretell.specee.predictor import LayerPredictors
 from foretell.specee.rules import ExitRule, SpecEERule
 from foretell.specee.scheduler import LayerSchedule
 from foretell.specee.speculative import MergedVerifyRule, speculative_decode
+from foretell.specee.speculative_sampling import speculative_sample
 from foretell.specee.tree import check_tree_widths
 
 ASSETS = Path(__file__).parent / "assets"
@@ -165,7 +166,8 @@ class SpecEE:
                  streamer=None, callback=None, method: str = "specee", generator=None) -> torch.Tensor:
         """Generate like ``model.generate`` (batch 1); returns prompt + new ids (1, n) on
         ``input_ids``' device (decoding runs on the model's). ``method``: specee | full |
-        speculative | specee+speculative (the last two are greedy only). A sampling
+        speculative | specee+speculative (the last is greedy only; ``speculative`` samples with
+        speculative sampling, its draft tree then reduced to the chain). A sampling
         ``generator`` must be on the model's device type."""
         if method not in METHODS:
             raise ForetellError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -184,9 +186,14 @@ class SpecEE:
         if needs_draft and self.draft is None:
             raise ForetellError(f"method {method!r} needs a draft; pass draft='head' or an assistant model")
         common = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, streamer=streamer, callback=callback)
-        if method in ("speculative", "specee+speculative"):
+        if method == "speculative" and do_sample:
+            picker = TokenPicker(do_sample, temperature, top_k, top_p, generator)
+            out, stats = speculative_sample(self.acc, self.stepper, self.draft, input_ids, picker=picker,
+                                            gamma=self.config.gamma, **common)
+        elif method in ("speculative", "specee+speculative"):
             if do_sample:
-                raise ForetellError(f"method {method!r} is greedy only; use do_sample=False or method='specee'")
+                raise ForetellError(f"method {method!r} is greedy only; use do_sample=False, or method='speculative' "
+                                    "or 'specee' to sample")
             rule = self.rule(merged=True) if method == "specee+speculative" else None
             out, stats = speculative_decode(self.acc, self.stepper, self.draft, input_ids, gamma=self.config.gamma,
                                             k=self.config.k, rule=rule, check=bool(self.config.check_exits and rule),

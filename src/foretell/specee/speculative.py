@@ -9,7 +9,7 @@ Merged (``specee+speculative``): the verify pass itself may stop early. After a 
 the rows with a confident predictor (leading run) get the full-vocab argmax; if those argmaxes are
 among each row's draft candidates and the walk "accept while argmax == next draft token" ends
 inside them (a mismatch gives the bonus token, or all rows agree), the pass exits there.
-Greedy only.
+Greedy only (sampling: :mod:`foretell.specee.speculative_sampling`).
 
 ``tree``: the lossless method may also verify the draft's runners-up at each depth as side
 leaves in the same pass (:mod:`foretell.specee.tree`); the merged verify stays a chain.
