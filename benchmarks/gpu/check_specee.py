@@ -81,9 +81,17 @@ def tiny_checks(kind: str, dev: str) -> dict:
     r["speculative_equal"] = bool(torch.equal(out, ref))
     r["speculative_first_diff"] = _first_diff(out, ref)
     r["speculative_tokens_per_pass"] = sum(ee.last_stats.emitted) / len(ee.last_stats.layers)
+    for tree in ((), (3, 1)):                       # the default is tree (2,); also the chain and a deeper tree
+        ee.config.tree = tree
+        out = ee.generate(ids, max_new_tokens=40, eos_token_id=None, method="speculative")
+        r[f"speculative_tree{','.join(map(str, tree)) or '_chain'}_equal"] = bool(torch.equal(out, ref))
+    ee.config.tree = (2,)
     g = torch.Generator(device=dev).manual_seed(0)
     out = ee.generate(ids, max_new_tokens=20, eos_token_id=None, do_sample=True, top_k=1, generator=g)
     r["sampling_top_k1_equal"] = bool(torch.equal(out, ref[:, :27]))
+    out = ee.generate(ids, max_new_tokens=20, eos_token_id=None, do_sample=True, top_k=1, generator=g,
+                      method="speculative")
+    r["speculative_sampling_top_k1_equal"] = bool(torch.equal(out, ref[:, :27]))
     seq = ref[0, :30]
     nll, n, _ = teacher_forced_nll(ee.acc, ee.stepper, ee.rule(), ee.draft, seq, 7, 256)
     with torch.no_grad():
@@ -107,7 +115,9 @@ def tiny_checks(kind: str, dev: str) -> dict:
     r["ok"] = (r["threshold1_equal"] and r["speculative_equal"] and r["merged_tokens"] == 40
                and r["output_on_input_device"] and r["cpu_input_gives_cpu_output"] and r["sampling_top_k1_equal"]
                and r["perplexity_equal"] and r["fill_threshold1_equal"] and r["exit_avg_layers"] < 8
-               and r["merged_kv_consistent"] and r["checked_equal"] and r["checked_merged_equal"])
+               and r["merged_kv_consistent"] and r["checked_equal"] and r["checked_merged_equal"]
+               and r["speculative_tree_chain_equal"] and r["speculative_tree3,1_equal"]
+               and r["speculative_sampling_top_k1_equal"])
     return r
 
 

@@ -60,7 +60,7 @@ class MergedVerifyRule(SpecEERule):
 
 @torch.no_grad()
 def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, input_ids: torch.Tensor, *,
-                       max_new_tokens: int, gamma: int = 4, k: int = 4, rule: MergedVerifyRule | None = None,
+                       max_new_tokens: int, gamma: int = 3, k: int = 4, rule: MergedVerifyRule | None = None,
                        eos_token_id=None, streamer=None, callback=None,
                        check: bool = False, tree=()) -> tuple[torch.Tensor, DecodeStats]:
     """Greedy chain speculative decoding; with ``rule`` the verify pass uses early exit, and with
