@@ -110,6 +110,10 @@ def test_tree_errors(tiny):
     with pytest.raises(ForetellError, match="merged .* verify is a chain"):
         speculative_decode(ee.acc, ee.stepper, ee.draft, PROMPT, max_new_tokens=4, rule=ee.rule(merged=True),
                            tree=(2,))
+    small = SpecEE(tiny, make_predictors(tiny, k=2), HeadDraft(DraftHead(decoder_access(tiny), torch.arange(3)), k=4),
+                   SpecEEConfig(k=2, gamma=2, online=False, tree=(3,)))
+    with pytest.raises(ForetellError, match="the draft scores 3 tokens, fewer than the 4 candidates"):
+        small.generate(PROMPT, max_new_tokens=4, method="speculative")
     assert parse_tree("3,1") == (3, 1) and parse_tree("chain") == () and parse_tree("0") == ()
     for bad in ("x", "9", "-1"):
         with pytest.raises(argparse.ArgumentTypeError):

@@ -102,6 +102,9 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
         steps = gamma + (1 if rule is not None else 0)   # merged also needs the last row's candidates
         for j in range(steps):
             w = widths[j] if j < len(widths) else 0
+            if max(k, 1 + w) > scores.numel():
+                raise ForetellError(f"the draft scores {scores.numel()} tokens, fewer than the {max(k, 1 + w)} "
+                                    f"candidates that k={k} and tree={widths} ask for; use a smaller k or tree")
             c = draft.topk(scores, max(k, 1 + w))
             cands.append(c[:k])
             sides.append(c[1:1 + w])
