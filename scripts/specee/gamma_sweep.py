@@ -1,5 +1,5 @@
 """Side-by-side timing of `speculative` and `specee+speculative` for several draft chain lengths
-(and, for `speculative`, draft trees: the chain plus side leaves per depth).
+(and draft trees: the chain plus side leaves per depth).
 
 python scripts/specee/gamma_sweep.py [--num-prompts 6] [--max-new-tokens 48] [--gammas 1,2,3,4]
     [--trees chain 3 2,1 ...] [--no-merged] [--dtype float32|bfloat16] --json OUT
@@ -26,7 +26,7 @@ ap.add_argument("--num-prompts", type=int_at_least(1), default=6)
 ap.add_argument("--max-new-tokens", type=int_at_least(1), default=48)
 ap.add_argument("--gammas", type=int_list(1), default="1,2,3,4")
 ap.add_argument("--trees", type=parse_tree, nargs="+", default=[()],
-                help="draft trees for `speculative`: side leaves per depth, e.g. chain 3 2,1 (default: chain)")
+                help="draft trees: side leaves per depth, e.g. chain 3 2,1 (default: chain)")
 ap.add_argument("--no-merged", action="store_true", help="time `speculative` only")
 ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 ap.add_argument("--json", required=True)
@@ -42,7 +42,8 @@ for g in args.gammas:
     variants += [(f"speculative_gamma{g}" + (f"_tree{','.join(map(str, t))}" if t else ""), ("speculative", g, t))
                  for t in args.trees if len(t) <= g]
     if not args.no_merged:
-        variants.append((f"specee+speculative_gamma{g}", ("specee+speculative", g, ())))
+        variants += [(f"specee+speculative_gamma{g}" + (f"_tree{','.join(map(str, t))}" if t else ""),
+                      ("specee+speculative", g, t)) for t in args.trees if len(t) <= g]
 ee.generate(inputs[0], max_new_tokens=4, method="full")
 secs = {n: 0.0 for n, _ in variants}
 toks = {n: 0 for n, _ in variants}

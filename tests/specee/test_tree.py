@@ -105,11 +105,9 @@ def test_tree_errors(tiny):
     with pytest.raises(ForetellError, match="sequence of side-leaf counts"):
         tree_engine(tiny, RunnerUpDraft(ref, 256), ("a",))
     ee = tree_engine(tiny, RunnerUpDraft(ref, 256), (2,))
-    merged = ee.generate(PROMPT, max_new_tokens=8, eos_token_id=None, method="specee+speculative")
-    assert merged.shape[1] == PROMPT.shape[1] + 8             # the merged method verifies the chain only
-    with pytest.raises(ForetellError, match="merged .* verify is a chain"):
+    with pytest.raises(ForetellError, match="checked exits verify a chain"):
         speculative_decode(ee.acc, ee.stepper, ee.draft, PROMPT, max_new_tokens=4, rule=ee.rule(merged=True),
-                           tree=(2,))
+                           tree=(2,), check=True)
     small = SpecEE(tiny, make_predictors(tiny, k=2), HeadDraft(DraftHead(decoder_access(tiny), torch.arange(3)), k=4),
                    SpecEEConfig(k=2, gamma=2, online=False, tree=(3,)))
     with pytest.raises(ForetellError, match="the draft scores 3 tokens, fewer than the 4 candidates"):
@@ -118,3 +116,36 @@ def test_tree_errors(tiny):
     for bad in ("x", "9", "-1"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_tree(bad)
+
+
+def test_merged_verify_over_a_tree(tiny):
+    """``specee+speculative`` verifies the tree too: without exits it is the lossless tree; with
+    exits on every verify pass the lazy cache stays exact (equal to a teacher-forced pass)."""
+    n = 40
+    ref = hf_greedy(tiny, n + 8)
+    never = SpecEE(tiny, make_predictors(tiny, k=4), RunnerUpDraft(ref[0].tolist(), 256),
+                   SpecEEConfig(k=4, gamma=3, online=False, tree=(1,), threshold=1.0))
+    out = never.generate(PROMPT, max_new_tokens=n, eos_token_id=None, method="specee+speculative")
+    assert torch.equal(out, ref[:, : PROMPT.shape[1] + n])
+    assert never.last_stats.emitted[1:-1] == [2] * (len(never.last_stats.emitted) - 2)
+    acc = decoder_access(tiny)
+    torch.manual_seed(0)
+    for kv in ("lazy", "fill"):
+        ee = SpecEE(tiny, make_predictors(tiny, layers=[3], bias=20.0, k=256), HeadDraft(DraftHead(acc, torch.arange(256)), k=256),
+                    SpecEEConfig(k=256, gamma=3, online=False, tree=(2, 1), kv_strategy=kv))
+        out = ee.generate(PROMPT, max_new_tokens=60, eos_token_id=None, method="specee+speculative")
+        assert out.shape[1] == PROMPT.shape[1] + 60
+        assert min(ee.last_stats.layers[1:]) == 4                 # verify passes exited after layer index 3
+        st = ee.stepper
+        for i in range(tiny.config.num_hidden_layers):
+            assert st.cache_len(i) + st.pending_count(i) == st.num_tokens
+        if kv == "lazy":                                          # exact K/V for every kept token
+            st.flush()
+            from transformers import DynamicCache
+
+            n_kept = min(st.num_tokens, out.shape[1])
+            cache = DynamicCache()
+            tiny(out[:, :n_kept], cache=cache, use_cache=True)
+            for i in range(tiny.config.num_hidden_layers):
+                torch.testing.assert_close(st.cache.layers[i].keys[..., :n_kept, :], cache.layers[i].keys,
+                                           atol=1e-4, rtol=1e-4)

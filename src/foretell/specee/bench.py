@@ -14,8 +14,9 @@ carry them; ``config.thresholds`` lists them); extras at fixed thresholds (0.5 =
 1.0 = overhead only), checked exits (``check_exits``, lossless) at several thresholds, the other KV
 strategy, and ``exit_check`` (the same rule with the candidate
 check done by the full-vocabulary product instead of the int8 screen) are measured in the same run.
-``speculative`` verifies the configured draft tree (default: the chain plus the draft's 2nd and 3rd
-choices at depth 1); the extra ``speculative_chain`` verifies the chain alone (report key ``draft_tree``).
+``speculative`` and ``specee+speculative`` verify the configured draft tree (default: the chain plus
+the draft's 2nd and 3rd choices at depth 1); the extras ``speculative_chain`` and
+``specee+speculative_chain`` verify the chain alone (report key ``draft_tree``).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class MethodSet:
             "full": dec(None, None),
             "specee": dec(ee.rule(), ee.draft, self.lazy if ee.config.kv_strategy == "lazy" else self.fill),
             "speculative": spec(None, tree=ee.config.tree),
-            "specee+speculative": spec(ee.rule(merged=True)),
+            "specee+speculative": spec(ee.rule(merged=True), tree=ee.config.tree),
             "full_vocab_predictor": dec(FullVocabRule(acc, sched(), fv, ee.config.threshold), None),
             "adainfer": dec(GapRule(acc, sched(), cal["adainfer_gap"]), None),
             f"fixed_layer_{fixed_layers}": dec(FixedLayerRule(acc, fixed_layers), None),
@@ -111,6 +112,7 @@ class MethodSet:
         }
         if ee.config.tree:
             self.extra["speculative_chain"] = spec(None)
+            self.extra["specee+speculative_chain"] = spec(ee.rule(merged=True))
         self.methods["transformers_generate"] = self._hf_greedy(eos)
         if ee.kernels is not None:
             self.methods["full_torch_linear"] = self._stock_kernels(self.methods["full"])
@@ -278,6 +280,10 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
                 "tree": list(ee.config.tree), "gamma": ee.config.gamma,
                 "speculative_tree": res["speculative"], "speculative_chain": res["speculative_chain"],
                 "tree_over_chain": res["speculative"]["tokens_per_s"] / res["speculative_chain"]["tokens_per_s"],
+                **({"merged_tree": res["specee+speculative"], "merged_chain": res["specee+speculative_chain"],
+                    "merged_tree_over_chain": res["specee+speculative"]["tokens_per_s"]
+                    / res["specee+speculative_chain"]["tokens_per_s"]}
+                   if "specee+speculative" in res and "specee+speculative_chain" in res else {}),
                 "note": "same draft, same gamma; the tree also verifies the draft's runners-up as side leaves "
                         "(one pass, tree mask), the chain only its first choices"}
         report["specee_threshold_0.9"] = res["specee_threshold_0.9"]

@@ -145,7 +145,7 @@ def register(sub) -> None:
         q.add_argument("--gamma", type=int, default=3,
                        help="draft chain length of the speculative methods (default 3; in bfloat16 2 measured faster)")
         q.add_argument("--tree", type=_tree_arg, default="2",
-                       help="side leaves per depth that `speculative` also verifies (the draft's runners-up): "
+                       help="side leaves per depth that the speculative methods also verify (the draft's runners-up): "
                             "2 = its 2nd and 3rd choice at depth 1 (default), 3,1 = three at depth 1 and one at "
                             "depth 2, chain = none")
         q.add_argument("--linear-kernel", default="auto", choices=["auto", "onednn", "torch"],

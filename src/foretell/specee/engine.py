@@ -43,8 +43,9 @@ class SpecEEConfig:
     ``gamma``: draft chain length of the speculative methods. ``tree``: side leaves per depth of
     the chain that ``speculative`` also verifies, e.g. (3, 1): the draft's 2nd-4th choices at depth
     1 and its 2nd at depth 2; () = a plain chain (see :mod:`foretell.specee.tree`). The defaults
-    (gamma 3, tree (2,)) were the fastest measured on SmolLM2 (``scripts/specee/gamma_sweep.py``);
-    ``specee+speculative`` verifies the chain only."""
+    (gamma 3, tree (2,)) were the fastest measured on SmolLM2 (``scripts/specee/gamma_sweep.py``).
+    ``specee+speculative`` verifies the same tree (its side leaves never exit early); with
+    ``check_exits`` it verifies the chain."""
 
     k: int = 4
     threshold: float | None = None
@@ -197,7 +198,8 @@ class SpecEE:
             rule = self.rule(merged=True) if method == "specee+speculative" else None
             out, stats = speculative_decode(self.acc, self.stepper, self.draft, input_ids, gamma=self.config.gamma,
                                             k=self.config.k, rule=rule, check=bool(self.config.check_exits and rule),
-                                            tree=self.config.tree if rule is None else (), **common)
+                                            tree=() if rule is not None and self.config.check_exits else self.config.tree,
+                                            **common)
         elif method == "specee" and self.config.check_exits:
             if do_sample:
                 raise ForetellError("check_exits is greedy only; use do_sample=False or check_exits=False")

@@ -71,18 +71,27 @@ class LayerStepper:
         return sum(h.shape[0] for r, h in self.pending if r <= layer)
 
     @torch.no_grad()
-    def run(self, tokens: torch.Tensor | None, exit_fn: Callable | None = None):
+    def run(self, tokens: torch.Tensor | None, exit_fn: Callable | None = None, *,
+            depths: list[int] | None = None, ancestors: torch.Tensor | None = None):
         """Process ``tokens`` (q,) (None: only pending work). ``exit_fn(layer, h_new (q, d))`` may
         return a truthy decision to stop after ``layer``. Returns (h_new (q, d) at the last layer
         run, that layer, decision or None). ``self.finished`` is then (first position, states (n, d))
-        of the rows that ran the last layer in this pass (deferred rows included), or None."""
+        of the rows that ran the last layer in this pass (deferred rows included), or None.
+
+        A draft tree (:mod:`foretell.specee.tree`): ``depths`` (q,) place the new rows at
+        ``num_tokens + depth`` and ``ancestors`` (q, q) bool says which new rows each one sees
+        (instead of all earlier ones); the cache and deferred rows stay visible to all."""
         acc = self.acc
         n_layers = acc.num_layers
         q = 0 if tokens is None else tokens.numel()
-        total = self.num_tokens + q
+        n_before = self.num_tokens
+        total = n_before + q
         start = self.cache_len(n_layers - 1)                     # the deepest layer lags the most
         dev = acc.device
         positions = torch.arange(start, total, device=dev)
+        if depths is not None:
+            positions[n_before - start:] = n_before + torch.tensor(depths, device=dev)
+        masks: dict = {}
         if q:
             h = acc.embed(tokens.view(1, -1).to(dev))
         else:
@@ -102,7 +111,12 @@ class LayerStepper:
                 raise RuntimeError(f"KV bookkeeping broken at layer {layer}: {h.shape[1]} tokens for "
                                    f"cache length {c} of {total}")
             sl = slice(c - start, total - start)
-            h = acc.run_layer(layer, h, positions[sl], (cos[:, sl], sin[:, sl]), self.cache, c)
+            mask = None
+            if ancestors is not None:
+                if c not in masks:
+                    masks[c] = _tree_block_mask(ancestors, c, n_before - c, h.dtype, dev)
+                mask = masks[c]
+            h = acc.run_layer(layer, h, positions[sl], (cos[:, sl], sin[:, sl]), self.cache, c, mask=mask)
             if layer == n_layers - 1:
                 self.finished = (c, h[0])
             if exit_fn is not None and q and layer < n_layers - 1:
@@ -145,3 +159,16 @@ class LayerStepper:
             end = begin
         self.pending = [g for g in reversed(groups) if g[1].shape[0]]
         self.num_tokens = keep
+
+
+def _tree_block_mask(ancestors: torch.Tensor, past_len: int, n_pending: int, dtype, device) -> torch.Tensor:
+    """Additive mask for ``n_pending`` deferred rows (causal) followed by a draft tree's rows (each
+    sees the cache, the deferred rows and its own ancestors), after ``past_len`` cached tokens."""
+    q = ancestors.shape[0]
+    rows = n_pending + q
+    kv = past_len + rows
+    allowed = torch.arange(kv, device=device)[None, :] <= (past_len + torch.arange(rows, device=device))[:, None]
+    allowed[n_pending:, past_len + n_pending:] = ancestors.to(device)
+    mask = torch.zeros(rows, kv, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask.view(1, 1, rows, kv)

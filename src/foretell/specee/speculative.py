@@ -11,8 +11,10 @@ among each row's draft candidates and the walk "accept while argmax == next draf
 inside them (a mismatch gives the bonus token, or all rows agree), the pass exits there.
 Greedy only (sampling: :mod:`foretell.specee.speculative_sampling`).
 
-``tree``: the lossless method may also verify the draft's runners-up at each depth as side
-leaves in the same pass (:mod:`foretell.specee.tree`); the merged verify stays a chain.
+``tree``: both may also verify the draft's runners-up at each depth as side leaves in the same
+pass (:mod:`foretell.specee.tree`). In the merged verify only the chain rows can exit (the side
+leaves have no draft candidates for the predictors); a walk that would enter a side leaf runs the
+pass to the end and walks the whole tree.
 """
 
 from __future__ import annotations
@@ -30,15 +32,20 @@ from foretell.specee.tree import DraftTree, check_tree_widths, keep_rows, verify
 
 
 class MergedVerifyRule(SpecEERule):
-    """SpecEE's exit rule applied to a verify block (rows = last token + draft chain)."""
+    """SpecEE's exit rule applied to a verify block (rows = last token + draft chain [+ a tree's
+    side leaves, which are verified but never exit])."""
 
     name = "specee+speculative"
 
-    def start_chain(self, cands: torch.Tensor, chain: torch.Tensor) -> None:
+    def start_chain(self, cands: torch.Tensor, chain: torch.Tensor, side_children: list[set[int]] | None = None) -> None:
+        """``cands`` (gamma+1, k) per chain row; ``side_children``: a draft tree's side-leaf tokens
+        per chain row (their rows have no draft candidates, so a walk that enters one cannot exit)."""
         self.start_token(cands)
         self.chain = chain                           # (gamma,) draft tokens
+        self.side_children = side_children
 
     def __call__(self, layer, h):
+        h = h[: self.cands.shape[0]]                 # the chain rows (a tree's side leaves follow them)
         evaluated = self._confident(layer, h)
         if evaluated is None:
             return None
@@ -53,6 +60,8 @@ class MergedVerifyRule(SpecEERule):
             if not oks[j]:
                 return None
             if j == q - 1 or tops[j] != chain[j]:
+                if self.side_children is not None and tops[j] in self.side_children[j]:
+                    return None                      # the walk goes on into a side leaf
                 return ExitDecision(layer, None if logits is None else logits[: j + 1], top=top[: j + 1],
                                     states=x[: j + 1], lm_head=self.acc.logits)
         return None
@@ -67,15 +76,14 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
     ``check`` (lazy KV only) exited verify rows are checked once a later pass finishes them
     (:mod:`foretell.specee.checked`: lossless again; only checked tokens are emitted). ``tree``:
     side leaves per depth, e.g. (2, 1) also verifies the draft's 2nd and 3rd choices at depth 1 and
-    its 2nd at depth 2 (full verification only: not with ``rule``).
+    its 2nd at depth 2 (not with ``check``).
 
     Runs on the model's device; the returned ids are on ``input_ids``' device. The draft chain
     stays on the device; a round reads back the verify pass's tokens and the chain once (plus the
     merged rule's syncs on evaluated layers)."""
     widths = check_tree_widths(tree, gamma)
-    if any(widths) and (rule is not None or check):
-        raise ForetellError("a draft tree is verified in full; the merged (early-exit) verify is a chain, "
-                            "so use tree=() with method 'specee+speculative'")
+    if any(widths) and check:
+        raise ForetellError("checked exits verify a chain; use tree=() with check_exits")
     dev = acc.device
     em = Emitter(input_ids.view(-1), max_new_tokens, eos_set(eos_token_id), streamer, callback)
     prompt = input_ids.view(-1).to(dev)
@@ -114,20 +122,15 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
                     scores, g = draft.feed(c[:1], None if g is None else g.view(1, -1))
         draft.crop(committed)
         chain_t = torch.cat(firsts).to(dev)
-        if any(widths):
-            accepted, states = _tree_round(acc, stepper, DraftTree.build(feed_tokens[-1:], chain_t, sides[:gamma]))
-            stats.layers.append(acc.num_layers)
-            before = len(em.ids)
-            for t in accepted:
-                em.emit(t)
-            stats.emitted.append(len(em.ids) - before)
-            feed_tokens, feed_states = torch.tensor(accepted, device=dev), states
-            continue
-        block = torch.cat([feed_tokens[-1:], chain_t])
+        dtree = DraftTree.build(feed_tokens[-1:], chain_t, sides[:gamma]) if any(widths) else None
         if rule is not None:
-            rule.start_chain(torch.stack(cands).to(dev), chain_t)
+            rule.start_chain(torch.stack(cands).to(dev), chain_t, dtree.side_children() if dtree else None)
         start = stepper.num_tokens
-        h, layer, dec = stepper.run(block, None if checker is not None and checker.must_go_deep() else rule)
+        exit_fn = None if checker is not None and checker.must_go_deep() else rule
+        if dtree is not None:
+            h, layer, dec = verify_tree(acc, stepper, dtree, exit_fn)
+        else:
+            h, layer, dec = stepper.run(torch.cat([feed_tokens[-1:], chain_t]), exit_fn)
         stats.layers.append(layer + 1)
         if checker is not None and not dec:
             fixed = checker.check(start)
@@ -136,18 +139,23 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
                 feed_tokens, feed_states = torch.tensor([fixed[0]], device=dev), fixed[1].view(1, -1)
                 checker.publish()
                 continue
-        if dec:
-            y = dec.argmax()
-            rule.record(layer)
-        else:
-            y = acc.logits(acc.norm(h)).argmax(-1)
-        ys, chain = y.tolist(), chain_t.tolist()
-        m = 0
-        while m < min(gamma, len(ys) - 1) and ys[m] == chain[m]:
-            m += 1
-        accepted = chain[:m] + [ys[m]]
-        stepper.rollback(gamma - m)
-        states = acc.norm(h[: m + 1])
+        if dtree is not None and not dec:                # full pass over a tree: walk it, keep the path
+            rows, accepted = dtree.accept(acc.logits(acc.norm(h)).argmax(-1).tolist())
+            keep_rows(stepper, start, rows)
+            states = acc.norm(h[rows])
+        else:                                            # a chain, or an exit (its walk ended on the chain)
+            if dec:
+                y = dec.argmax()
+                rule.record(layer)
+            else:
+                y = acc.logits(acc.norm(h)).argmax(-1)
+            ys, chain = y.tolist(), chain_t.tolist()
+            m = 0
+            while m < min(gamma, len(ys) - 1) and ys[m] == chain[m]:
+                m += 1
+            accepted = chain[:m] + [ys[m]]
+            stepper.rollback(stepper.num_tokens - start - (m + 1))
+            states = acc.norm(h[: m + 1])
         if checker is not None:
             checker.ids.extend(accepted)
             checker.publish()
@@ -164,12 +172,3 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
         stats.evaluations, stats.head_checks = rule.evaluations, rule.head_checks
     return em.finish(), stats
 
-
-def _tree_round(acc: DecoderAccess, stepper: LayerStepper, tree: DraftTree) -> tuple[list[int], torch.Tensor]:
-    """Verify ``tree`` in one full pass; keep the accepted path in the cache. Returns (accepted
-    tokens incl. the bonus, normalised target states before each of them)."""
-    start = stepper.num_tokens
-    h = verify_tree(acc, stepper, tree)
-    rows, accepted = tree.accept(acc.logits(acc.norm(h)).argmax(-1).tolist())
-    keep_rows(stepper, start, rows)
-    return accepted, acc.norm(h[rows])

@@ -53,12 +53,13 @@ def parse_tree(text: str) -> tuple[int, ...]:
 
 @dataclass
 class DraftTree:
-    """Rows of one verify pass: row 0 is the root (the last committed token), then the chain, then
-    the side leaves. ``parents[i]`` is the row of node i's parent (-1 for the root)."""
+    """Rows of one verify pass: row 0 is the root (the last committed token), then the ``gamma``
+    chain rows, then the side leaves. ``parents[i]`` is the row of node i's parent (-1 for the root)."""
 
     tokens: torch.Tensor
     parents: list[int]
     depths: list[int]
+    gamma: int
 
     @classmethod
     def build(cls, root: torch.Tensor, chain: torch.Tensor, sides: list[torch.Tensor]) -> "DraftTree":
@@ -69,10 +70,18 @@ class DraftTree:
             parents += [j] * leaves.numel()
             depths += [j + 1] * leaves.numel()
         tokens = torch.cat([root.view(-1), chain.view(-1)] + [s.view(-1).to(chain.device) for s in sides])
-        return cls(tokens, parents, depths)
+        return cls(tokens, parents, depths, gamma)
 
-    def mask(self, past_len: int, dtype: torch.dtype, device) -> torch.Tensor:
-        """Additive (1, 1, q, past_len + q) mask: row i sees the cache, its ancestors and itself."""
+    def side_children(self) -> list[set[int]]:
+        """Per chain row (root first): the tokens of its side-leaf children (the chain child excluded)."""
+        toks = self.tokens.tolist()
+        out: list[set[int]] = [set() for _ in range(self.gamma + 1)]
+        for i in range(self.gamma + 1, len(self.parents)):
+            out[self.parents[i]].add(toks[i])
+        return out
+
+    def ancestors(self, device) -> torch.Tensor:
+        """(q, q) bool: row i sees row j (j is i or one of its ancestors)."""
         q = len(self.parents)
         rows = []
         for i in range(q):
@@ -81,9 +90,13 @@ class DraftTree:
                 seen[j] = True
                 j = self.parents[j]
             rows.append(seen)
-        allowed = torch.tensor(rows, device=device)
+        return torch.tensor(rows, device=device)
+
+    def mask(self, past_len: int, dtype: torch.dtype, device) -> torch.Tensor:
+        """Additive (1, 1, q, past_len + q) mask: row i sees the cache, its ancestors and itself."""
+        q = len(self.parents)
         mask = torch.zeros(q, past_len + q, dtype=dtype, device=device)
-        mask[:, past_len:].masked_fill_(~allowed, torch.finfo(dtype).min)
+        mask[:, past_len:].masked_fill_(~self.ancestors(device), torch.finfo(dtype).min)
         return mask.view(1, 1, q, past_len + q)
 
     def accept(self, argmax: list[int]) -> tuple[list[int], list[int]]:
@@ -105,29 +118,21 @@ class DraftTree:
 
 
 @torch.no_grad()
-def verify_tree(acc: DecoderAccess, stepper: LayerStepper, tree: DraftTree) -> torch.Tensor:
-    """Run every row of ``tree`` through all layers (tree mask, positions by depth) and append their
-    K/V to the stepper's cache; returns the last layer's states (q, d). No exits, no pending work."""
-    if stepper.pending:
-        raise RuntimeError("tree verification needs a stepper without pending (exited) tokens")
-    start = stepper.num_tokens
-    dev = acc.device
-    positions = start + torch.tensor(tree.depths, device=dev)
-    h = acc.embed(tree.tokens.view(1, -1).to(dev))
-    cos_sin = acc.rotary_for(h, positions)
-    mask = tree.mask(start, h.dtype, dev)
-    for layer in range(acc.num_layers):
-        h = acc.run_layer(layer, h, positions, cos_sin, stepper.cache, start, mask=mask)
-    stepper.num_tokens = start + len(tree.parents)
-    stepper.finished = (start, h[0])
-    return h[0]
+def verify_tree(acc: DecoderAccess, stepper: LayerStepper, tree: DraftTree, exit_fn=None):
+    """Run the rows of ``tree`` through the layers (tree mask, positions by depth), appending their
+    K/V to the stepper's cache; ``exit_fn`` as in :meth:`LayerStepper.run`. Returns its result."""
+    return stepper.run(tree.tokens, exit_fn, depths=tree.depths, ancestors=tree.ancestors(acc.device))
 
 
 def keep_rows(stepper: LayerStepper, start: int, rows: list[int]) -> None:
-    """Keep the cache's first ``start`` tokens and then only the verify rows ``rows`` (in order)."""
+    """Keep the cache's first ``start`` tokens and then only the verify rows ``rows`` (in order).
+    A prefix of rows is a rollback (deferred rows included); any other path needs a full pass
+    (no deferred rows)."""
     if rows == list(range(len(rows))):
         stepper.rollback(stepper.num_tokens - start - len(rows))
         return
+    if stepper.pending:
+        raise RuntimeError("keeping non-prefix tree rows needs a full pass (no deferred rows)")
     idx = None
     for lay in stepper.cache.layers:
         if idx is None or idx.device != lay.keys.device:
