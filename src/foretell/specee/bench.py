@@ -317,8 +317,8 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
         **{f"{n}_seconds_per_round": per_pass(n) for n in ("speculative", "specee+speculative") if n in res},
         **{f"{n}_round_over_full_pass": per_pass(n) / per_pass("full") for n in ("speculative", "specee+speculative")
            if n in res},
-        "note": "a speculative round = gamma draft steps + one verify pass over gamma+1 rows (+ the tree's side "
-                "leaves for `speculative`) (+ rollback); "
+        "note": "a speculative round = gamma draft steps + one verify pass over gamma+1 rows (+ the draft tree's side "
+                "leaves) (+ rollback); "
                 "it pays off when tokens_per_pass exceeds round_over_full_pass"}
     if ppl_texts:
         report["perplexity"] = _perplexities(ee, ms, inputs[:ppl_texts], outs["full"][:ppl_texts], fixed)
