@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tiny_models import PROMPT, AllTokensDraft, hf_greedy, make_predictors, tiny_model
+from tiny_models import PROMPT, AllTokensDraft, assert_cache_is_teacher_forced, hf_greedy, make_predictors, tiny_model
 from foretell.specee.adapters import all_layer_states, decoder_access
 from foretell.specee.draft import DraftHead, HeadDraft
 from foretell.specee.engine import SpecEE, SpecEEConfig
@@ -94,6 +94,8 @@ def test_speculative_is_lossless_and_merged_keeps_cache_consistent(tiny, kv):
     for i in range(tiny.config.num_hidden_layers):
         assert st.cache_len(i) + st.pending_count(i) == st.num_tokens
     assert ee.draft.length() <= st.num_tokens
+    if kv == "lazy":                                         # the default draft tree (2,) with exits: K/V exact
+        assert_cache_is_teacher_forced(tiny, st, out)
 
 
 def test_sampling_semantics_and_callback(tiny):

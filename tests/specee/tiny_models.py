@@ -18,6 +18,22 @@ def hf_greedy(model, n: int) -> torch.Tensor:
     return model.generate(PROMPT, max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
 
 
+def assert_cache_is_teacher_forced(model, stepper, ids: torch.Tensor, values: bool = False) -> None:
+    """The stepper's KV cache (after ``flush``) equals a teacher-forced pass over ``ids`` (1, n),
+    for the first n cached tokens: lazily deferred layers must have produced exact keys/values."""
+    from transformers import DynamicCache
+
+    stepper.flush()
+    n = min(stepper.num_tokens, ids.shape[1])
+    cache = DynamicCache()
+    model(ids[:, :n], cache=cache, use_cache=True)
+    for i in range(model.config.num_hidden_layers):
+        torch.testing.assert_close(stepper.cache.layers[i].keys[..., :n, :], cache.layers[i].keys, atol=1e-4, rtol=1e-4)
+        if values:
+            torch.testing.assert_close(stepper.cache.layers[i].values[..., :n, :], cache.layers[i].values,
+                                       atol=1e-4, rtol=1e-4)
+
+
 def tiny_model(kind: str = "llama", layers: int = 6, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
