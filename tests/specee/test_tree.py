@@ -11,6 +11,7 @@ from foretell.core.errors import ForetellError
 from foretell.specee.adapters import decoder_access
 from foretell.specee.draft import Draft, DraftHead, HeadDraft
 from foretell.specee.engine import SpecEE, SpecEEConfig
+from foretell.specee.kv import tree_block_mask
 from foretell.specee.speculative import speculative_decode
 from foretell.specee.tree import DraftTree, parse_tree
 
@@ -50,7 +51,7 @@ def test_tree_mask_and_walk():
     tree = DraftTree.build(torch.tensor([7]), torch.tensor([10, 11, 12]), [torch.tensor([20, 21]), torch.tensor([30])])
     assert tree.parents == [-1, 0, 1, 2, 0, 0, 1]
     assert tree.depths == [0, 1, 2, 3, 1, 1, 2]
-    seen = tree.mask(past_len=2, dtype=torch.float32, device="cpu")[0, 0] == 0
+    seen = tree_block_mask(tree.ancestors("cpu"), past_len=2, n_pending=0, dtype=torch.float32, device="cpu")[0, 0] == 0
     assert seen[:, :2].all()                                  # every row sees the cache
     assert seen[:, 2:].tolist() == [
         [1, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0],

@@ -20,7 +20,7 @@ import torch
 from foretell.core.errors import ForetellError
 from foretell.specee.adapters import DecoderAccess
 from foretell.specee.draft import Draft
-from foretell.specee.generate import DecodeStats, Emitter, eos_set, exit_step, prefill
+from foretell.specee.generate import DecodeStats, Emitter, exit_step, greedy_pick, start_decode
 from foretell.specee.kv import LayerStepper
 from foretell.specee.rules import ExitDecision, ExitRule
 
@@ -111,14 +111,9 @@ def checked_decode(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule, dr
     docstring). Only checked tokens reach the streamer/callback. Returns (prompt + new ids on
     ``input_ids``' device, stats: one ``layers`` entry per target pass, ``rollbacks``)."""
     dev = acc.device
-    em = Emitter(input_ids.view(-1), max_new_tokens, eos_set(eos_token_id), streamer, callback)
-    prompt = input_ids.view(-1).to(dev)
-    stats = DecodeStats()
     rule.reset_state()
-    logits, state = prefill(acc, stepper, draft, prompt)
-    em.emit(int(logits.argmax(-1)))
-    stats.layers.append(acc.num_layers)
-    stats.emitted.append(1)
+    em, stats, _, state, _ = start_decode(acc, stepper, draft, input_ids, max_new_tokens, eos_token_id, streamer,
+                                          callback, greedy_pick)
     checker = ExitChecker(acc, stepper, draft, em, stats, max_new_tokens)
     while not em.done:
         if checker.tentative_done():

@@ -82,9 +82,15 @@ class TokenPicker:
             return int(logits.argmax(-1))
         if callable(ids):
             ids = ids()
-        scores = self.warpers(ids.view(1, -1).to(logits.device), logits.view(1, -1).float())
-        probs = torch.softmax(scores, dim=-1)
-        return int(torch.multinomial(probs[0], 1, generator=self.generator))
+        return int(torch.multinomial(self.probs(logits.view(1, -1), ids)[0], 1, generator=self.generator))
+
+    def probs(self, logits: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Sampling distributions (n, V) of the rows of ``logits`` (n, V) after the warpers.
+        ``ids``: the sequence so far; temperature / top-k / top-p ignore it, so it may be None."""
+        n = logits.shape[0]
+        ids = (torch.zeros(n, 1, dtype=torch.long, device=logits.device) if ids is None
+               else ids.view(1, -1).to(logits.device).expand(n, -1))
+        return torch.softmax(self.warpers(ids, logits.float()), dim=-1)
 
 
 def eos_set(eos_token_id) -> set[int]:
@@ -105,6 +111,13 @@ class Emitter:
         if streamer is not None:
             streamer.put(prompt.view(1, -1).cpu())
 
+    def emit_all(self, tokens: list[int]) -> int:
+        """Emit ``tokens`` in order (stopping at eos or the length limit); returns how many went out."""
+        before = len(self.ids)
+        for t in tokens:
+            self.emit(t)
+        return len(self.ids) - before
+
     def emit(self, tok: int) -> None:
         if self.done:
             return
@@ -121,6 +134,27 @@ class Emitter:
         if self.streamer is not None:
             self.streamer.end()
         return torch.tensor([self.ids], dtype=torch.long, device=self.device)
+
+
+def start_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft | None, input_ids: torch.Tensor,
+                 max_new_tokens: int, eos_token_id, streamer, callback, pick):
+    """The start every decoding loop shares: an :class:`Emitter`, the prefill, and the first new
+    token ``pick(logits, prompt)`` from the full model, emitted and counted. Returns (emitter,
+    stats, first token, its normalised state, the prompt on the model's device)."""
+    em = Emitter(input_ids.view(-1), max_new_tokens, eos_set(eos_token_id), streamer, callback)
+    prompt = input_ids.view(-1).to(acc.device)
+    stats = DecodeStats()
+    logits, state = prefill(acc, stepper, draft, prompt)
+    tok = pick(logits, prompt)
+    em.emit(tok)
+    stats.layers.append(acc.num_layers)
+    stats.emitted.append(1)
+    return em, stats, tok, state, prompt
+
+
+def greedy_pick(logits: torch.Tensor, prompt=None) -> int:
+    """The argmax token of ``logits`` (V,)."""
+    return int(logits.argmax(-1))
 
 
 @torch.no_grad()
@@ -165,17 +199,11 @@ def decode(acc: DecoderAccess, stepper: LayerStepper, rule: ExitRule | None, dra
     device; the returned ids are on ``input_ids``' device. One host sync per token (the token id
     decides what comes next) plus the exit rule's (see :class:`~foretell.specee.rules.SpecEERule`)."""
     dev = acc.device
-    em = Emitter(input_ids.view(-1), max_new_tokens, eos_set(eos_token_id), streamer, callback)
-    prompt = input_ids.view(-1).to(dev)
     picker.check_device(dev)
-    stats = DecodeStats()
     if rule is not None:
         rule.reset_state()
-    logits, state = prefill(acc, stepper, draft, prompt)
-    tok = picker(logits, prompt)
-    em.emit(tok)
-    stats.layers.append(acc.num_layers)
-    stats.emitted.append(1)
+    em, stats, tok, state, _ = start_decode(acc, stepper, draft, input_ids, max_new_tokens, eos_token_id, streamer,
+                                            callback, picker)
     while not em.done:
         logits, state, layer = exit_step(acc, stepper, rule, draft, torch.tensor([tok], device=dev), state, k)
         tok = picker(logits, lambda: torch.tensor(em.ids, device=dev))

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from foretell.core.errors import ForetellError
-from foretell.specee.adapters import DecoderAccess
+from foretell.specee.adapters import DecoderAccess, causal_mask
 
 KV_STRATEGIES = ("lazy", "fill")
 
@@ -114,7 +114,7 @@ class LayerStepper:
             mask = None
             if ancestors is not None:
                 if c not in masks:
-                    masks[c] = _tree_block_mask(ancestors, c, n_before - c, h.dtype, dev)
+                    masks[c] = tree_block_mask(ancestors, c, n_before - c, h.dtype, dev)
                 mask = masks[c]
             h = acc.run_layer(layer, h, positions[sl], (cos[:, sl], sin[:, sl]), self.cache, c, mask=mask)
             if layer == n_layers - 1:
@@ -161,14 +161,9 @@ class LayerStepper:
         self.num_tokens = keep
 
 
-def _tree_block_mask(ancestors: torch.Tensor, past_len: int, n_pending: int, dtype, device) -> torch.Tensor:
+def tree_block_mask(ancestors: torch.Tensor, past_len: int, n_pending: int, dtype, device) -> torch.Tensor:
     """Additive mask for ``n_pending`` deferred rows (causal) followed by a draft tree's rows (each
     sees the cache, the deferred rows and its own ancestors), after ``past_len`` cached tokens."""
-    q = ancestors.shape[0]
-    rows = n_pending + q
-    kv = past_len + rows
-    allowed = torch.arange(kv, device=device)[None, :] <= (past_len + torch.arange(rows, device=device))[:, None]
-    allowed[n_pending:, past_len + n_pending:] = ancestors.to(device)
-    mask = torch.zeros(rows, kv, dtype=dtype, device=device)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask.view(1, 1, rows, kv)
+    mask = causal_mask(n_pending + ancestors.shape[0], past_len, dtype, device)
+    mask[0, 0, n_pending:, past_len + n_pending:].masked_fill_(~ancestors.to(device), torch.finfo(dtype).min)
+    return mask

@@ -25,7 +25,7 @@ from foretell.core.errors import ForetellError
 from foretell.specee.adapters import DecoderAccess
 from foretell.specee.checked import ExitChecker
 from foretell.specee.draft import Draft
-from foretell.specee.generate import DecodeStats, Emitter, eos_set, prefill
+from foretell.specee.generate import DecodeStats, greedy_pick, start_decode
 from foretell.specee.kv import LayerStepper
 from foretell.specee.rules import ExitDecision, SpecEERule
 from foretell.specee.tree import DraftTree, check_tree_widths, keep_rows, verify_tree
@@ -85,16 +85,10 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
     if any(widths) and check:
         raise ForetellError("checked exits verify a chain; use tree=() with check_exits")
     dev = acc.device
-    em = Emitter(input_ids.view(-1), max_new_tokens, eos_set(eos_token_id), streamer, callback)
-    prompt = input_ids.view(-1).to(dev)
-    stats = DecodeStats()
     if rule is not None:
         rule.reset_state()
-    logits, state = prefill(acc, stepper, draft, prompt)
-    tok = int(logits.argmax(-1))
-    em.emit(tok)
-    stats.layers.append(acc.num_layers)
-    stats.emitted.append(1)
+    em, stats, tok, state, _ = start_decode(acc, stepper, draft, input_ids, max_new_tokens, eos_token_id, streamer,
+                                            callback, greedy_pick)
     feed_tokens, feed_states = torch.tensor([tok], device=dev), state.view(1, -1)
     checker = ExitChecker(acc, stepper, draft, em, stats, max_new_tokens) if check else None
     while not em.done:
@@ -161,14 +155,10 @@ def speculative_decode(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
             checker.publish()
             stats.emitted.append(len(accepted))
         else:
-            before = len(em.ids)
-            for t in accepted:
-                em.emit(t)
-            stats.emitted.append(len(em.ids) - before)
+            stats.emitted.append(em.emit_all(accepted))
         feed_tokens, feed_states = torch.tensor(accepted, device=dev), states
     if checker is not None:
         checker.close()
     if rule is not None:
         stats.evaluations, stats.head_checks = rule.evaluations, rule.head_checks
     return em.finish(), stats
-

@@ -18,21 +18,14 @@ import torch
 
 from foretell.specee.adapters import DecoderAccess
 from foretell.specee.draft import Draft
-from foretell.specee.generate import DecodeStats, Emitter, TokenPicker, eos_set, prefill
+from foretell.specee.generate import DecodeStats, TokenPicker, start_decode
 from foretell.specee.kv import LayerStepper
-
-
-def warped_probs(picker: TokenPicker, logits: torch.Tensor) -> torch.Tensor:
-    """Rows of ``logits`` (n, V) -> the sampling distributions (n, V) after the picker's warpers
-    (temperature / top-k / top-p ignore the ids, so none are passed)."""
-    dummy = torch.zeros(logits.shape[0], 1, dtype=torch.long, device=logits.device)
-    return torch.softmax(picker.warpers(dummy, logits.float()), dim=-1)
 
 
 def draft_probs(draft: Draft, picker: TokenPicker, scores: torch.Tensor, vocab: int) -> torch.Tensor:
     """The draft's warped distribution over the target's vocabulary (V,) (zero outside the
     draft's vocabulary subset)."""
-    sub = warped_probs(picker, scores.view(1, -1))[0]
+    sub = picker.probs(scores.view(1, -1))[0]
     ids = draft.to_target_ids(torch.arange(sub.numel(), device=sub.device))
     return torch.zeros(vocab, device=sub.device, dtype=sub.dtype).index_copy_(0, ids.to(sub.device), sub)
 
@@ -58,14 +51,8 @@ def speculative_sample(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
     dev = acc.device
     picker.check_device(dev)
     g = picker.generator
-    em = Emitter(input_ids.view(-1), max_new_tokens, eos_set(eos_token_id), streamer, callback)
-    prompt = input_ids.view(-1).to(dev)
-    stats = DecodeStats()
-    logits, state = prefill(acc, stepper, draft, prompt)
-    tok = int(torch.multinomial(warped_probs(picker, logits.view(1, -1))[0], 1, generator=g))
-    em.emit(tok)
-    stats.layers.append(acc.num_layers)
-    stats.emitted.append(1)
+    em, stats, tok, state, _ = start_decode(acc, stepper, draft, input_ids, max_new_tokens, eos_token_id, streamer,
+                                            callback, picker)
     feed_tokens, feed_states = torch.tensor([tok], device=dev), state.view(1, -1)
     vocab = acc.vocab_size
     while not em.done:
@@ -83,7 +70,7 @@ def speculative_sample(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
         block = torch.cat([feed_tokens[-1:], torch.tensor(chain, device=dev)])
         h, _, _ = stepper.run(block)
         stats.layers.append(acc.num_layers)
-        ps = warped_probs(picker, acc.logits(acc.norm(h)))
+        ps = picker.probs(acc.logits(acc.norm(h)))
         us = torch.rand(gamma, generator=g, device=dev).tolist()
         accepted = []
         for j in range(gamma):
@@ -96,9 +83,6 @@ def speculative_sample(acc: DecoderAccess, stepper: LayerStepper, draft: Draft, 
             accepted.append(int(torch.multinomial(ps[gamma], 1, generator=g)))
         m = len(accepted) - 1                          # draft tokens kept
         stepper.rollback(gamma - m)
-        before = len(em.ids)
-        for t in accepted:
-            em.emit(t)
-        stats.emitted.append(len(em.ids) - before)
+        stats.emitted.append(em.emit_all(accepted))
         feed_tokens, feed_states = torch.tensor(accepted, device=dev), acc.norm(h[: m + 1])
     return em.finish(), stats

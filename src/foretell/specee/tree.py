@@ -24,15 +24,19 @@ from foretell.specee.adapters import DecoderAccess
 from foretell.specee.kv import LayerStepper
 
 
+MAX_SIDE_LEAVES = 8
+
+
 def check_tree_widths(widths, gamma: int) -> tuple[int, ...]:
-    """``widths`` as a tuple of side leaves per depth; a one-line error unless each is in 0..8 and
-    there are at most ``gamma`` of them (the chain's depths)."""
+    """``widths`` as a tuple of side leaves per depth; a one-line error unless each is in
+    0..``MAX_SIDE_LEAVES`` and there are at most ``gamma`` of them (the chain's depths)."""
     try:
         out = tuple(int(w) for w in widths)
     except (TypeError, ValueError):
         raise ForetellError(f"tree must be a sequence of side-leaf counts per depth, e.g. (2, 1), got {widths!r}") from None
-    if len(out) > int(gamma) or any(not 0 <= w <= 8 for w in out):
-        raise ForetellError(f"tree needs at most gamma={gamma} depths with 0..8 side leaves each, got {out}")
+    if len(out) > int(gamma) or any(not 0 <= w <= MAX_SIDE_LEAVES for w in out):
+        raise ForetellError(f"tree needs at most gamma={gamma} depths with 0..{MAX_SIDE_LEAVES} side leaves each, "
+                            f"got {out}")
     return out
 
 
@@ -46,8 +50,8 @@ def parse_tree(text: str) -> tuple[int, ...]:
         widths = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of side-leaf counts (accepted: e.g. '3,1' or 'chain')") from None
-    if any(not 0 <= w <= 8 for w in widths):
-        raise argparse.ArgumentTypeError(f"{text!r}: each depth takes 0..8 side leaves")
+    if any(not 0 <= w <= MAX_SIDE_LEAVES for w in widths):
+        raise argparse.ArgumentTypeError(f"{text!r}: each depth takes 0..{MAX_SIDE_LEAVES} side leaves")
     return () if not any(widths) else widths
 
 
@@ -91,13 +95,6 @@ class DraftTree:
                 j = self.parents[j]
             rows.append(seen)
         return torch.tensor(rows, device=device)
-
-    def mask(self, past_len: int, dtype: torch.dtype, device) -> torch.Tensor:
-        """Additive (1, 1, q, past_len + q) mask: row i sees the cache, its ancestors and itself."""
-        q = len(self.parents)
-        mask = torch.zeros(q, past_len + q, dtype=dtype, device=device)
-        mask[:, past_len:].masked_fill_(~self.ancestors(device), torch.finfo(dtype).min)
-        return mask.view(1, 1, q, past_len + q)
 
     def accept(self, argmax: list[int]) -> tuple[list[int], list[int]]:
         """Walk from the root with the target's argmax per row. Returns (rows on the accepted path,
