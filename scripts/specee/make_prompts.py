@@ -1,6 +1,8 @@
-"""Write src/foretell/specee/data/prompts_{train,eval}.txt: varied instructions, one per line.
+"""Write src/foretell/specee/data/prompts_{train,eval,draft}.txt: varied instructions, one per line.
 
-Deterministic (fixed seed); the eval file is a held-out part (its topics never appear in train).
+Deterministic (fixed seed); the eval file is a held-out part (its topics never appear in train or
+draft). The draft file (draft-head training only) has two rounds: the first 1,672 prompts, then
+2,858 more (MORE_TOPICS, MORE_CODE, MORE_GENERAL) appended so the first round's order is kept.
 Run: python scripts/specee/make_prompts.py
 """
 import random
@@ -140,6 +142,104 @@ EXTRA_GENERAL = [
 ]
 
 
+# Added 2026-11-26 (second draft-data round): appended AFTER the first 1,672 draft prompts so the
+# collected shards of the first round stay valid.
+MORE_TOPICS = [
+    "the Nile", "the Himalayas", "tsunamis", "lightning", "the northern lights", "caves", "fossils",
+    "earthworms", "ants", "dolphins", "kangaroos", "polar bears", "frogs", "eagles", "horses",
+    "cats", "dogs", "camels", "bats", "jellyfish", "sea turtles", "tigers", "pandas", "crows",
+    "the Milky Way", "the sun", "Jupiter", "Saturn's rings", "asteroids", "telescopes",
+    "the International Space Station", "rockets", "gravity waves", "atoms", "DNA", "cells",
+    "bacteria", "viruses", "the human eye", "the digestive system", "muscles", "blood",
+    "vitamins", "exercise", "nutrition", "dental care", "first aid", "hospitals", "nurses",
+    "the Great Depression", "the Cold War", "the Middle Ages", "castles", "knights", "samurai",
+    "the Ottoman Empire", "ancient China", "the Maya", "the Incas", "Mesopotamia", "the Titanic",
+    "the printing of books", "newspapers", "radio", "television", "video games", "social media",
+    "email", "search engines", "computer viruses", "passwords", "open source software",
+    "databases", "programming languages", "semiconductors", "lasers", "GPS",
+    "drones", "self-driving cars", "electric bikes", "highways", "ships", "canals", "ports",
+    "hot air balloons", "the postal service", "banks", "credit cards", "saving money", "budgets",
+    "small businesses", "advertising", "supermarkets", "farming", "wheat", "potatoes", "apples",
+    "olive oil", "spices", "pizza", "sushi", "soup", "vegetarian food", "baking cookies",
+    "knitting", "painting", "sculpture", "poetry", "theater", "opera", "rock music", "the guitar",
+    "the violin", "drums", "dance", "film making", "cartoons", "comic books", "board games",
+    "basketball", "tennis", "swimming", "cycling races", "skiing", "mountain climbing", "camping",
+    "fishing", "bird watching", "national parks", "zoos", "forests", "wetlands", "grasslands",
+    "soil", "water pollution", "air quality", "plastic waste", "renewable energy", "hydropower",
+    "oil", "natural gas", "electric grids", "architecture", "houses", "schools", "universities",
+    "teachers", "homework", "reading", "writing letters", "handwriting", "languages", "translation",
+    "elections", "laws", "courts", "human rights", "cities", "villages", "immigration",
+    "the United Nations", "trade", "the economy", "jobs", "teamwork", "leadership", "kindness",
+    "happiness", "curiosity", "patience", "habits", "time management", "memory", "dreams",
+]
+
+MORE_CODE = [
+    "Write a Python function that removes duplicates from a list while keeping the order.",
+    "Write a Python function that returns the n-th prime number.",
+    "Write a Python function that counts how often each character appears in a string.",
+    "Write a Python function that converts Celsius to Fahrenheit.",
+    "Write a Python function that checks whether a list is sorted.",
+    "Write a Python function that rotates a list by k positions.",
+    "Write a Python function that returns the longest word in a sentence.",
+    "Write a Python function that transposes a matrix given as a list of lists.",
+    "Write a Python function that implements binary search.",
+    "Write a Python function that implements bubble sort.",
+    "Write a Python function that validates an email address with a regular expression.",
+    "Write a Python function that reads a text file and returns its number of words.",
+    "Write a Python function that returns the intersection of two lists.",
+    "Write a Python function that converts a Roman numeral to an integer.",
+    "Write a Python function that returns the digits of a number in reverse order.",
+    "Write a Python function that computes the power set of a list.",
+    "Write a Python generator that yields the squares of the numbers from 1 to n.",
+    "Write a Python dataclass for a point with x and y coordinates.",
+    "Write a Python function that parses a date string like 2024-05-01.",
+    "Write a Python function that returns the most common element of a list.",
+    "Write a JavaScript function that capitalizes the first letter of a string.",
+    "Write a JavaScript function that returns the maximum of an array.",
+    "Write a JavaScript function that filters out the odd numbers of an array.",
+    "Write a JavaScript function that debounces another function.",
+    "Write a SQL query that finds the three most expensive products.",
+    "Write a SQL query that joins the orders and customers tables.",
+    "Write a SQL query that computes the average salary per department.",
+    "Write a bash command that finds all .txt files in a folder.",
+    "Write a bash script that prints the numbers from 1 to 10.",
+    "Write a C function that swaps two integers.",
+    "Explain what recursion is with a short example.",
+    "Explain what a class is in object-oriented programming.",
+    "Explain the difference between a list and a tuple in Python.",
+    "Explain what an exception is and how to handle it in Python.",
+    "Explain what a hash table is.",
+    "Explain what Git is used for.",
+    "Explain what a unit test is with a small example.",
+    "Explain big O notation in simple terms.",
+    "Explain what a stack and a queue are.",
+    "Explain what JSON is with an example.",
+]
+
+MORE_GENERAL = [
+    "How do I start a vegetable garden?", "Write a thank-you note to a teacher.",
+    "Give me five tips for better sleep.", "How do I write a good resume?",
+    "Suggest three books for a long train journey.", "Write a short invitation to a picnic.",
+    "How can I save money on groceries?", "Write a short story about a talking cat.",
+    "Describe a quiet morning in the mountains.", "What should I pack for a beach holiday?",
+    "Give me a simple recipe for pancakes.", "How do I prepare for a job interview?",
+    "Write a limerick about a sleepy dog.", "Explain how to change a flat bicycle tire.",
+    "What are some fun activities for a family weekend?", "Write an apology for missing a meeting.",
+    "How can I make new friends in a new city?", "List seven fruits that are high in vitamin C.",
+    "Write a short motivational message for a friend.", "What is 15 percent of 80? Explain the steps.",
+    "How do I clean a laptop keyboard?", "Write a two-sentence horror story.",
+    "Give me ideas for a science fair project.", "Describe the smell of a bakery.",
+    "How do I boil an egg perfectly?", "Write a short welcome message for new club members.",
+    "Plan a three-day trip to a big city.", "What are the rules of tic-tac-toe?",
+    "Give me advice for learning to play the guitar.", "Write a short dialogue between two robots.",
+    "How can I keep my phone battery healthy?", "Name five famous paintings and their painters.",
+    "Write a short fairy tale about a brave mouse.", "What are good habits for studying?",
+    "How do I calm down when I feel angry?", "Write a product description for a water bottle.",
+    "Explain how to tie a tie.", "Give me three riddles and their answers.",
+    "Write a short letter to your future self.", "What are some easy ways to exercise at home?",
+]
+
+
 def draft_prompts(train: list[str], train_topics: list[str], eval_topics: list[str],
                   evals: list[str]) -> list[str]:
     """Extra prompts for the draft head: never an eval topic, never an eval or train prompt."""
@@ -151,7 +251,13 @@ def draft_prompts(train: list[str], train_topics: list[str], eval_topics: list[s
     assert not set(NEW_TOPICS) & set(TOPICS)
     keep = [p for p in extra if p not in banned and not any(t in p for t in eval_topics)]
     random.Random(1).shuffle(keep)
-    return keep
+    # second round, appended so that the first round's order (and its collected shards) is unchanged
+    assert not set(MORE_TOPICS) & (set(TOPICS) | set(NEW_TOPICS))
+    more = [f.format(t=t) for t in MORE_TOPICS for f in FORMS] + MORE_CODE + MORE_GENERAL
+    seen = set(keep) | banned
+    more = [p for p in dict.fromkeys(more) if p not in seen and not any(t in p for t in eval_topics)]
+    random.Random(2).shuffle(more)
+    return keep + more
 
 
 def main(seed: int = 0, out: Path | None = None) -> None:

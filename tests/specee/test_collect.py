@@ -74,3 +74,33 @@ def test_batched_collection_gives_the_same_items_as_one_by_one(tiny):
         assert got.keys() == want.keys() and got["prompt_len"] == want["prompt_len"]
         for key in ("ids", "layer_argmax", "layer_h", "final_h", "full_vocab_feats"):
             assert torch.equal(got[key], want[key]), key
+
+
+def test_draft_shards_are_kept_only_while_they_hold_the_same_prompts(tmp_path, monkeypatch):
+    """Resumable draft collection: a finished shard is reused for the same prompts, and collected
+    again when the prompt file grew (a short last shard) or changed (the sidecar's hash differs)."""
+    from foretell.specee import collect
+
+    calls = []
+
+    def fake_batch(acc, tok, prompts, max_new_tokens):
+        calls.extend(prompts)
+        return [{"ids": torch.tensor([len(p)], dtype=torch.int32), "prompt": p} for p in prompts]
+
+    monkeypatch.setattr(collect, "collect_draft_batch", fake_batch)
+
+    def run(prompts):
+        calls.clear()
+        items = collect.collect_draft_data(None, None, prompts, tmp_path, batch=2, shard_size=3)
+        assert [it["prompt"] for it in items] == prompts
+        return list(calls)
+
+    first = [f"p{i}" for i in range(5)]
+    assert run(first) == first                       # shards 0 (3 prompts) and 1 (2 prompts)
+    assert run(first) == []                          # all kept
+    grown = first + ["p5", "p6"]
+    assert run(grown) == ["p3", "p4", "p5", "p6"]    # short shard 1 recollected, shard 2 new
+    changed = ["q0"] + grown[1:]
+    assert run(changed) == ["q0", "p1", "p2"]        # shard 0's hash no longer matches
+    (tmp_path / "draft_001.json").unlink()           # a shard from before the sidecars:
+    assert run(changed) == []                        # kept while its length matches

@@ -14,6 +14,8 @@ these states with the draft head's candidates, by :mod:`foretell.specee.features
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -159,23 +161,43 @@ def draft_pairs(acc: DecoderAccess, out: torch.Tensor, prompt_mask: torch.Tensor
 def collect_draft_data(acc: DecoderAccess, tok, prompts: list[str], out_dir: Path, *, max_new_tokens: int = 48,
                        batch: int = 16, shard_size: int = 160) -> list[dict]:
     """:func:`collect_draft_batch` over ``prompts`` in batches, saved as ``out_dir/draft_XXX.pt``
-    shards (finished shards are kept: resumable); returns all items in prompt order."""
+    shards (finished shards are kept: resumable); returns all items in prompt order.
+
+    A kept shard must hold the same prompts: each shard's ``.json`` sidecar records a hash of its
+    prompts and ``max_new_tokens`` (a shard without one, from before the sidecars, must at least
+    hold as many items as its prompts); a shard that does not match is collected again, so a
+    prompt file that grew or changed never leaves a stale or short shard behind."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = []
     for s in progress(range(0, len(prompts), shard_size), desc="draft data shards",
                       total=-(-len(prompts) // shard_size)):
         path = out_dir / f"draft_{s // shard_size:03d}.pt"
-        if not path.exists():
-            chunk = prompts[s:s + shard_size]
+        chunk = prompts[s:s + shard_size]
+        stamp = {"prompts_sha256": hashlib.sha256("\n".join(chunk).encode()).hexdigest(),
+                 "n_prompts": len(chunk), "max_new_tokens": max_new_tokens}
+        got = _kept_shard(path, stamp)
+        if got is None:
             got = []
             for b in range(0, len(chunk), batch):
                 got.extend(collect_draft_batch(acc, tok, chunk[b:b + batch], max_new_tokens))
             tmp = path.with_suffix(".tmp")
             torch.save(got, tmp)
             tmp.rename(path)
-        items.extend(torch.load(path, weights_only=True))
+            path.with_suffix(".json").write_text(json.dumps(stamp) + "\n")
+        items.extend(got)
     return items
+
+
+def _kept_shard(path: Path, stamp: dict) -> list[dict] | None:
+    """The items of a finished shard that matches ``stamp``, else None (collect it again)."""
+    if not path.exists():
+        return None
+    side = path.with_suffix(".json")
+    if side.exists() and json.loads(side.read_text()) != stamp:
+        return None
+    got = torch.load(path, weights_only=True)
+    return got if len(got) == stamp["n_prompts"] else None
 
 
 def load_draft_shards(out_dir: Path) -> list[dict]:
