@@ -12,7 +12,6 @@ rebuilt asset set replaces the shipped one.
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from foretell.core.report import write_json
 from foretell.core.seed import seed_everything
 from foretell.specee.engine import SpecEE
 from foretell.specee.loading import chat_ids, read_prompts
+from foretell.specee.rotation import time_in_rotation
 
 METHODS = ("speculative", "specee+speculative", "specee")
 
@@ -55,30 +55,16 @@ inputs = [chat_ids(sets["a"].tokenizer, p) for p in read_prompts(None, "eval")[:
 variants = [("full", "a", "full")] + [(f"{m}[{s}]", s, m) for m in args.methods for s in ("a", "b")]
 for s in sets.values():
     s.generate(inputs[0], max_new_tokens=4, method="speculative")
-secs = {n: 0.0 for n, _, _ in variants}
-toks = {n: 0 for n, _, _ in variants}
-passes = {n: 0 for n, _, _ in variants}
-agree, ref = {n: 0 for n, _, _ in variants}, 0
-for pi, ids in enumerate(inputs):
-    order = variants[pi % len(variants):] + variants[: pi % len(variants)]
-    outs = {}
-    for name, s, method in order:
-        ee = sets[s]
-        t0 = time.perf_counter()
-        out = ee.generate(ids, max_new_tokens=args.max_new_tokens, method=method)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        secs[name] += time.perf_counter() - t0
-        outs[name] = out[0, ids.shape[1]:].tolist()
-        toks[name] += len(outs[name])
-        passes[name] += len(ee.last_stats.layers)
-    full = outs["full"]
-    ref += len(full)
-    for name, got in outs.items():
-        agree[name] += sum(1 for i, t in enumerate(full) if i < len(got) and got[i] == t)
-base = toks["full"] / secs["full"]
-res = {n: {"tokens_per_s": toks[n] / secs[n], "speedup": toks[n] / secs[n] / base,
-           "tokens_per_pass": toks[n] / max(1, passes[n]), "agreement": agree[n] / ref} for n, _, _ in variants}
+
+
+def variant(s: str, method: str):
+    def run(pi, ids):
+        out = sets[s].generate(ids, max_new_tokens=args.max_new_tokens, method=method)
+        return out, len(sets[s].last_stats.layers)
+    return run
+
+
+res = time_in_rotation({n: variant(s, m) for n, s, m in variants}, inputs, device=device)
 draft = {s: json.loads((Path(d) / "draft_head.json").read_text()).get("accuracy") for s, d in (("a", args.a), ("b", args.b))}
 write_json(args.json, {"prompts": len(inputs), "new_tokens": args.max_new_tokens, "methods": res,
                        "assets": {"a": str(args.a), "b": str(args.b)}, "draft_accuracy": draft,

@@ -10,7 +10,6 @@ Same protocol as the bench: one warm-up, then per prompt every variant in rotati
 
 import argparse
 import os
-import time
 
 import torch
 
@@ -19,6 +18,7 @@ from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.report import write_json
 from foretell.specee.engine import SpecEE
 from foretell.specee.loading import chat_ids, read_prompts
+from foretell.specee.rotation import time_in_rotation
 from foretell.specee.tree import parse_tree
 
 ap = argparse.ArgumentParser()
@@ -45,32 +45,20 @@ for g in args.gammas:
         variants += [(f"specee+speculative_gamma{g}" + (f"_tree{','.join(map(str, t))}" if t else ""),
                       ("specee+speculative", g, t)) for t in args.trees if len(t) <= g]
 ee.generate(inputs[0], max_new_tokens=4, method="full")
-secs = {n: 0.0 for n, _ in variants}
-toks = {n: 0 for n, _ in variants}
-passes = {n: 0 for n, _ in variants}
-ref, agree = [], {n: 0 for n, _ in variants}
-for pi, ids in enumerate(inputs):
-    order = variants[pi % len(variants):] + variants[: pi % len(variants)]
-    outs = {}
-    for name, spec in order:
+
+
+def variant(spec):
+    def run(pi, ids):
         if spec:
             ee.config.gamma, ee.config.tree = spec[1], spec[2]
-        t0 = time.perf_counter()
         out = ee.generate(ids, max_new_tokens=args.max_new_tokens, method=spec[0] if spec else "full")
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        secs[name] += time.perf_counter() - t0
-        outs[name] = out[0, ids.shape[1]:].tolist()
-        toks[name] += len(outs[name])
-        passes[name] += len(ee.last_stats.layers)
-    full = outs["full"]
-    for name in outs:
-        agree[name] += sum(1 for i, t in enumerate(full) if i < len(outs[name]) and outs[name][i] == t)
-    ref.append(len(full))
-base = toks["full"] / secs["full"]
-res = {n: {"tokens_per_s": toks[n] / secs[n], "speedup": toks[n] / secs[n] / base,
-           "tokens_per_pass": toks[n] / max(1, passes[n]), "rows_per_verify": None if not spec else spec[1] + 1 + sum(spec[2]),
-           "agreement": agree[n] / sum(ref)} for n, spec in variants}
+        return out, len(ee.last_stats.layers)
+    return run
+
+
+res = time_in_rotation({n: variant(spec) for n, spec in variants}, inputs, device=device)
+for n, spec in variants:
+    res[n]["rows_per_verify"] = None if not spec else spec[1] + 1 + sum(spec[2])
 write_json(args.json, {"prompts": len(inputs), "new_tokens": args.max_new_tokens, "methods": res,
                        "config": {"torch_threads": 1, "k": ee.config.k, "threshold": ee.config.threshold,
                                   "dtype": args.dtype, "device": str(device), "linear_kernel": ee.linear_kernel,

@@ -12,7 +12,6 @@ draft tokens the rejection rule kept.
 
 import argparse
 import os
-import time
 
 import torch
 
@@ -20,6 +19,7 @@ from foretell.core.argtypes import float_in, int_at_least, int_list
 from foretell.core.report import write_json
 from foretell.specee.engine import SpecEE
 from foretell.specee.loading import chat_ids, read_prompts
+from foretell.specee.rotation import time_in_rotation
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--num-prompts", type=int_at_least(1), default=10)
@@ -38,22 +38,21 @@ inputs = [chat_ids(ee.tokenizer, p) for p in read_prompts(None, "eval")[: args.n
 variants = [("full", None)] + [(f"speculative_sampling_gamma{g}", g) for g in args.gammas]
 sample = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
 ee.generate(inputs[0], method="full", generator=torch.Generator().manual_seed(0), **{**sample, "max_new_tokens": 4})
-secs = {n: 0.0 for n, _ in variants}
-toks = {n: 0 for n, _ in variants}
-passes = {n: 0 for n, _ in variants}
-for pi, ids in enumerate(inputs):
-    for name, gamma in variants[pi % len(variants):] + variants[: pi % len(variants)]:
+
+
+def variant(gamma):
+    def run(pi, ids):
         if gamma:
             ee.config.gamma = gamma
         gen = torch.Generator().manual_seed(args.seed * 1000 + pi)
-        t0 = time.perf_counter()
         out = ee.generate(ids, method="speculative" if gamma else "full", generator=gen, **sample)
-        secs[name] += time.perf_counter() - t0
-        toks[name] += out.shape[1] - ids.shape[1]
-        passes[name] += len(ee.last_stats.layers)
-base = toks["full"] / secs["full"]
-res = {n: {"tokens_per_s": toks[n] / secs[n], "speedup": toks[n] / secs[n] / base, "new_tokens": toks[n],
-           "tokens_per_pass": toks[n] / max(1, passes[n])} for n, _ in variants}
+        return out, len(ee.last_stats.layers)
+    return run
+
+
+res = time_in_rotation({n: variant(g) for n, g in variants}, inputs)
+for m in res.values():
+    del m["agreement"]                           # sampled outputs differ by design
 write_json(args.json, {"prompts": len(inputs), "new_tokens": args.max_new_tokens, "methods": res,
                        "config": {"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
                                   "torch_threads": 1, "linear_kernel": ee.linear_kernel,
