@@ -104,3 +104,6 @@ def test_draft_shards_are_kept_only_while_they_hold_the_same_prompts(tmp_path, m
     assert run(changed) == ["q0", "p1", "p2"]        # shard 0's hash no longer matches
     (tmp_path / "draft_001.json").unlink()           # a shard from before the sidecars:
     assert run(changed) == []                        # kept while its length matches
+    assert run(changed[:3]) == []                    # shrunk: shard 0 kept, shards 1-2 removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["draft_000.json", "draft_000.pt"]
+    assert [it["prompt"] for it in collect.load_draft_shards(tmp_path)] == changed[:3]

@@ -165,8 +165,9 @@ def collect_draft_data(acc: DecoderAccess, tok, prompts: list[str], out_dir: Pat
 
     A kept shard must hold the same prompts: each shard's ``.json`` sidecar records a hash of its
     prompts and ``max_new_tokens`` (a shard without one, from before the sidecars, must at least
-    hold as many items as its prompts); a shard that does not match is collected again, so a
-    prompt file that grew or changed never leaves a stale or short shard behind."""
+    hold as many items as its prompts); a shard that does not match is collected again, and shards
+    past the last prompt are removed, so a prompt file that grew, shrank or changed never leaves a
+    stale or short shard for :func:`load_draft_shards`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = []
@@ -186,6 +187,11 @@ def collect_draft_data(acc: DecoderAccess, tok, prompts: list[str], out_dir: Pat
             tmp.rename(path)
             path.with_suffix(".json").write_text(json.dumps(stamp) + "\n")
         items.extend(got)
+    n_shards = -(-len(prompts) // shard_size)
+    for stale in out_dir.glob("draft_*.pt"):             # a shorter prompt file: drop the shards past it
+        if stale.stem[6:].isdigit() and int(stale.stem[6:]) >= n_shards:
+            stale.unlink()
+            stale.with_suffix(".json").unlink(missing_ok=True)
     return items
 
 
