@@ -1,8 +1,9 @@
 """Write src/foretell/specee/data/prompts_{train,eval,draft}.txt: varied instructions, one per line.
 
 Deterministic (fixed seed); the eval file is a held-out part (its topics never appear in train or
-draft). The draft file (draft-head training only) has two rounds: the first 1,672 prompts, then
-2,858 more (MORE_TOPICS, MORE_CODE, MORE_GENERAL) appended so the first round's order is kept.
+draft). The draft file (draft-head training only) has three rounds, each appended so that the
+earlier rounds' order (and their collected shards) is kept: the first 1,672 prompts, 2,858 more
+(MORE_TOPICS, MORE_CODE, MORE_GENERAL), then THIRD_TOPICS.
 Run: python scripts/specee/make_prompts.py
 """
 import random
@@ -240,6 +241,33 @@ MORE_GENERAL = [
 ]
 
 
+# Third round (2026-11-26), appended after the second.
+THIRD_TOPICS = [
+    "the Andes", "the Alps", "the Grand Canyon", "the Dead Sea", "the Great Barrier Reef", "Antarctica",
+    "Iceland", "Japan", "India", "Brazil", "Canada", "Australia", "Kenya", "Egypt", "Norway", "Mexico",
+    "Italy", "the Mediterranean Sea", "the Pacific Ocean", "the Mississippi River", "lakes", "waterfalls",
+    "geysers", "sand dunes", "mountains", "islands", "beaches", "coral atolls", "the tundra", "savannas",
+    "giraffes", "zebras", "lions", "cheetahs", "gorillas", "chimpanzees", "koalas", "sloths", "otters",
+    "beavers", "hedgehogs", "rabbits", "squirrels", "parrots", "flamingos", "hummingbirds", "pigeons",
+    "seahorses", "octopus camouflage", "salmon", "starfish", "crabs", "snails", "bees and flowers",
+    "dragonflies", "ladybugs", "fireflies", "mosquitoes", "worms", "lizards", "snakes", "crocodiles",
+    "tortoises", "dinosaur fossils", "mammoths", "prehistoric humans", "cave paintings", "Stonehenge",
+    "the Colosseum", "the Acropolis", "the Taj Mahal", "Machu Picchu", "the Statue of Liberty",
+    "the Industrial Age factories", "the steam engine", "the light bulb", "the wheel", "the compass",
+    "clocks", "paper", "glass", "steel", "concrete", "plastic", "rubber", "cotton", "silk", "wool",
+    "leather", "ceramics", "wood", "bricks", "gold", "silver", "copper", "diamonds", "salt", "sugar",
+    "bread", "rice", "pasta", "cheese", "yogurt", "eggs", "milk", "fruit salad", "vegetables", "beans",
+    "nuts", "herbs", "mint", "garlic", "tomatoes", "carrots", "bananas", "oranges", "grapes",
+    "strawberries", "lemons", "coconuts", "pumpkins", "corn", "ice cream", "pancakes", "sandwiches",
+    "picnics", "restaurants", "cooking at home", "kitchen safety", "table manners", "family dinners",
+    "birthdays", "weddings", "holidays", "New Year celebrations", "festivals", "fireworks", "parades",
+    "circuses", "magic tricks", "puzzles", "crosswords", "card games", "video game design", "toys",
+    "playgrounds", "kindergarten", "high school", "exams", "scholarships", "libraries at night",
+    "bookstores", "novels", "fairy tales", "myths", "legends", "superheroes", "detectives",
+    "pirates", "astronauts", "firefighters", "doctors", "farmers", "pilots", "engineers", "artists",
+]
+
+
 def draft_prompts(train: list[str], train_topics: list[str], eval_topics: list[str],
                   evals: list[str]) -> list[str]:
     """Extra prompts for the draft head: never an eval topic, never an eval or train prompt."""
@@ -257,7 +285,12 @@ def draft_prompts(train: list[str], train_topics: list[str], eval_topics: list[s
     seen = set(keep) | banned
     more = [p for p in dict.fromkeys(more) if p not in seen and not any(t in p for t in eval_topics)]
     random.Random(2).shuffle(more)
-    return keep + more
+    assert not set(THIRD_TOPICS) & (set(TOPICS) | set(NEW_TOPICS) | set(MORE_TOPICS))
+    seen |= set(more)
+    third = [p for p in dict.fromkeys(f.format(t=t) for t in THIRD_TOPICS for f in FORMS)
+             if p not in seen and not any(t in p for t in eval_topics)]
+    random.Random(3).shuffle(third)
+    return keep + more + third
 
 
 def main(seed: int = 0, out: Path | None = None) -> None:

@@ -31,12 +31,16 @@ def test_eval_prompts_and_topics_never_reach_training():
     assert not [p for p in train + draft if any(t in p for t in eval_topics)]
 
 
-def test_second_draft_round_only_appends(tmp_path):
-    """The draft data of the first round (1,672 prompts) is collected in shards by position: the
-    second round must leave those prompts, in that order, at the front."""
+def test_later_draft_rounds_only_append(tmp_path):
+    """The draft data is collected in shards by position: each later round must leave the earlier
+    rounds' prompts, in their order, at the front (first 1,672, then 4,530 with the second)."""
     mod = _make_prompts()
-    mod.MORE_TOPICS, mod.MORE_CODE, mod.MORE_GENERAL = [], [], []
-    mod.main(0, tmp_path)
-    first = read_prompts(str(tmp_path / "prompts_draft.txt"), "draft")
     draft = read_prompts(None, "draft")
-    assert len(first) == 1672 and draft[:1672] == first and len(draft) == 4530
+    mod.THIRD_TOPICS = []
+    mod.main(0, tmp_path / "two")
+    two = read_prompts(str(tmp_path / "two" / "prompts_draft.txt"), "draft")
+    mod.MORE_TOPICS, mod.MORE_CODE, mod.MORE_GENERAL = [], [], []
+    mod.main(0, tmp_path / "one")
+    one = read_prompts(str(tmp_path / "one" / "prompts_draft.txt"), "draft")
+    assert (len(one), len(two), len(draft)) == (1672, 4530, 7186)
+    assert two[:1672] == one and draft[:4530] == two
