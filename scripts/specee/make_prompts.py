@@ -268,29 +268,29 @@ THIRD_TOPICS = [
 ]
 
 
+def _new_round(candidates: list[str], seen: set[str], eval_topics: list[str], seed: int) -> list[str]:
+    """One draft round: ``candidates`` minus duplicates, prompts already ``seen`` and eval topics,
+    shuffled with ``seed``; ``seen`` grows by the round."""
+    out = [p for p in dict.fromkeys(candidates) if p not in seen and not any(t in p for t in eval_topics)]
+    random.Random(seed).shuffle(out)
+    seen.update(out)
+    return out
+
+
 def draft_prompts(train: list[str], train_topics: list[str], eval_topics: list[str],
                   evals: list[str]) -> list[str]:
-    """Extra prompts for the draft head: never an eval topic, never an eval or train prompt."""
-    used = set(train)
-    extra = [f.format(t=t) for t in train_topics for f in FORMS if f.format(t=t) not in used]
-    extra += [f.format(t=t) for t in NEW_TOPICS for f in FORMS]
-    extra += EXTRA_CODE + EXTRA_GENERAL
-    banned = set(evals) | used
-    assert not set(NEW_TOPICS) & set(TOPICS)
-    keep = [p for p in extra if p not in banned and not any(t in p for t in eval_topics)]
-    random.Random(1).shuffle(keep)
-    # second round, appended so that the first round's order (and its collected shards) is unchanged
-    assert not set(MORE_TOPICS) & (set(TOPICS) | set(NEW_TOPICS))
-    more = [f.format(t=t) for t in MORE_TOPICS for f in FORMS] + MORE_CODE + MORE_GENERAL
-    seen = set(keep) | banned
-    more = [p for p in dict.fromkeys(more) if p not in seen and not any(t in p for t in eval_topics)]
-    random.Random(2).shuffle(more)
-    assert not set(THIRD_TOPICS) & (set(TOPICS) | set(NEW_TOPICS) | set(MORE_TOPICS))
-    seen |= set(more)
-    third = [p for p in dict.fromkeys(f.format(t=t) for t in THIRD_TOPICS for f in FORMS)
-             if p not in seen and not any(t in p for t in eval_topics)]
-    random.Random(3).shuffle(third)
-    return keep + more + third
+    """Extra prompts for the draft head: never an eval topic, never an eval or train prompt. Each
+    round is appended, so the earlier rounds' order (and their collected shards) is unchanged."""
+    rounds_topics = [TOPICS, NEW_TOPICS, MORE_TOPICS, THIRD_TOPICS]
+    for i, a in enumerate(rounds_topics):
+        for b in rounds_topics[i + 1:]:
+            assert not set(a) & set(b)
+    seen = set(evals) | set(train)
+    first = [f.format(t=t) for t in train_topics + NEW_TOPICS for f in FORMS] + EXTRA_CODE + EXTRA_GENERAL
+    second = [f.format(t=t) for t in MORE_TOPICS for f in FORMS] + MORE_CODE + MORE_GENERAL
+    third = [f.format(t=t) for t in THIRD_TOPICS for f in FORMS]
+    return (_new_round(first, seen, eval_topics, 1) + _new_round(second, seen, eval_topics, 2)
+            + _new_round(third, seen, eval_topics, 3))
 
 
 def main(seed: int = 0, out: Path | None = None) -> None:
