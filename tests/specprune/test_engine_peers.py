@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from foretell.core.errors import ForetellError
-from foretell.specprune.methods import METHOD_NAMES, build_method
+from foretell.specprune.methods import ALL_METHOD_NAMES, METHOD_NAMES, build_method
 
 from specprune_tiny import moved, one_thread, tiny_inputs, tiny_vla  # noqa: F401 (autouse fixture)
 
@@ -18,7 +18,7 @@ def _queries(vla, h, images, ids, proprio, n=3):
     return outs
 
 
-@pytest.mark.parametrize("name", ["fastv", "random", "vla_cache"])
+@pytest.mark.parametrize("name", ["fastv", "random", "vla_cache", "fastv_layer0"])
 def test_peers_keep_exactly_the_budget(name):
     vla = tiny_vla()
     images, ids, proprio = tiny_inputs()
@@ -28,7 +28,7 @@ def test_peers_keep_exactly_the_budget(name):
     assert rec.visual_kept == 10
     if name == "fastv":
         assert rec.visual_per_layer == [32, 32, 32, 10, 10]  # full up to layer K=2
-    elif name == "random":
+    elif name in ("random", "fastv_layer0"):                 # both prune after layer 0
         assert rec.visual_per_layer == [32, 10, 10, 10, 10]
     else:
         assert rec.visual_per_layer == [10] * 5 and rec.extra_keys == 22  # 22 reused tokens' K/V
@@ -68,13 +68,18 @@ def test_random_is_seeded():
 def test_registry_builds_every_method_and_rejects_bad_names():
     vla = tiny_vla()
     images, ids, proprio = tiny_inputs()
-    for name in METHOD_NAMES:
+    macs = {}
+    assert set(ALL_METHOD_NAMES) - set(METHOD_NAMES) == {"fastv_layer0"}
+    for name in ALL_METHOD_NAMES:
         h = build_method(name, vla, token_budget=12)
         _queries(vla, h, images, ids, proprio, n=2)
         s = h.stats()
         assert s["queries"] == 2 and len(s["llm_seconds"]) == 2 and s["visual_tokens_total"] == 32
         assert 0 < s["llm_macs_fraction"] <= 1.0
+        macs[name] = s["llm_macs_fraction"]
         h.remove()
+    assert macs["random"] == pytest.approx(macs["fastv_layer0"], rel=0.01)   # same budget, same pruning layer
+    assert macs["fastv_layer0"] < macs["fastv"]
     with pytest.raises(ForetellError, match="unknown method 'fastvv'; accepted: full, specprune"):
         build_method("fastvv", vla)
     with pytest.raises(ForetellError, match="token_budget"):

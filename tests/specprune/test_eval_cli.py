@@ -85,6 +85,16 @@ def test_full_handle_reproduces_the_unpruned_closed_loop_episode(tiny_weights):
     assert h.stats()["queries"] == handled["queries"]
 
 
+def test_opt_in_fastv_layer0_runs_at_the_peer_budget(tiny_weights, tmp_path):
+    out = tmp_path / "eval.json"
+    rc = main(["specprune", "eval", "--quick", "--weights", str(tiny_weights), "--json", str(out),
+               "--methods", "full,fastv_layer0", "--no-baselines"])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    assert set(rep["methods"]) == {"full", "fastv_layer0"}
+    assert rep["methods"]["fastv_layer0"]["visual_tokens_kept"] == pytest.approx(rep["token_budget"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--episodes", "0"], "--episodes must be a positive integer"),
     (["--methods", "full,fastvv"], "unknown method"),

@@ -20,7 +20,8 @@ def register(sub) -> None:
     e.add_argument("--json", default="reports/specprune/eval.json", help="output JSON path (default: reports/specprune/eval.json)")
     e.add_argument("--md", default=None, help="also write a Markdown table here (default: next to --json)")
     e.add_argument("--methods", default=None, help="comma-separated subset of full,specprune,specprune_no_global,"
-                   "specprune_no_controller,fastv,vla_cache,random (default: all)")
+                   "specprune_no_controller,fastv,vla_cache,random (default: all of these) and the opt-in fastv_layer0 "
+                   "(FastV pruned after layer 0, about SpecPrune's MACs at the same budget)")
     e.add_argument("--quick", action="store_true", help=f"smoke run: at most 2 episodes of at most 30 steps")
     e.add_argument("--weights", default=None, help="weights directory (default: the shipped 96 px policy src/foretell/specprune/assets/vla_96px; the 64 px one is assets/vla)")
     e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")

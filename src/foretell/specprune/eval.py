@@ -77,7 +77,7 @@ class EvalConfig:
 
     def check(self) -> None:
         from foretell.core.device import resolve_device
-        from foretell.specprune.methods import METHOD_NAMES
+        from foretell.specprune.methods import ALL_METHOD_NAMES, METHOD_NAMES
 
         self.device = str(resolve_device(self.device))
         if self.cuda_graphs and not self.device.startswith("cuda"):
@@ -88,9 +88,9 @@ class EvalConfig:
             raise ForetellError(f"--seed must be a non-negative integer, got {self.seed!r}")
         if not self.methods:
             self.methods = tuple(METHOD_NAMES)
-        bad = [m for m in self.methods if m not in METHOD_NAMES]
+        bad = [m for m in self.methods if m not in ALL_METHOD_NAMES]
         if bad:
-            raise ForetellError(f"unknown method(s) {bad}; accepted: {', '.join(METHOD_NAMES)}")
+            raise ForetellError(f"unknown method(s) {bad}; accepted: {', '.join(ALL_METHOD_NAMES)}")
         if len(set(self.methods)) != len(self.methods):
             raise ForetellError(f"methods {list(self.methods)} contain duplicates")
         if self.threads < 1 or self.horizon < 1:

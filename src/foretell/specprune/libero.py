@@ -81,13 +81,13 @@ def run_libero_eval(checkpoint: str, *, task_suite: str = "libero_spatial", meth
     """Closed-loop LIBERO evaluation of ``methods`` on one OFT checkpoint; returns (and writes) the report.
     ``cuda_graphs``: every method replays its runs of plain decoder layers from CUDA graphs (the fast
     path on a GPU, see docs/specprune.md)."""
-    from foretell.specprune.methods import METHOD_NAMES
+    from foretell.specprune.methods import ALL_METHOD_NAMES
 
     if task_suite not in TASK_MAX_STEPS:
         raise ForetellError(f"unknown task suite {task_suite!r}; accepted: {', '.join(TASK_MAX_STEPS)}")
-    bad = [m for m in methods if m not in METHOD_NAMES]
+    bad = [m for m in methods if m not in ALL_METHOD_NAMES]
     if bad:
-        raise ForetellError(f"unknown method(s) {bad}; accepted: {', '.join(METHOD_NAMES)}")
+        raise ForetellError(f"unknown method(s) {bad}; accepted: {', '.join(ALL_METHOD_NAMES)}")
     _require()
     import numpy as np
     import torch

@@ -2,7 +2,8 @@
 
 ``full`` runs the unpruned computation through the same engine (same timing bookkeeping);
 ``specprune`` / ``specprune_no_global`` / ``specprune_no_controller`` are SpecPrune-VLA and its
-ablations; ``fastv``, ``vla_cache`` and ``random`` are peers at a fixed visual-token budget.
+ablations; ``fastv``, ``vla_cache`` and ``random`` are peers at a fixed visual-token budget; ``fastv_layer0``
+(opt-in) is FastV pruned at SpecPrune's first pruning point, the peer at about the same MACs.
 For a fair comparison pass the peers the mean ``visual_tokens_kept`` that ``specprune`` measured;
 without ``token_budget`` the peers keep ``DEFAULT_BUDGET_FRACTION`` of the visual tokens.
 """
@@ -12,7 +13,12 @@ from __future__ import annotations
 from foretell.core.errors import ForetellError
 
 METHOD_NAMES = ("full", "specprune", "specprune_no_global", "specprune_no_controller", "fastv", "vla_cache", "random")
-PEERS = ("fastv", "vla_cache", "random")
+# opt-in (``--methods``), not in the default set: FastV pruned after layer 0, SpecPrune's first
+# pruning point, so at the same budget it costs about SpecPrune's MACs (``fastv`` runs 3 of the 6
+# testbed layers unpruned)
+EXTRA_METHOD_NAMES = ("fastv_layer0",)
+ALL_METHOD_NAMES = METHOD_NAMES + EXTRA_METHOD_NAMES
+PEERS = ("fastv", "vla_cache", "random", "fastv_layer0")
 DEFAULT_BUDGET_FRACTION = 0.3
 FASTV_LAYER = 2
 
@@ -33,8 +39,8 @@ def build_method(name: str, vla, token_budget: int | None = None, seed: int = 0,
     from foretell.specprune.peers import FastVPolicy, RandomPolicy, VLACachePolicy
     from foretell.specprune.pruning import SpecPrunePolicy
 
-    if name not in METHOD_NAMES:
-        raise ForetellError(f"unknown method {name!r}; accepted: {', '.join(METHOD_NAMES)}")
+    if name not in ALL_METHOD_NAMES:
+        raise ForetellError(f"unknown method {name!r}; accepted: {', '.join(ALL_METHOD_NAMES)}")
     if config is not None and not isinstance(config, SpecPruneConfig):
         raise ForetellError(f"config must be a SpecPruneConfig, got {type(config).__name__}")
     ad = adapter_for(vla, adapter)
@@ -63,6 +69,8 @@ def build_method(name: str, vla, token_budget: int | None = None, seed: int = 0,
         if n_layers <= FASTV_LAYER + 1:
             raise ForetellError(f"fastv prunes after layer {FASTV_LAYER} and needs more than {FASTV_LAYER + 1} layers; the model has {n_layers}")
         return PruningHandle(ad, FastVPolicy(budget, FASTV_LAYER), name, peer_graphs)
+    if name == "fastv_layer0":
+        return PruningHandle(ad, FastVPolicy(budget, 0), name, peer_graphs)
     if name == "vla_cache":
         return PruningHandle(ad, VLACachePolicy(ad, budget, n_layers), name, peer_graphs)
     return PruningHandle(ad, RandomPolicy(budget, seed), name, peer_graphs)
