@@ -22,6 +22,34 @@ def int_at_least(minimum: int):
     return parse
 
 
+def int_in(low: int, high: int):
+    """An integer in [``low``, ``high``]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer (accepted: integers in [{low}, {high}])") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside [{low}, {high}]")
+        return value
+
+    parse.__name__ = f"integer in [{low}, {high}]"
+    return parse
+
+
+MAX_SEED = 2**32 - 1        # numpy's seeds stop here; torch's accept more
+MAX_THREADS = 256           # far above any CPU here; torch/OpenBLAS crash on absurd thread counts
+
+seed_int = int_in(0, MAX_SEED)
+"""argparse type of a random seed: 0 .. 2**32 - 1."""
+
+
+def threads_int(minimum: int = 1):
+    """argparse type of a thread count: ``minimum`` .. MAX_THREADS (0 where it means "torch's choice")."""
+    return int_in(minimum, MAX_THREADS)
+
+
 def float_in(low: float, high: float, *, low_open: bool = False):
     """A finite number in [low, high] (or (low, high] with ``low_open``)."""
     span = f"{'(' if low_open else '['}{low}, {high}]"
