@@ -40,15 +40,48 @@ def test_quick_bench_writes_schema(tiny_dir, tmp_path):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--model", "sdxl-digits"], "unknown model"),
-    (["--model", "sd3-digits", "--steps", "0"], "--steps must be >= 1"),
+    (["--model", "sd3-digits", "--steps", "0"], "argument --steps: 0 is below 1"),
     (["--model", "sd3-digits", "--methods", "full,teacache"], "unknown method"),
     (["--model", "sd3-digits", "--cache-rate", "1.0"], "--cache-rate must be in [0, 1)"),
+    (["--seed", "99999999999999999999999"], "argument --seed: 99999999999999999999999 is outside [0, 4294967295]"),
+    (["--threads", "100000"], "argument --threads: 100000 is outside [0, 256]"),
+    (["--quick", "--repeats", "0"], "argument --repeats: 0 is below 1"),          # --quick must not hide it
+    (["--quick", "--speculative-steps", "50"], "--speculative-steps 50 exceeds the 6 sampling steps of --quick"),
+    (["--quick", "--plot", "PLOT/p.txt"], ".txt is not an image format matplotlib writes; accepted: "),
+    (["--quick", "--plot", "PLOT/x.json"], ".json is not an image format"),
+    (["--quick", "--plot", "PLOT/x.png", "--json", "PLOT/x_samples.png"], "would overwrite the JSON report"),
 ])
 def test_bad_inputs_exit_2(argv, needle, capsys, tmp_path):
-    rc = main(["specdiff", "bench", *argv, "--json", str(tmp_path / "x.json")])
+    argv = [a.replace("PLOT", str(tmp_path)) for a in argv]
+    try:
+        rc = main(["specdiff", "bench", *argv] + ([] if "--json" in argv else ["--json", str(tmp_path / "x.json")]))
+    except SystemExit as exc:                                     # argparse's own one-line error
+        rc = exc.code
     err = capsys.readouterr().err
     assert rc == 2
-    assert needle in err and "Traceback" not in err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())                           # checked before any work: nothing written
+
+
+def test_damaged_model_folder_is_one_line(tiny_dir, tmp_path, capsys):
+    import shutil
+
+    cases = {"config.json": ("{not json", "config.json is not valid JSON"),
+             "model.safetensors": (b"\x00" * 64, "model.safetensors is not a readable safetensors file")}
+    for name, (content, needle) in cases.items():
+        d = tmp_path / name.split(".")[0]
+        shutil.copytree(tiny_dir, d)
+        (d / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+        rc = main(["specdiff", "bench", "--model", str(d), "--quick", "--json", str(tmp_path / "x.json")])
+        err = capsys.readouterr().err
+        assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    other = DigitsDiT(sd3_digits_config(heads=2, head_dim=16, layers=3)).save(tmp_path / "other")
+    shutil.copy(other / "model.safetensors", tmp_path / "config" / "model.safetensors")
+    shutil.copy(tiny_dir / "config.json", tmp_path / "config" / "config.json")
+    rc = main(["specdiff", "bench", "--model", str(tmp_path / "config"), "--quick", "--json", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "model.safetensors does not match config.json" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_device_flag_in_help(capsys):

@@ -45,7 +45,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         SampleConfig(steps=0)
     with pytest.raises(ForetellError, match="accepted: sd3, flux"):
         DigitsModelConfig(kind="unet")
-    with pytest.raises(ForetellError, match="not a digits model folder"):
+    with pytest.raises(ForetellError, match=r"has no config.json \+ model.safetensors; pass a folder written by"):
         DigitsDiT.load(tmp_path)
 
 

@@ -96,7 +96,12 @@ def test_opt_in_fastv_layer0_runs_at_the_peer_budget(tiny_weights, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--episodes", "0"], "--episodes must be a positive integer"),
+    (["--episodes", "0"], "argument --episodes: 0 is below 1"),
+    (["--seed", "99999999999999999999"], "argument --seed: 99999999999999999999 is outside [0, 4294967295]"),
+    (["--threads", "100000"], "argument --threads: 100000 is outside [1, 256]"),
+    (["--methods", ","], "--methods ',' lists no method"),
+    (["--methods", "full", "--specprune-config", '{"token_budget": 80}'], "--methods full has neither"),
+    (["--md", "TMP/x.json"], "the Markdown table would overwrite the JSON report"),
     (["--methods", "full,fastvv"], "unknown method"),
     (["--weights", "/nonexistent/weights"], "weights directory"),
     (["--specprune-config", "fastest"], "unknown operating point"),
@@ -113,9 +118,34 @@ def test_bad_inputs_exit_2_with_one_line(argv, message, tmp_path, capsys):
 
     if "cuda:9" in argv and torch.cuda.device_count() > 9:
         pytest.skip("this machine has a tenth GPU")
-    rc = main(["specprune", "eval", "--quick", "--json", str(tmp_path / "x.json"), *argv])
+    argv = [a.replace("TMP", str(tmp_path)) for a in argv]
+    try:
+        rc = main(["specprune", "eval", "--quick", "--json", str(tmp_path / "x.json"), *argv])
+    except SystemExit as exc:                                     # argparse's own one-line error
+        rc = exc.code
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_json_named_like_its_markdown_is_refused(tmp_path, capsys):
+    rc = main(["specprune", "eval", "--quick", "--json", str(tmp_path / "x.md")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "the Markdown table would overwrite the JSON report" in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_damaged_weights_folder_is_one_line(tiny_weights, tmp_path, capsys):
+    import shutil
+
+    for name, content, needle in (("config.json", b"{not json", "config.json is not valid JSON"),
+                                  ("model.safetensors", b"\x00" * 64, "model.safetensors is not a readable safetensors file")):
+        d = tmp_path / name.split(".")[0]
+        shutil.copytree(tiny_weights, d)
+        (d / name).write_bytes(content)
+        rc = main(["specprune", "eval", "--quick", "--weights", str(d), "--json", str(tmp_path / "x.json")])
+        err = capsys.readouterr().err
+        assert rc == 2 and needle in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.json").exists()
 
 

@@ -93,15 +93,23 @@ class EvalConfig:
             raise ForetellError(f"unknown method(s) {bad}; accepted: {', '.join(ALL_METHOD_NAMES)}")
         if len(set(self.methods)) != len(self.methods):
             raise ForetellError(f"methods {list(self.methods)} contain duplicates")
+        from foretell.specprune.methods import PEERS
+
+        if self.specprune is not None and not any(m.startswith("specprune") or m in PEERS for m in self.methods):
+            raise ForetellError(f"--specprune-config sets the specprune variants and the peers' token budget, but "
+                                f"--methods {','.join(self.methods)} has neither; drop it or add such a method")
         if self.threads < 1 or self.horizon < 1:
             raise ForetellError("--threads and the horizon must be positive integers")
 
 
 def parse_methods(text: str | None) -> tuple:
-    """``"a,b"`` -> ("a", "b"); None or empty -> () (all methods)."""
-    if not text:
+    """``"a,b"`` -> ("a", "b"); None -> () (all methods); a text that names no method is an error."""
+    if text is None:
         return ()
-    return tuple(m.strip() for m in text.split(",") if m.strip())
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not methods:
+        raise ForetellError(f"--methods {text!r} lists no method; give a comma-separated list such as full,specprune")
+    return methods
 
 
 def image_tensors(images: dict, zero: bool = False) -> dict:
@@ -226,10 +234,12 @@ def screening_parser(doc: str, episodes: int, json_help: str = "output JSON path
     ``--episodes`` (default ``episodes``) and ``--json``; the script adds its own flags."""
     import argparse
 
+    from foretell.core.argtypes import int_at_least, seed_int
+
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--weights", default=None, help="weights directory (default: the eval default)")
-    p.add_argument("--seed", type=int, default=7, help="screening layout seed (not 0: the held-out evaluation seed)")
-    p.add_argument("--episodes", type=int, default=episodes, help="screening episodes per method or setting")
+    p.add_argument("--seed", type=seed_int, default=7, help="screening layout seed (not 0: the held-out evaluation seed)")
+    p.add_argument("--episodes", type=int_at_least(1), default=episodes, help="screening episodes per method or setting")
     p.add_argument("--json", required=True, help=json_help)
     return p
 

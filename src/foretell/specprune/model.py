@@ -416,16 +416,16 @@ class OFTStyleVLA(nn.Module):
     @classmethod
     def from_pretrained(cls, directory) -> "OFTStyleVLA":
         """Load a model written by :meth:`save_pretrained` (eval mode)."""
-        from safetensors.torch import load_file
+        from foretell.core.weights import load_model_folder
 
         d = pathlib.Path(directory)
-        if not (d / CONFIG_NAME).is_file() or not (d / WEIGHTS_NAME).is_file():
-            raise ForetellError(f"{d} has no {CONFIG_NAME} + {WEIGHTS_NAME}; pass a directory written by OFTStyleVLA.save_pretrained")
-        raw = json.loads((d / CONFIG_NAME).read_text())
-        known = {f.name for f in dataclasses.fields(VLAConfig)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ForetellError(f"{d / CONFIG_NAME} has unknown keys {unknown}; accepted keys: {sorted(known)}")
-        model = cls(VLAConfig(**raw))
-        model.load_state_dict(load_file(str(d / WEIGHTS_NAME)))
-        return model.eval()
+
+        def build(raw: dict) -> "OFTStyleVLA":
+            known = {f.name for f in dataclasses.fields(VLAConfig)}
+            unknown = sorted(set(raw) - known)
+            if unknown:
+                raise ForetellError(f"{d / CONFIG_NAME} has unknown keys {unknown}; accepted keys: {sorted(known)}")
+            return cls(VLAConfig(**raw))
+
+        return load_model_folder(d, build, written_by="OFTStyleVLA.save_pretrained (scripts/specprune/train_bc.py)",
+                                 config_name=CONFIG_NAME, weights_name=WEIGHTS_NAME)

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import statistics
 
+from foretell.core.argtypes import int_at_least, seed_int, threads_int
 from foretell.core.errors import ForetellError
 
 VARIANTS = {  # name -> (registry method, SpecPruneConfig changes or None)
@@ -117,12 +118,12 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m foretell.specprune.replay", description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=None, help="weights directory (default: the shipped testbed VLA)")
-    p.add_argument("--episodes", type=int, default=4, help="expert episodes to replay")
-    p.add_argument("--repeats", type=int, default=3, help="passes over the episodes (methods interleaved)")
-    p.add_argument("--seed", type=int, default=5, help="layout seed of the replayed episodes")
-    p.add_argument("--budget", type=int, default=None, help="visual tokens kept by the peers (default: registry default)")
+    p.add_argument("--episodes", type=int_at_least(1), default=4, help="expert episodes to replay")
+    p.add_argument("--repeats", type=int_at_least(1), default=3, help="passes over the episodes (methods interleaved)")
+    p.add_argument("--seed", type=seed_int, default=5, help="layout seed of the replayed episodes")
+    p.add_argument("--budget", type=int_at_least(1), default=None, help="visual tokens kept by the peers (default: registry default)")
     p.add_argument("--methods", default=",".join(VARIANTS), help="comma-separated, first must be full")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=threads_int(1), default=1, help="torch threads")
     p.add_argument("--config", default=None, metavar="JSON",
                    help="operating point of the specprune variants: a name (paper, tight) or SpecPruneConfig "
                         "changes as a JSON object (default: paper)")

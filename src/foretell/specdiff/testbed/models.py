@@ -172,16 +172,10 @@ class DigitsDiT(nn.Module):
     @classmethod
     def load(cls, directory: str | Path) -> "DigitsDiT":
         """Load a model written by :meth:`save`; ForetellError if the folder is not one."""
-        from safetensors.torch import load_file
+        from foretell.core.weights import load_model_folder
 
-        directory = Path(directory)
-        cfg_path, w_path = directory / "config.json", directory / "model.safetensors"
-        if not cfg_path.is_file() or not w_path.is_file():
-            raise ForetellError(f"{directory} is not a digits model folder; expected config.json and "
-                                "model.safetensors written by scripts/specdiff/train_digits.py")
-        model = cls(DigitsModelConfig(**json.loads(cfg_path.read_text())))
-        model.load_state_dict(load_file(str(w_path)))
-        return model.eval()
+        return load_model_folder(directory, lambda raw: cls(DigitsModelConfig(**raw)),
+                                 written_by="scripts/specdiff/train_digits.py (DigitsDiT.save)")
 
 
 def pack(x: torch.Tensor, p: int) -> torch.Tensor:
