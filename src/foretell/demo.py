@@ -12,7 +12,7 @@ import importlib
 import time
 from pathlib import Path
 
-from foretell.core.argtypes import int_at_least
+from foretell.core.argtypes import seed_int
 from foretell.core.device import add_device_argument, resolve_device
 from foretell.core.errors import ForetellError
 
@@ -26,7 +26,7 @@ def register(sub) -> None:
                                    "on the models and data that ship with foretell; prints one summary "
                                    "table and writes JSON, Markdown and PNG plots.")
     p.add_argument("--out", default="reports/demo", help="output directory (default: reports/demo)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed for every system (default: 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed for every system (default: 0)")
     p.add_argument("--quick", action="store_true", help="an even shorter run (smoke test)")
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all)")
