@@ -174,7 +174,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     (["specee", "bench", "--threads", "x"], "'x' is not an integer"),
     (["specdiff", "bench", "--guidance-scale", "nan"], "nan is outside"),
     (["nifa", "run", "--dataset", "german", "--patience", "-1"], "--patience: -1 is below 1"),
-    (["demo", "--seed", "-1"], "--seed: -1 is below 0"),
+    (["demo", "--seed", "-1"], "--seed: -1 is outside [0, 4294967295]"),
 ])
 def test_range_checked_flags_are_one_line_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
