@@ -12,6 +12,7 @@ the CPU); the poisoned graph comes back on the input's device.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from foretell.core.argtypes import MAX_SEED
 from foretell.core.errors import ForetellError
 from foretell.nifa.features import FeatureConfig, feature_box, optimise_features
 from foretell.nifa.injection import append_nodes, injected_groups, injection_edges
@@ -69,6 +71,11 @@ class NIFAConfig:
 
     def validate(self) -> None:
         """One-line ``ForetellError`` on a bad setting; ``device`` is checked and kept as a string."""
+        numbers = ("injection_rate", "k", "alpha", "beta", "lr", "keep_prob", "uncertainty_lr", "uncertainty_init_gain")
+        bad = [f"{name}={getattr(self, name)!r}" for name in numbers
+               if not isinstance(getattr(self, name), (int, float)) or not math.isfinite(getattr(self, name))]
+        if bad:
+            raise ForetellError(f"invalid NIFA config: {', '.join(bad)}; these settings must be finite numbers")
         checks = [
             (self.num_injected is None or self.num_injected >= 2, "num_injected must be >= 2"),
             (0 < self.injection_rate < 1, "injection_rate must be in (0, 1)"),
@@ -81,6 +88,7 @@ class NIFAConfig:
             (0 < self.keep_prob <= 1, "keep_prob must be in (0, 1]"),
             (self.uncertainty_epochs >= 1, "uncertainty_epochs must be >= 1"),
             (self.uncertainty_init_gain > 0, "uncertainty_init_gain must be > 0"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}]"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -94,6 +102,37 @@ class NIFAConfig:
         if self.num_injected is not None:
             return int(self.num_injected)
         return max(2, int(round(self.injection_rate * int((data.y >= 0).sum()))))
+
+    def check_data(self, data, targets: dict | None = None) -> int:
+        """The budget b on ``data``, or a one-line ``ForetellError`` (before any work) when the settings
+        cannot be met on this graph: b may not exceed the labelled nodes (an injection rate of 100%; the
+        paper injects 1%), and each injected node's d edges go to distinct targets of its sensitive group
+        (``targets``, else the ceil(k x n) candidates of each group), so d may not exceed the smaller group."""
+        y = data.y.cpu().numpy()
+        labelled = int((y >= 0).sum())
+        b = self.budget(data)
+        if b > labelled:
+            raise ForetellError(f"num_injected (--num-injected) {b} exceeds the {labelled} labelled nodes of the "
+                                f"graph; accepted: 2 .. {labelled} (at most one injected node per labelled node; "
+                                f"NIFA's paper injects 1% of them)")
+        if targets is not None:
+            sizes = {g: len(targets[g]) for g in (0, 1)}
+            whence = "the given targets"
+        else:
+            sens = data.sens.cpu().numpy()
+            counts = {g: int(((y >= 0) & (sens == g)).sum()) for g in (0, 1)}
+            for g, count in counts.items():
+                if count == 0:
+                    raise ForetellError(f"sensitive group {g} has no labelled nodes; NIFA needs labelled nodes "
+                                        f"in both groups")
+            sizes = {g: int(np.ceil(self.k * counts[g])) for g in (0, 1)}
+            whence = f"k={self.k} of the group's labelled nodes"
+        g = min(sizes, key=sizes.get)
+        if self.edges_per_injected > sizes[g]:
+            raise ForetellError(f"edges per injected node (--edges-per-injected) d={self.edges_per_injected} "
+                                f"exceeds the {sizes[g]} targets of sensitive group {g} ({whence}); each injected "
+                                f"node links to distinct targets, so accepted: 1 .. {sizes[g]} (or raise --k)")
+        return b
 
 
 @dataclass
@@ -181,6 +220,7 @@ class NIFA:
         for key in ("x", "y", "sens", "edge_index"):
             if key not in data:
                 raise ForetellError(f"data has no {key!r}; NIFA needs x, y, sens, edge_index and train_mask")
+        cfg.check_data(data, targets)               # before any work: b and d fit this graph
         input_device = data.x.device
         data = self._on_device(data)
         times = {}

@@ -1,27 +1,61 @@
 """`foretell nifa ...` commands: ``run`` (attack + victims + baselines -> table/JSON), ``attack``
 (attack once, save the poisoned graph) and ``merge`` (combine reports run on disjoint seeds).
 
-Cheap to import: torch / PyG are imported inside the command functions.
+Cheap to import: torch / PyG are imported inside the command functions. Every flag is checked
+(ranges by the argparse types, combinations by :func:`_check_args`) before any data is read or any
+file is written.
 """
 
 from __future__ import annotations
 
-from foretell.core.argtypes import int_at_least
+import argparse
+import math
+
+from foretell.core.argtypes import MAX_SEED, float_in, int_at_least, int_in, seed_int, threads_int
 
 DATASETS = ("dblp", "german", "pokec_z", "pokec_n")
+MAX_MASKS = 1000    # DropConnect masks T: the paper uses 20; the masks' memory grows as T x features x hidden
+
+
+def _number(low: float, *, low_open: bool, high: float = math.inf, high_open: bool = False):
+    """argparse type: a finite number in the interval from ``low`` to ``high`` (open or closed ends)."""
+    span = (f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}" if math.isfinite(high)
+            else f"{'>' if low_open else '>='} {low:g}")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number (accepted: finite numbers {span})") from None
+        if (not math.isfinite(value) or value < low or (low_open and value == low) or value > high
+                or (high_open and value == high)):
+            raise argparse.ArgumentTypeError(f"{text} is outside the accepted range (finite numbers {span})")
+        return value
+
+    parse.__name__ = f"number {span}"
+    return parse
+
+
+def _seed_list(text: str) -> tuple:
+    """argparse type of ``--seeds``: distinct comma-separated seeds, each in 0 .. 2**32 - 1."""
+    seeds = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            seeds.append(seed_int(part))
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (accepted: comma-separated integers in [0, {MAX_SEED}], "
+                                             f"e.g. 0,1,2)") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{text!r} lists no seeds (accepted: e.g. 0,1,2)")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} names a seed twice; list each seed once")
+    return tuple(seeds)
 
 
 def _seeds(args) -> tuple:
-    from foretell.core.errors import ForetellError
-
-    text = args.seeds if args.seeds is not None else str(args.seed)
-    try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise ForetellError(f"--seeds must be comma-separated non-negative integers, got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ForetellError(f"--seeds must be distinct non-negative integers, got {text!r}")
-    return seeds
+    return args.seeds if args.seeds is not None else (args.seed if args.seed is not None else 0,)
 
 
 def _add_data_args(p) -> None:
@@ -35,31 +69,39 @@ def _add_data_args(p) -> None:
     g.add_argument("--name", default=None, help="file stem of your data set (<name>.csv, <name>_edges.txt, ...)")
     g.add_argument("--label-column", default=None, help="label column of your CSV (negative = unknown)")
     g.add_argument("--sensitive-column", default=None, help="binary sensitive-attribute column of your CSV")
-    g.add_argument("--drop-columns", default="", help="comma-separated CSV columns not to use as features")
-    g.add_argument("--split-seed", type=int_at_least(0), default=0,
+    g.add_argument("--drop-columns", default=None,
+                   help="comma-separated CSV columns not to use as features (fairgnn / pygdebias formats)")
+    g.add_argument("--split-seed", type=seed_int, default=0,
                    help="seed of the fixed 50/25/25 split of labelled nodes (default: 0)")
 
 
 def _add_attack_args(p) -> None:
     g = p.add_argument_group("attack (defaults: the paper's settings for the preset)")
-    g.add_argument("--num-injected", type=int, default=None, help="injected nodes b (default: 1%% of labelled nodes)")
-    g.add_argument("--injection-rate", type=float, default=None, help="b as a fraction of labelled nodes")
-    g.add_argument("--edges-per-injected", type=int, default=None, help="edges d of each injected node")
-    g.add_argument("--k", type=float, default=None, help="fraction of most-uncertain labelled nodes per group (0.5)")
-    g.add_argument("--alpha", type=float, default=None, help="weight of the injected-feature gap L_CF")
-    g.add_argument("--beta", type=float, default=None, help="weight of the fairness gaps L_SP + L_EO")
-    g.add_argument("--max-iter", type=int, default=None, help="rounds of surrogate/feature optimisation")
-    g.add_argument("--max-step", type=int, default=None, help="steps of each phase per round (50)")
-    g.add_argument("--uncertainty-epochs", type=int, default=None,
+    g.add_argument("--num-injected", type=int_at_least(2), default=None,
+                   help="injected nodes b, 2 .. the number of labelled nodes (default: 1%% of labelled nodes)")
+    g.add_argument("--injection-rate", type=_number(0, low_open=True, high=1, high_open=True), default=None,
+                   help="b as a fraction of labelled nodes, in (0, 1) (instead of --num-injected)")
+    g.add_argument("--edges-per-injected", type=int_at_least(1), default=None,
+                   help="edges d of each injected node (at most the targets of a sensitive group)")
+    g.add_argument("--k", type=float_in(0, 1, low_open=True), default=None,
+                   help="fraction of most-uncertain labelled nodes per group, in (0, 1] (0.5)")
+    g.add_argument("--alpha", type=_number(0, low_open=False), default=None,
+                   help="weight of the injected-feature gap L_CF (>= 0)")
+    g.add_argument("--beta", type=_number(0, low_open=False), default=None,
+                   help="weight of the fairness gaps L_SP + L_EO (>= 0)")
+    g.add_argument("--max-iter", type=int_at_least(0), default=None, help="rounds of surrogate/feature optimisation")
+    g.add_argument("--max-step", type=int_at_least(1), default=None, help="steps of each phase per round (50)")
+    g.add_argument("--uncertainty-epochs", type=int_at_least(1), default=None,
                    help="Bayesian-GCN epochs (default 150; paper: 500, see docs/nifa.md)")
-    g.add_argument("--uncertainty-lr", type=float, default=None,
-                   help="Bayesian-GCN Adam learning rate (default 3e-3; paper: 1e-3)")
+    g.add_argument("--uncertainty-lr", type=_number(0, low_open=True), default=None,
+                   help="Bayesian-GCN Adam learning rate, > 0 (default 3e-3; paper: 1e-3)")
     g.add_argument("--uncertainty-check-every", type=int_at_least(0), default=None,
                    help="stop the Bayesian GCN once the targets stop changing (check every N epochs; 0 = off)")
-    g.add_argument("--uncertainty-init-gain", type=float, default=None,
+    g.add_argument("--uncertainty-init-gain", type=_number(0, low_open=True), default=None,
                    help="Xavier gain of the Bayesian GCN's weights (default sqrt(2) = calculate_gain('relu'), "
                         "as in the official code; 1.0 = this package before 2026-11-26)")
-    g.add_argument("--num-masks", type=int, default=None, help="DropConnect masks T (20)")
+    g.add_argument("--num-masks", type=int_in(2, MAX_MASKS), default=None,
+                   help=f"DropConnect masks T, 2 .. {MAX_MASKS} (20)")
     g.add_argument("--use-all-labels-for-uncertainty", action="store_true",
                    help="train the Bayesian GCN on train+val+test labels like the official code")
     g.add_argument("--directional-gaps", action="store_true",
@@ -76,19 +118,20 @@ def _add_victim_args(p) -> None:
     g.add_argument("--min-epochs", type=int_at_least(0), default=None, help="no early stop before this epoch (200)")
     g.add_argument("--patience", type=int_at_least(1), default=None, help="early-stop patience in epochs (50)")
     g.add_argument("--fairgnn-encoder", choices=("gcn", "gat"), default=None,
-                   help="FairGNN encoder (default gcn; the NIFA paper used gat)")
-    g.add_argument("--defense", type=float, default=None, metavar="ETA",
-                   help="drop the ETA fraction of most-uncertain training nodes before each victim trains")
+                   help="FairGNN encoder (default gcn; the NIFA paper used gat); needs fairgnn in --victims")
+    g.add_argument("--defense", type=_number(0, low_open=False, high=1, high_open=True), default=None, metavar="ETA",
+                   help="drop the ETA fraction, in [0, 1), of most-uncertain training nodes before each victim trains")
 
 
 def _add_common(p) -> None:
     from foretell.core.device import add_device_argument
 
     add_device_argument(p)
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2,3,4 (overrides --seed)")
+    p.add_argument("--seed", type=seed_int, default=None, help=f"random seed, 0 .. {MAX_SEED} (default: 0)")
+    p.add_argument("--seeds", type=_seed_list, default=None,
+                   help="comma-separated distinct seeds, e.g. 0,1,2,3,4 (instead of --seed)")
     p.add_argument("--quick", action="store_true", help="short schedules for a smoke test (not for results)")
-    p.add_argument("--threads", type=int_at_least(1), default=1, help="torch CPU threads (default: 1)")
+    p.add_argument("--threads", type=threads_int(1), default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--json", default=None, help="write the JSON report here")
 
 
@@ -125,30 +168,83 @@ def register(sub) -> None:
 
 
 QUICK = dict(uncertainty_epochs=10, max_iter=2, max_step=10)
+OWN_FILE_FLAGS = (("name", "--name"), ("label_column", "--label-column"),
+                  ("sensitive_column", "--sensitive-column"), ("drop_columns", "--drop-columns"))
 
 
-def _load(args):
+def _dataset_name(args) -> str:
+    return args.name if args.format is not None else (args.dataset or "dblp")
+
+
+def _drop_columns(args) -> tuple:
+    return tuple(c.strip() for c in (args.drop_columns or "").split(",") if c.strip())
+
+
+def _check_args(args) -> None:
+    """Contradicting or ignored flag combinations: a one-line error before any data is read."""
+    from pathlib import Path
+
     from foretell.core.errors import ForetellError
-    from foretell.nifa.loaders import load_graph, load_preset
-    from foretell.nifa.splits import add_split
 
+    if args.seed is not None and args.seeds is not None:
+        raise ForetellError(f"--seed {args.seed} and --seeds {','.join(map(str, args.seeds))} conflict; "
+                            "give one seed with --seed or several with --seeds")
+    if args.num_injected is not None and args.injection_rate is not None:
+        raise ForetellError(f"--num-injected {args.num_injected} and --injection-rate {args.injection_rate} conflict: "
+                            "both set the number of injected nodes; give one (a count, or a fraction of the "
+                            "labelled nodes)")
     if args.format is not None:
+        if args.dataset is not None:
+            raise ForetellError(f"--dataset {args.dataset} and --format {args.format} conflict: --dataset loads a "
+                                "preset, --format reads your own files (with --data-dir, --name, --label-column, "
+                                "--sensitive-column); give one")
+        if args.shared_dir is not None:
+            raise ForetellError("--shared-dir is not used with --format (your files are read from --data-dir); "
+                                "leave it out")
         missing = [f for f, v in (("--data-dir", args.data_dir), ("--name", args.name),
                                   ("--label-column", args.label_column),
                                   ("--sensitive-column", args.sensitive_column)) if v is None]
         if missing:
             raise ForetellError(f"--format {args.format} needs {', '.join(missing)}")
-        drop = tuple(c for c in args.drop_columns.split(",") if c)
-        data = load_graph(args.format, args.data_dir, args.name, args.label_column, args.sensitive_column,
-                          drop_columns=drop)
-        name = args.name
+        if args.label_column == args.sensitive_column:
+            raise ForetellError(f"--label-column and --sensitive-column are both {args.label_column!r}; the label "
+                                "and the sensitive attribute must be two different columns")
+        if args.format == "dblp" and args.drop_columns is not None:
+            raise ForetellError("--drop-columns does not apply to --format dblp (its features come from "
+                                "<name>_csr_emb.npz, not from CSV columns); leave it out")
     else:
-        name = args.dataset or "dblp"
-        data = load_preset(name, args.data_dir, args.shared_dir)
-    return name, add_split(data, args.split_seed)
+        ignored = [flag for attr, flag in OWN_FILE_FLAGS if getattr(args, attr) is not None]
+        if ignored:
+            raise ForetellError(f"{', '.join(ignored)} describe{'s' if len(ignored) == 1 else ''} your own files "
+                                f"and need{'s' if len(ignored) == 1 else ''} --format (fairgnn, pygdebias or "
+                                f"dblp); the preset --dataset {args.dataset or 'dblp'} has its own files and columns")
+        if args.data_dir is not None and args.shared_dir is not None:
+            raise ForetellError("--data-dir and --shared-dir conflict: --data-dir is the preset's own folder, "
+                                "--shared-dir the shared folder holding data/graphs/<dataset>; give one")
+    victims = getattr(args, "victims", None)
+    if getattr(args, "fairgnn_encoder", None) is not None and "fairgnn" not in [
+            v.strip().lower() for v in victims.split(",")]:
+        raise ForetellError(f"--fairgnn-encoder {args.fairgnn_encoder} only applies to the fairgnn victim, which "
+                            f"--victims {victims} does not list; add fairgnn or leave the flag out")
+    if args.json is not None and args.save_poisoned is not None and \
+            Path(args.json).resolve() == Path(args.save_poisoned).resolve():
+        raise ForetellError(f"--json and --save-poisoned are both {args.json}; give two different files")
+
+
+def _load(args):
+    from foretell.nifa.loaders import load_graph, load_preset
+    from foretell.nifa.splits import add_split
+
+    if args.format is not None:
+        data = load_graph(args.format, args.data_dir, args.name, args.label_column, args.sensitive_column,
+                          drop_columns=_drop_columns(args))
+    else:
+        data = load_preset(_dataset_name(args), args.data_dir, args.shared_dir)
+    return add_split(data, args.split_seed)
 
 
 def _nifa_config(args, dataset: str):
+    """The attack's config from the flags, validated (one-line error before any data is read)."""
     from foretell.nifa.attack import NIFAConfig
 
     over = {k: getattr(args, k) for k in ("num_injected", "injection_rate", "edges_per_injected", "k", "alpha",
@@ -162,9 +258,11 @@ def _nifa_config(args, dataset: str):
         over["directional_gaps"] = True
     if args.quick:
         over = {**QUICK, **over}
-    if args.injection_rate is not None and args.num_injected is None:
+    if args.injection_rate is not None:
         over["num_injected"] = None
-    return NIFAConfig.preset(dataset, device=args.device, **over)
+    cfg = NIFAConfig.preset(dataset, device=args.device, **over)
+    cfg.validate()
+    return cfg
 
 
 def _setup(args):
@@ -182,9 +280,52 @@ def _setup(args):
     torch.set_num_threads(max(1, args.threads))
 
 
+def _baselines(text: str) -> tuple:
+    from foretell.core.errors import ForetellError
+    from foretell.nifa.evaluate import BASELINES
+
+    if text.strip().lower() == "none":
+        return ()
+    names = [b.strip().lower() for b in text.split(",") if b.strip()]
+    bad = [b for b in names if b not in BASELINES]
+    if bad or not names:
+        raise ForetellError(f"unknown baseline(s) {bad or [text]} in --baselines; accepted: "
+                            f"{', '.join(BASELINES)} (comma-separated), or none")
+    if len(set(names)) != len(names):
+        raise ForetellError(f"--baselines {text} names one twice; list each baseline once")
+    return tuple(names)
+
+
+def _check_run_data(data, victims, baselines) -> None:
+    """What the victims and baselines need of the data, checked before the attack (which may save a
+    poisoned graph) instead of after it."""
+    import numpy as np
+
+    from foretell.core.errors import ForetellError
+
+    y, s = data.y.cpu().numpy(), data.sens.cpu().numpy()
+    fair = [v for v in victims if v in ("fairgnn", "fairvgnn")]
+    if fair and y.max() > 1:
+        raise ForetellError(f"victim(s) {', '.join(fair)} need binary labels; this data set has {int(y.max()) + 1} "
+                            f"classes (leave {', '.join(fair)} out of --victims)")
+    if fair and not (data.train_mask.cpu().numpy() & (s >= 0)).any():
+        raise ForetellError(f"victim(s) {', '.join(fair)} need training nodes with a known sensitive value; "
+                            "this split has none")
+    if "fagnn" in baselines and not (((y == 1) & (s == 1)).any() and ((y == 0) & (s == 0)).any()):
+        raise ForetellError("the fagnn baseline needs labelled nodes with (label 1, sensitive 1) and (label 0, "
+                            "sensitive 0); this data set lacks one (leave fagnn out of --baselines)")
+    if "fairsin" in victims:
+        ei = data.edge_index.cpu().numpy()
+        across = (s[ei[0]] >= 0) & (s[ei[1]] >= 0) & (s[ei[0]] != s[ei[1]])
+        if len(np.unique(ei[0][across])) < 2:
+            raise ForetellError("victim fairsin needs edges between the two sensitive groups; this graph has "
+                                "(almost) none (leave fairsin out of --victims)")
+
+
 def _cmd_run(args) -> int:
     import dataclasses
 
+    _check_args(args)
     _setup(args)
     from foretell.core.errors import ForetellError
     from foretell.nifa.evaluate import EvalConfig, evaluate
@@ -194,8 +335,7 @@ def _cmd_run(args) -> int:
 
     seeds = _seeds(args)
     victims = tuple(check_victims(args.victims))
-    baselines = () if args.baselines.strip().lower() == "none" else tuple(
-        b.strip() for b in args.baselines.split(",") if b.strip())
+    baselines = _baselines(args.baselines)
     if args.min_epochs is not None and args.max_epochs is not None and args.min_epochs > args.max_epochs:
         raise ForetellError(f"--min-epochs {args.min_epochs} is above --max-epochs {args.max_epochs}; "
                             "the early stop can only start before the last epoch")
@@ -204,11 +344,15 @@ def _cmd_run(args) -> int:
                                         if getattr(args, k) is not None})  # validated (before loading data)
     if args.min_epochs is None and vcfg.min_epochs > vcfg.max_epochs:  # e.g. --quick's 30 with --max-epochs 20
         vcfg = dataclasses.replace(vcfg, min_epochs=vcfg.max_epochs)
-    name, data = _load(args)
+    name = _dataset_name(args)
+    nifa = _nifa_config(args, name)
     fair = FairConfig(**({"fairgnn_encoder": args.fairgnn_encoder} if args.fairgnn_encoder else {}))
     if args.quick:
         fair.estimator_epochs = 20
-    cfg = EvalConfig(seeds=seeds, victims=victims, baselines=baselines, nifa=_nifa_config(args, name),
+    data = _load(args)
+    nifa.check_data(data)          # the budget and the edges per injected node fit this graph
+    _check_run_data(data, victims, baselines)
+    cfg = EvalConfig(seeds=seeds, victims=victims, baselines=baselines, nifa=nifa,
                      victim=vcfg, fair=fair, defense=args.defense, device=args.device)
     report = evaluate(name, data, cfg, json_path=args.json, save_poisoned=args.save_poisoned,
                       log=lambda m: print(m, flush=True))
@@ -219,6 +363,9 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_attack(args) -> int:
+    import dataclasses
+
+    _check_args(args)
     _setup(args)
     from foretell.core.errors import ForetellError
     from foretell.core.report import write_json
@@ -226,12 +373,13 @@ def _cmd_attack(args) -> int:
 
     seeds = _seeds(args)
     if len(seeds) != 1:
-        raise ForetellError(f"nifa attack writes one poisoned graph, so it takes one seed; got --seeds {args.seeds} "
-                            "(use `foretell nifa run --seeds ...` to evaluate several)")
-    name, data = _load(args)
-    import dataclasses
-
-    poisoned = NIFA(dataclasses.replace(_nifa_config(args, name), seed=seeds[0])).attack(data)
+        raise ForetellError(f"nifa attack writes one poisoned graph, so it takes one seed; got --seeds "
+                            f"{','.join(map(str, seeds))} (use `foretell nifa run --seeds ...` to evaluate several)")
+    name = _dataset_name(args)
+    cfg = dataclasses.replace(_nifa_config(args, name), seed=seeds[0])
+    data = _load(args)
+    cfg.check_data(data)
+    poisoned = NIFA(cfg).attack(data)
     path = poisoned.save(args.save_poisoned)
     info = {"dataset": name, "num_nodes": int(data.num_nodes), "num_injected": poisoned.num_injected,
             "edges_added": poisoned.info["num_edges_added"], "seconds": poisoned.info["seconds"],
@@ -254,11 +402,20 @@ def _cmd_merge(args) -> int:
     reports = []
     for path in args.reports:
         try:
-            with open(path) as fh:
+            with open(path, encoding="utf-8") as fh:
                 reports.append(json.load(fh))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ForetellError(f"cannot read report {path}: {exc}") from None
-    merged = merge_reports(reports)
+        except OSError as exc:
+            raise ForetellError(f"cannot read report {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ForetellError(f"cannot read report {path}: not UTF-8 text (byte {exc.start}); expected the JSON "
+                                "report of `foretell nifa run --json`") from None
+        except json.JSONDecodeError as exc:
+            raise ForetellError(f"cannot read report {path}: malformed JSON ({exc}); expected the JSON report of "
+                                "`foretell nifa run --json`") from None
+        except RecursionError:
+            raise ForetellError(f"cannot read report {path}: JSON nested too deeply; expected the JSON report of "
+                                "`foretell nifa run --json`") from None
+    merged = merge_reports(reports, names=list(args.reports))
     write_json(args.json, merged)
     print_report(merged)
     return 0

@@ -42,6 +42,8 @@ class EvalConfig:
 
 
 def _undirected_edges(data) -> int:
+    if isinstance(data, _ShapeData):
+        return data.num_edges
     ei = data.edge_index
     return int((ei[0] < ei[1]).sum())
 
@@ -217,24 +219,114 @@ def _first_difference(a, b, path: str) -> str:
     return f"{path} ({a!r} vs {b!r})"
 
 
-def merge_reports(reports: list[dict]) -> dict:
-    """Combine reports of the same data set and config run on disjoint seeds into one."""
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _report_problem(report: dict) -> str | None:
+    """What is wrong with the shape of a `foretell nifa run` report (keys present), or None.
+
+    Checks everything :func:`merge_reports` reads, so a malformed file is a clear error, never a
+    crash or an empty table."""
+    if not isinstance(report["dataset"], str):
+        return f"'dataset' is {report['dataset']!r}, expected a name (string)"
+    for key in ("num_nodes", "num_edges"):
+        if not _is_int(report[key]) or report[key] < 0:
+            return f"{key!r} is {report[key]!r}, expected a non-negative integer"
+    split = report["split"]
+    if not isinstance(split, dict) or not all(_is_int(split.get(k)) and split[k] >= 0
+                                              for k in ("seed", "train", "val", "test")):
+        return f"'split' is {split!r}, expected {{'seed', 'train', 'val', 'test'}} with non-negative integers"
+    c = report["config"]
+    if not isinstance(c, dict):
+        return f"'config' is {c!r}, expected an object"
+    for key in ("victims", "baselines"):
+        if not isinstance(c.get(key), list) or not all(isinstance(v, str) for v in c[key]):
+            return f"'config.{key}' is {c.get(key)!r}, expected a list of names"
+    if not c["victims"]:
+        return "'config.victims' is empty, so the report has no results"
+    for key, cls in (("nifa", NIFAConfig), ("victim", VictimConfig), ("fair", FairConfig)):
+        if not isinstance(c.get(key), dict):
+            return f"'config.{key}' is {c.get(key)!r}, expected an object"
+        try:
+            cls(**c[key])
+        except TypeError as exc:
+            return f"'config.{key}' does not fit {cls.__name__} ({exc})"
+    if "defense" not in c or (c["defense"] is not None and not _is_number(c["defense"])):
+        return f"'config.defense' is {c['defense']!r}, expected a number or null"
+    if not _is_number(c.get("fagnn_rate")):
+        return f"'config.fagnn_rate' is {c.get('fagnn_rate')!r}, expected a number"
+    per_seed = report["per_seed"]
+    if not isinstance(per_seed, list):
+        return f"'per_seed' is {per_seed!r}, expected a list of per-seed results"
+    if not per_seed:
+        return "'per_seed' is empty: the report has no seed's results"
+    if not _is_number(report.get("seconds_total", 0.0)):
+        return f"'seconds_total' is {report['seconds_total']!r}, expected a number"
+    graphs = ("clean", "nifa", *c["baselines"])
+    for i, s in enumerate(per_seed):
+        where = f"per_seed[{i}]"
+        if not isinstance(s, dict):
+            return f"{where} is {s!r}, expected an object"
+        if not _is_int(s.get("seed")) or s["seed"] < 0:
+            return f"{where}.seed is {s.get('seed')!r}, expected a non-negative integer"
+        if not _is_number(s.get("attack_seconds")):
+            return f"{where}.attack_seconds is {s.get('attack_seconds')!r}, expected a number"
+        if not _is_int(s.get("num_injected")):
+            return f"{where}.num_injected is {s.get('num_injected')!r}, expected an integer"
+        runs = s.get("runs")
+        if not isinstance(runs, dict):
+            return f"{where}.runs is {runs!r}, expected {{victim: {{graph: metrics}}}}"
+        for v in c["victims"]:
+            if not isinstance(runs.get(v), dict):
+                return (f"{where}.runs has no results of victim {v!r} (config.victims lists "
+                        f"{', '.join(c['victims'])}): the run is incomplete or the file was edited")
+            for g in graphs:
+                m = runs[v].get(g)
+                if not isinstance(m, dict):
+                    return f"{where}.runs.{v} has no results on graph {g!r} (expected {', '.join(graphs)})"
+                bad = [k for k in ("acc", "sp", "eo", "eo_tpr") if not (m.get(k) is None or _is_number(m.get(k)))
+                       or k not in m]
+                if bad:
+                    return f"{where}.runs.{v}.{g}.{bad[0]} is {m.get(bad[0])!r}, expected a number"
+    return None
+
+
+def merge_reports(reports: list[dict], names: list[str] | None = None) -> dict:
+    """Combine reports of the same data set and config run on disjoint seeds into one.
+
+    ``names`` (e.g. the files they came from) name the reports in errors; default: "report I"."""
     if not reports:
         raise ForetellError("nothing to merge")
+    names = list(names) if names is not None else [f"report {i}" for i in range(len(reports))]
     bad = [i for i, r in enumerate(reports) if not isinstance(r, dict) or not all(k in r for k in MERGE_KEYS)]
     if bad:
-        raise ForetellError(f"report(s) {bad} (0-based) are not `foretell nifa run` JSON reports: each needs the keys "
-                            f"{', '.join(MERGE_KEYS)}")
+        which = ", ".join(names[i] for i in bad)
+        r = reports[bad[0]]
+        what = (f"missing {', '.join(k for k in MERGE_KEYS if k not in r)}" if isinstance(r, dict)
+                else f"a JSON {type(r).__name__}, not an object")
+        detail = what if len(bad) == 1 else f"{names[bad[0]]}: {what}"
+        raise ForetellError(f"{which}: not `foretell nifa run` JSON reports ({detail}); each needs "
+                            f"the keys {', '.join(MERGE_KEYS)}")
+    for i, r in enumerate(reports):
+        problem = _report_problem(r)
+        if problem:
+            raise ForetellError(f"{names[i]} is not a valid `foretell nifa run` JSON report: {problem}")
     first = reports[0]
     for i, r in enumerate(reports[1:], 1):
         differ = [_first_difference(_comparable(first, k), _comparable(r, k), k)
                   for k in SAME_KEYS if _comparable(r, k) != _comparable(first, k)]
         if differ:
-            raise ForetellError(f"report {i} differs from report 0 in {'; '.join(differ)}; only reports of the "
+            raise ForetellError(f"{names[i]} differs from {names[0]} in {'; '.join(differ)}; only reports of the "
                                 "same data set, graph, split and config (on different seeds) can be merged")
     incomplete = [i for i, r in enumerate(reports) if r.get("complete") is False]
     if incomplete:
-        raise ForetellError(f"report(s) {incomplete} (0-based) are marked incomplete (an interrupted run); "
+        raise ForetellError(f"{', '.join(names[i] for i in incomplete)} {'is' if len(incomplete) == 1 else 'are'} "
+                            "marked incomplete (an interrupted run); "
                             "rerun those seeds before merging")
     per_seed = sorted((s for r in reports for s in r["per_seed"]), key=lambda s: s["seed"])
     seeds = [s["seed"] for s in per_seed]
@@ -251,17 +343,22 @@ def merge_reports(reports: list[dict]) -> dict:
     return out
 
 
+class _Count:
+    """A mask stand-in whose ``sum()`` is a recorded count (nothing of that size is allocated)."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def sum(self) -> int:
+        return self.count
+
+
 class _ShapeData:
     """Stand-in for ``data`` in :func:`merge_reports` (only sizes and the split are read)."""
 
     def __init__(self, report):
-        import torch
-
         self.num_nodes = report["num_nodes"]
+        self.num_edges = report["num_edges"]
         self.split_seed = report["split"]["seed"]
-        e = report["num_edges"]
-        self.edge_index = torch.stack([torch.zeros(e, dtype=torch.long), torch.ones(e, dtype=torch.long)])
         sp = report["split"]
-        self.train_mask = torch.ones(sp["train"], dtype=torch.bool)
-        self.val_mask = torch.ones(sp["val"], dtype=torch.bool)
-        self.test_mask = torch.ones(sp["test"], dtype=torch.bool)
+        self.train_mask, self.val_mask, self.test_mask = (_Count(sp[k]) for k in ("train", "val", "test"))

@@ -199,9 +199,60 @@ def _map_ids(edges: np.ndarray, id_to_row: dict | None, n: int, offset: int, pat
     return out
 
 
+def _user_ids(df, path: Path) -> np.ndarray:
+    """The ``user_id`` column as int64 node ids: every value an integer, no id twice."""
+    col = _column(df, "user_id", path)
+    if col.dtype == np.int64:
+        ids = col.to_numpy()
+    else:
+        ids = np.empty(len(col), dtype=np.int64)
+        for i, v in enumerate(col):
+            try:
+                value = int(str(v).strip())
+            except ValueError:
+                try:
+                    f = float(v)
+                    value = int(f) if np.isfinite(f) and f == int(f) else None
+                except (TypeError, ValueError):
+                    value = None
+            if value is None or not -2**63 <= value < 2**63:
+                raise ForetellError(f"{path}, line {i + 2}: user_id is {v!r}; accepted: an integer node id "
+                                    f"(one per row, as used in the relationship file)")
+            ids[i] = value
+    _, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = np.flatnonzero(np.isin(ids, ids[first[counts > 1]]))
+        a, b = int(dup[0]), int(next(j for j in dup[1:] if ids[j] == ids[dup[0]]))
+        raise ForetellError(f"{path}, line {b + 2}: duplicate user_id {ids[b]} (also on line {a + 2}); each row "
+                            f"needs its own user_id")
+    return ids
+
+
+def _check_drop_columns(df, drop_columns, path: Path) -> None:
+    for c in drop_columns:
+        if c not in df.columns:
+            shown = ", ".join(map(str, list(df.columns)[:12]))
+            raise ForetellError(f"{path}: no column {c!r} to drop (--drop-columns); columns are: {shown}"
+                                f"{' ...' if len(df.columns) > 12 else ''}")
+
+
+def _check_roles(label_column: str, sensitive_column: str, reserved: str | None = None) -> None:
+    """The label and the sensitive attribute are two different columns, neither the node-id column."""
+    if label_column == sensitive_column:
+        raise ForetellError(f"the label column and the sensitive column are both {label_column!r}; they must be "
+                            f"two different columns")
+    if reserved is not None and reserved in (label_column, sensitive_column):
+        raise ForetellError(f"column {reserved!r} holds the node ids; it cannot be the label or the sensitive "
+                            f"column")
+
+
 def _numeric_features(df, columns, path: Path) -> np.ndarray:
     import pandas as pd
 
+    if not columns:
+        raise ForetellError(f"{path}: no feature columns left once the label, sensitive, id and dropped columns "
+                            f"are removed (columns: {', '.join(map(str, list(df.columns)[:12]))}"
+                            f"{' ...' if len(df.columns) > 12 else ''}); NIFA needs at least one numeric feature")
     for c in columns:
         if not pd.api.types.is_numeric_dtype(df[c]):
             pos = next(i for i, v in enumerate(df[c]) if not _is_number(v))
@@ -257,12 +308,14 @@ def _build(x, y, sens, edges: np.ndarray, name: str, *, keep_lcc: bool = False):
 def load_fairgnn(data_dir, name: str, label_column: str, sensitive_column: str, *, label_map=None,
                  binarize_labels: bool = False, sensitive_map=None, drop_columns=()):
     """FairGNN format: ``<name>.csv`` with ``user_id`` + ``<name>_relationship.txt`` of user ids."""
+    _check_roles(label_column, sensitive_column, "user_id")
     d = Path(data_dir)
     csv = d / f"{name}.csv"
     df = _read_csv(csv)
-    ids = _column(df, "user_id", csv).to_numpy()
+    ids = _user_ids(df, csv)
     y = encode_labels(_column(df, label_column, csv).to_numpy(), csv, label_column, label_map, binarize_labels)
     s = encode_sensitive(_column(df, sensitive_column, csv).to_list(), csv, sensitive_column, sensitive_map)
+    _check_drop_columns(df, drop_columns, csv)
     drop = {"user_id", label_column, sensitive_column, *drop_columns}
     x = _numeric_features(df, [c for c in df.columns if c not in drop], csv)
     rel = d / f"{name}_relationship.txt"
@@ -273,13 +326,13 @@ def load_fairgnn(data_dir, name: str, label_column: str, sensitive_column: str, 
 def load_pygdebias(data_dir, name: str, label_column: str, sensitive_column: str, *, label_map=None,
                    binarize_labels: bool = False, sensitive_map=None, drop_columns=()):
     """PyGDebias format: ``<name>.csv`` (row order = node id) + ``<name>_edges.txt`` (0-based ids)."""
+    _check_roles(label_column, sensitive_column)
     d = Path(data_dir)
     csv = d / f"{name}.csv"
     df = _read_csv(csv)
     y = encode_labels(_column(df, label_column, csv).to_numpy(), csv, label_column, label_map, binarize_labels)
     s = encode_sensitive(_column(df, sensitive_column, csv).to_list(), csv, sensitive_column, sensitive_map)
-    for c in drop_columns:
-        _column(df, c, csv)
+    _check_drop_columns(df, drop_columns, csv)
     drop = {label_column, sensitive_column, *drop_columns}
     x = _numeric_features(df, [c for c in df.columns if c not in drop], csv)
     ef = d / f"{name}_edges.txt"
@@ -293,6 +346,10 @@ def load_dblp(data_dir, name: str = "dblp", label_column: str = "label", sensiti
     ``<name>_csr_emb.npz`` (sparse author-term counts). Keeps the largest connected component."""
     import scipy.sparse as sp
 
+    if drop_columns:
+        raise ForetellError(f"drop_columns {', '.join(drop_columns)} does not apply to the dblp format: its features "
+                            f"come from {name}_csr_emb.npz, not from CSV columns")
+    _check_roles(label_column, sensitive_column, "index")
     d = Path(data_dir)
     csv = d / f"{name}.csv"
     df = _read_csv(csv)
@@ -312,6 +369,8 @@ def load_dblp(data_dir, name: str = "dblp", label_column: str = "label", sensiti
         raise ForetellError(f"{npz}: not a scipy CSR .npz (data/indices/indptr/shape): {exc}") from None
     if x.shape[0] != len(df):
         raise ForetellError(f"{npz}: has {x.shape[0]} rows but {csv} has {len(df)} authors")
+    if x.shape[1] == 0:
+        raise ForetellError(f"{npz}: has no feature columns; NIFA needs at least one feature")
     rel = d / f"{name}_relationship.txt"
     edges = _map_ids(read_edge_file(rel), None, len(df), 1, rel)
     return _build(x, y, s, edges, name, keep_lcc=True)
