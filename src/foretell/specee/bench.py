@@ -326,7 +326,8 @@ def run_bench(prompts: list[str], max_new_tokens: int, *, model=None, assets: st
 
 
 def _perplexities(ee: SpecEE, ms: MethodSet, inputs, refs, fixed: int) -> dict:
-    """Teacher-forced perplexity of the full model's continuations under each exit method."""
+    """Teacher-forced perplexity of the full model's continuations under each exit method
+    (None over 0 tokens: continuations shorter than 2 tokens are skipped)."""
     acc = ee.acc
     sched = lambda: LayerSchedule(list(ee.predictors.config.offline_layers), acc.num_layers)  # noqa: E731
     rules = {"full": (None, None), "specee": (ee.rule(), ee.draft),
@@ -342,8 +343,11 @@ def _perplexities(ee: SpecEE, ms: MethodSet, inputs, refs, fixed: int) -> dict:
             seq = torch.tensor(ids[0].tolist() + ref, device=acc.device)
             a, b, c = teacher_forced_nll(acc, ms.lazy, rule, draft, seq, ids.shape[1], ee.config.k)
             nll, n, layers = nll + a, n + b, layers + c
-        out[name] = {"perplexity": perplexity(nll, n), "tokens": n, "avg_layers": sum(layers) / max(1, len(layers))}
+        out[name] = {"perplexity": perplexity(nll, n) if n else None, "tokens": n,
+                     "avg_layers": sum(layers) / max(1, len(layers)) if n else None}
     out["speculative"] = {"perplexity": out["full"]["perplexity"], "note": "lossless: same distribution as full"}
+    if not out["full"]["tokens"]:
+        out["note"] = "no held-out continuation has 2 or more tokens: no perplexity measured"
     out["text"] = "held-out prompts + the full model's greedy continuation (teacher-forced)"
     return out
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from foretell.core.errors import ForetellError
 from foretell.core.progress import progress
 from foretell.specee.adapters import DecoderAccess, all_layer_states
 from foretell.specee.features import full_vocab_features
@@ -88,7 +89,17 @@ def collect_many(acc: DecoderAccess, prompts: list[torch.Tensor], max_new_tokens
 
 def collect(acc: DecoderAccess, tok, prompts: list[str], out_dir: Path, *, max_new_tokens: int = 48,
             shard_size: int = 20, reverse: bool = False) -> list[Path]:
-    """Collect ``prompts`` into ``out_dir/shard_XXX.pt`` (existing shards are kept: resumable)."""
+    """Collect ``prompts`` into ``out_dir/shard_XXX.pt``; returns the shards' paths in order.
+
+    Resumable, but a finished shard is kept only while it holds the same data: each shard's
+    ``.json`` sidecar records a hash of its prompts, their count, ``max_new_tokens`` and the model
+    (``acc.model_id``), and a shard whose sidecar differs is collected again. A shard without a
+    sidecar (from before the sidecars) is loaded once and kept only if its items are exactly these
+    prompts' tokens, generated up to ``max_new_tokens`` (or an earlier eos) with this model's layer
+    count and width; it is then stamped, else collected again. A shard whose ``.tmp`` exists (and
+    that is not finished) is skipped: another worker (``reverse``) is collecting it. Shards past
+    the last prompt are left alone (:func:`load_shards` callers take the first ``len(prompts)``
+    items). An unreadable shard is a one-line ForetellError naming it."""
     from foretell.specee.loading import chat_ids
 
     out_dir = Path(out_dir)
@@ -98,15 +109,92 @@ def collect(acc: DecoderAccess, tok, prompts: list[str], out_dir: Path, *, max_n
     for s in progress(starts[::-1] if reverse else starts, desc="collect shards"):
         path = out_dir / f"shard_{s // shard_size:03d}.pt"
         paths.append(path)
-        if path.exists() or path.with_suffix(".tmp").exists():
+        chunk = prompts[s:s + shard_size]
+        stamp = _stamp(chunk, max_new_tokens, model=acc.model_id)
+        if _stamped(path, stamp) or _legacy_shard_matches(acc, tok, path, chunk, stamp):
+            continue
+        tmp = path.with_suffix(".tmp")
+        if tmp.exists():
             continue
         pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        items, _ = collect_many(acc, [chat_ids(tok, p)[0] for p in prompts[s:s + shard_size]], max_new_tokens,
-                                tok.eos_token_id, pad)
-        tmp = path.with_suffix(".tmp")
+        items, _ = collect_many(acc, [chat_ids(tok, p)[0] for p in chunk], max_new_tokens, tok.eos_token_id, pad)
         torch.save(items, tmp)
         tmp.rename(path)
+        path.with_suffix(".json").write_text(json.dumps(stamp) + "\n")
     return sorted(paths)
+
+
+def _stamp(chunk: list[str], max_new_tokens: int, **extra) -> dict:
+    """What a shard's ``.json`` sidecar records about how it was made."""
+    return {"prompts_sha256": hashlib.sha256("\n".join(chunk).encode()).hexdigest(), "n_prompts": len(chunk),
+            "max_new_tokens": max_new_tokens, **extra}
+
+
+def _sidecar(path: Path) -> dict | None:
+    """The ``.json`` sidecar of shard ``path``: None when there is none, {} (matches no stamp) when
+    it is damaged or half-written."""
+    side = path.with_suffix(".json")
+    if not side.exists():
+        return None
+    try:
+        got = json.loads(side.read_text())
+    except (ValueError, OSError):
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _stamped(path: Path, stamp: dict) -> bool:
+    """A finished shard whose sidecar records ``stamp``."""
+    return path.exists() and _sidecar(path) == stamp
+
+
+def _legacy_shard_matches(acc: DecoderAccess, tok, path: Path, chunk: list[str], stamp: dict) -> bool:
+    """A finished shard WITHOUT a sidecar (collected before the sidecars) whose items are exactly
+    the collection of ``chunk`` with ``stamp["max_new_tokens"]`` on this model (same prompt
+    tokens, every trajectory ``max_new_tokens`` long or ended early by eos, this model's layer count
+    and width): then it gets its sidecar and True; else False (collect it again)."""
+    from foretell.specee.loading import chat_ids
+
+    if not path.exists() or _sidecar(path) is not None:
+        return False
+    items = _load_shard(path)
+    if len(items) != len(chunk):
+        return False
+    n_new, eos = stamp["max_new_tokens"], getattr(tok, "eos_token_id", None)
+    for prompt, it in zip(chunk, items):
+        ids, n_prompt, layer_h = it["ids"].long(), it.get("prompt_len"), it.get("layer_h")
+        if not isinstance(n_prompt, int):
+            return False
+        gen = ids.numel() - n_prompt
+        if not torch.equal(ids[:n_prompt], chat_ids(tok, prompt)[0].long().cpu()):
+            return False
+        if not (gen == n_new or (0 < gen < n_new and eos is not None and int(ids[-1]) == eos)):
+            return False
+        if not isinstance(layer_h, torch.Tensor) or tuple(layer_h.shape) != (acc.num_layers, gen, acc.hidden_size):
+            return False
+    path.with_suffix(".json").write_text(json.dumps(stamp) + "\n")
+    return True
+
+
+def _load_shard(path: Path) -> list[dict]:
+    """The items of a collected shard (``shard_XXX.pt`` or ``draft_XXX.pt``); a file that is not
+    one (damaged, truncated, something else) is a one-line ForetellError that names it."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)     # torch's notes on foreign pickles
+            items = torch.load(path, weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds on a damaged file
+        raise ForetellError(f"collected data shard {path} cannot be read ({type(exc).__name__}); delete it "
+                            f"(and its .json) to collect it again") from None
+    if not isinstance(items, list) or not all(isinstance(it, dict) and isinstance(it.get("ids"), torch.Tensor)
+                                              for it in items):
+        raise ForetellError(f"collected data shard {path} does not hold collected items; delete it "
+                            f"(and its .json) to collect it again")
+    return items
 
 
 @torch.no_grad()
@@ -175,8 +263,7 @@ def collect_draft_data(acc: DecoderAccess, tok, prompts: list[str], out_dir: Pat
                       total=-(-len(prompts) // shard_size)):
         path = out_dir / f"draft_{s // shard_size:03d}.pt"
         chunk = prompts[s:s + shard_size]
-        stamp = {"prompts_sha256": hashlib.sha256("\n".join(chunk).encode()).hexdigest(),
-                 "n_prompts": len(chunk), "max_new_tokens": max_new_tokens}
+        stamp = _stamp(chunk, max_new_tokens)
         got = _kept_shard(path, stamp)
         if got is None:
             got = []
@@ -199,10 +286,10 @@ def _kept_shard(path: Path, stamp: dict) -> list[dict] | None:
     """The items of a finished shard that matches ``stamp``, else None (collect it again)."""
     if not path.exists():
         return None
-    side = path.with_suffix(".json")
-    if side.exists() and json.loads(side.read_text()) != stamp:
+    side = _sidecar(path)
+    if side is not None and side != stamp:
         return None
-    got = torch.load(path, weights_only=True)
+    got = _load_shard(path)
     return got if len(got) == stamp["n_prompts"] else None
 
 
@@ -210,7 +297,7 @@ def load_draft_shards(out_dir: Path) -> list[dict]:
     """All draft-only items of ``out_dir`` (``draft_XXX.pt``) in prompt order; [] if none."""
     items = []
     for p in sorted(Path(out_dir).glob("draft_*.pt")):
-        items.extend(torch.load(p, weights_only=True))
+        items.extend(_load_shard(p))
     return items
 
 
@@ -218,5 +305,5 @@ def load_shards(out_dir: Path) -> list[dict]:
     """All collected items of ``out_dir`` in prompt order."""
     items = []
     for p in sorted(Path(out_dir).glob("shard_*.pt")):
-        items.extend(torch.load(p, weights_only=True))
+        items.extend(_load_shard(p))
     return items

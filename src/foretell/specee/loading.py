@@ -142,12 +142,21 @@ def chat_ids(tok, prompt: str) -> torch.Tensor:
 
 
 def read_prompts(path: str | os.PathLike | None, which: str = "eval") -> list[str]:
-    """Prompts of a text file, one per line (blank lines skipped); ``None`` = the shipped ``which`` set."""
+    """Prompts of a UTF-8 text file, one per line (blank lines skipped); ``None`` = the shipped
+    ``which`` set. A missing, binary, non-UTF-8 or prompt-less file is a one-line ForetellError."""
     p = Path(path) if path else Path(__file__).parent / "data" / f"prompts_{which}.txt"
     if not p.is_file():
-        raise ForetellError(f"prompts file {p} {'is a directory' if p.is_dir() else 'not found'}; "
-                            "pass a text file with one prompt per line")
-    prompts = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+        what = "is a directory" if p.is_dir() else "is not a regular file" if p.exists() else "not found"
+        raise ForetellError(f"prompts file {p} {what}; pass a text file with one prompt per line")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ForetellError(f"prompts file {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                            "pass a UTF-8 text file with one prompt per line") from None
+    if "\x00" in text:
+        raise ForetellError(f"prompts file {p} holds NUL bytes (a binary file?); "
+                            "pass a UTF-8 text file with one prompt per line")
+    prompts = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not prompts:
         raise ForetellError(f"prompts file {p} has no prompts; expected one prompt per line")
     return prompts
