@@ -20,6 +20,7 @@ Writes benchmarks/results/nifa_dblp_timing.json.
 from __future__ import annotations
 
 import argparse
+from foretell.core.argtypes import float_in, int_at_least, seed_int, threads_int
 import json
 import resource
 import time
@@ -35,11 +36,11 @@ def main() -> None:
     from foretell.nifa.splits import add_split
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--uncertainty-epochs", type=int, default=None, help="default: the library default")
-    ap.add_argument("--uncertainty-lr", type=float, default=None, help="default: the library default")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (issue scenario: 2)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--uncertainty-epochs", type=int_at_least(1), default=None, help="default: the library default")
+    ap.add_argument("--uncertainty-lr", type=float_in(0.0, 10.0, low_open=True), default=None, help="default: the library default")
+    ap.add_argument("--repeats", type=int_at_least(1), default=3)
+    ap.add_argument("--threads", type=threads_int(1), default=2, help="torch threads (issue scenario: 2)")
+    ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument("--skip-end-to-end", action="store_true")
     ap.add_argument("--skip-steps", action="store_true", help="part 2 only (no side-by-side step timings)")
     ap.add_argument("--attack-only", action="store_true", help="part 2 without the victims (attack wall/CPU seconds)")

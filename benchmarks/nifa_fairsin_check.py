@@ -8,6 +8,7 @@ Writes benchmarks/results/nifa_dblp_fairsin.json (rewritten after each training)
 from __future__ import annotations
 
 import argparse
+from foretell.core.argtypes import threads_int
 import os
 import time
 import warnings
@@ -25,7 +26,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("graphs", nargs="+", help="poisoned graphs saved by foretell nifa run/attack")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=threads_int(1), default=1)
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_dblp_fairsin.json"))
     from foretell.core.device import add_device_argument, parse_args_with_device
 

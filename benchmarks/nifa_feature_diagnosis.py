@@ -17,6 +17,7 @@ Writes benchmarks/results/nifa_feature_diagnosis.json.
 from __future__ import annotations
 
 import argparse
+from foretell.core.argtypes import float_in, seed_int, threads_int
 import os
 import time
 import warnings
@@ -44,9 +45,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--uncertainty-epochs", type=int, default=0, help="0: random targets")
-    ap.add_argument("--uncertainty-lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--uncertainty-lr", type=float_in(0.0, 10.0, low_open=True), default=1e-3)
+    ap.add_argument("--seed", type=seed_int, default=0)
+    ap.add_argument("--threads", type=threads_int(1), default=1)
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_feature_diagnosis.json"))
     from foretell.core.device import add_device_argument, parse_args_with_device
 

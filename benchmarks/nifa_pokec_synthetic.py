@@ -15,6 +15,7 @@ Writes benchmarks/results/nifa_pokec_synthetic.json (attack seconds per stage, p
 from __future__ import annotations
 
 import argparse
+from foretell.core.argtypes import float_in, int_at_least, seed_int, threads_int
 import resource
 import time
 import warnings
@@ -68,12 +69,12 @@ def main() -> None:
     from foretell.nifa.splits import add_split
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--uncertainty-epochs", type=int, default=None, help="default: the library default schedule")
-    ap.add_argument("--uncertainty-lr", type=float, default=None, help="default: the library default schedule")
-    ap.add_argument("--max-iter", type=int, default=None, help="default: the pokec_z preset (20 rounds)")
-    ap.add_argument("--max-step", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (issue scenario: a 2-core CPU)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--uncertainty-epochs", type=int_at_least(1), default=None, help="default: the library default schedule")
+    ap.add_argument("--uncertainty-lr", type=float_in(0.0, 10.0, low_open=True), default=None, help="default: the library default schedule")
+    ap.add_argument("--max-iter", type=int_at_least(0), default=None, help="default: the pokec_z preset (20 rounds)")
+    ap.add_argument("--max-step", type=int_at_least(1), default=50)
+    ap.add_argument("--threads", type=threads_int(1), default=2, help="torch threads (issue scenario: a 2-core CPU)")
+    ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument("--json", default=str(repo_root() / "benchmarks/results/nifa_pokec_synthetic.json"))
     from foretell.core.device import add_device_argument, parse_args_with_device
 

@@ -26,6 +26,7 @@ Writes benchmarks/results/nifa_dblp_seed_variance.json (rewritten after each par
 from __future__ import annotations
 
 import argparse
+from foretell.core.argtypes import threads_int
 import os
 import resource
 import time
@@ -67,7 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--poisoned-dir", default=str(repo_root() / "reports/nifa"))
     ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=threads_int(1), default=1)
     ap.add_argument("--skip-factors", action="store_true")
     ap.add_argument("--factor-seeds", default=None,
                     help="attack seeds of part 2 (default: all but the first; seeds without a saved graph get "

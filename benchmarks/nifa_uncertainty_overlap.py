@@ -34,6 +34,7 @@ Writes benchmarks/results/nifa_uncertainty_overlap_<dataset>.json.
 from __future__ import annotations
 
 import argparse
+from foretell.core.argtypes import float_in, int_at_least, seed_int, threads_int
 import json
 import time
 import warnings
@@ -58,13 +59,13 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", default="dblp")
-    ap.add_argument("--epochs", type=int, default=500)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--k", type=float, default=0.5)
+    ap.add_argument("--epochs", type=int_at_least(1), default=500)
+    ap.add_argument("--lr", type=float_in(0.0, 10.0, low_open=True), default=1e-3)
+    ap.add_argument("--k", type=float_in(0.0, 1.0, low_open=True), default=0.5)
     ap.add_argument("--checkpoints", default="5,10,20,30,50,75,100,150,200,300,400")
-    ap.add_argument("--seed", type=int, default=0, help="mask/init seed of run A (run B uses seed + 1)")
-    ap.add_argument("--split-seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=seed_int, default=0, help="mask/init seed of run A (run B uses seed + 1)")
+    ap.add_argument("--split-seed", type=seed_int, default=0)
+    ap.add_argument("--threads", type=threads_int(1), default=1)
     ap.add_argument("--shortcuts", default="", help="comma-separated LR:EPOCHS schedules to compare, e.g. 0.01:50")
     ap.add_argument("--init-gain", type=float, default=None, help="Xavier gain (default: the library default)")
     ap.add_argument("--full-runs", type=int, choices=(1, 2), default=2, help="full-schedule runs (A only, or A and B)")

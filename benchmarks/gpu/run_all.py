@@ -13,6 +13,7 @@ traceback and the next part runs. A part's ``ok`` is true only when its own asse
 from __future__ import annotations
 
 import argparse
+from foretell.core.argtypes import int_at_least
 import importlib
 import json
 import platform
@@ -33,7 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="gpu_check.json")
     ap.add_argument("--parts", default=",".join(PARTS))
-    ap.add_argument("--episodes", type=int, default=4, help="closed-loop episodes per method (specprune)")
+    ap.add_argument("--episodes", type=int_at_least(1), default=4, help="closed-loop episodes per method (specprune)")
     ap.add_argument("--nifa-data", default=None, help="folder with the DBLP files (nifa)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu to smoke-test the script")
     ap.add_argument("--subset", default="", help="comma-separated sub-steps to run inside each part "

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from foretell.core.argtypes import existing_dir
+from foretell.core.argtypes import existing_dir, seed_int
 from foretell.core.report import write_json
 from foretell.core.seed import seed_everything
 from foretell.specee.adapters import decoder_access
@@ -70,7 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=existing_dir, default=str(cache_dir() / "collect"))
     ap.add_argument("--precision", type=precisions, default="0.99,0.995,0.999")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=seed_int, default=0)
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
 

@@ -26,7 +26,7 @@ from collections import Counter
 
 import torch
 
-from foretell.core.argtypes import int_at_least
+from foretell.core.argtypes import int_at_least, seed_int
 from foretell.core.report import write_json
 from foretell.core.seed import seed_everything
 from foretell.specee.engine import SpecEE
@@ -109,7 +109,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-prompts", type=int_at_least(1), default=10)
     ap.add_argument("--max-new-tokens", type=int_at_least(1), default=48)
-    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--seed", type=seed_int, default=5)
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
 

@@ -14,6 +14,7 @@ the shipped weights bit for bit; on a machine shared with other jobs the shipped
 from __future__ import annotations
 
 import argparse
+from foretell.core.argtypes import int_at_least, seed_int, threads_int
 import time
 from pathlib import Path
 
@@ -23,12 +24,12 @@ import torch
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=("sd3", "flux", "both"), default="both", help="which testbed model(s)")
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps per model (default 300)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--steps", type=int_at_least(1), default=300, help="optimizer steps per model (default 300)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=32, help="batch size (default 32)")
     p.add_argument("--minutes", type=float, default=0.0,
                    help="optional per-model wall-clock cap; stops early (logged, not reproducible) (default 0 = none)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=threads_int(1), default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default="src/foretell/specdiff/assets", help="output folder")
     p.add_argument("--classifier", action="store_true", help="also train and save the digits classifier")
     args = p.parse_args(argv)

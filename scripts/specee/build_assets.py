@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from foretell.core.argtypes import existing_dir, int_at_least
+from foretell.core.argtypes import existing_dir, float_in, int_at_least
 from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.seed import seed_everything
 from foretell.specee.adapters import decoder_access
@@ -31,7 +31,7 @@ ap.add_argument("--draft-data", default=str(cache_dir() / "draft"), help="'' = t
 ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "src/foretell/specee/assets"))
 ap.add_argument("--draft-epochs", type=int_at_least(1), default=8)
 ap.add_argument("--draft-batch", type=int_at_least(1), default=8)
-ap.add_argument("--draft-lr", type=float, default=5e-4)
+ap.add_argument("--draft-lr", type=float_in(0.0, 10.0, low_open=True), default=5e-4)
 ap.add_argument("--draft-reg-weight", type=float, default=1.0)
 ap.add_argument("--predictor-epochs", type=int_at_least(1), default=30)
 ap.add_argument("--threads", type=int_at_least(1), default=1)

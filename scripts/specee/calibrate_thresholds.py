@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from foretell.core.argtypes import existing_dir, int_at_least
+from foretell.core.argtypes import existing_dir, float_in, int_at_least
 from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.report import write_text
 from foretell.core.seed import seed_everything
@@ -35,7 +35,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--assets", type=existing_dir, default=str(Path(__file__).resolve().parents[2] / "src/foretell/specee/assets"))
 ap.add_argument("--data", type=existing_dir, default=str(cache_dir() / "collect"))
 ap.add_argument("--targets", type=float, nargs="+", default=[0.97, 0.98, 0.99, 0.995, 0.998])
-ap.add_argument("--agreement", type=float, default=0.97, help="end-to-end agreement the chosen target must keep")
+ap.add_argument("--agreement", type=float_in(0.0, 1.0, low_open=True), default=0.97, help="end-to-end agreement the chosen target must keep")
 ap.add_argument("--prompts", type=int_at_least(1), default=16, help="calibration prompts decoded end to end per target")
 ap.add_argument("--min-fires", type=int_at_least(1), default=20, help="exits a layer needs on calibration data to be enabled")
 ap.add_argument("--threads", type=int_at_least(1), default=1)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from foretell.core.argtypes import existing_dir, int_at_least
+from foretell.core.argtypes import existing_dir, int_at_least, seed_int
 from foretell.core.device import add_device_argument, parse_args_with_device
 from foretell.core.report import write_json
 from foretell.core.seed import seed_everything
@@ -41,7 +41,7 @@ ap.add_argument("--b", type=existing_dir, required=True, help="second asset dire
 ap.add_argument("--num-prompts", type=int_at_least(1), default=10)
 ap.add_argument("--max-new-tokens", type=int_at_least(1), default=48)
 ap.add_argument("--methods", type=method_list, default="speculative,specee+speculative,specee")
-ap.add_argument("--seed", type=int, default=5)
+ap.add_argument("--seed", type=seed_int, default=5)
 ap.add_argument("--json", required=True)
 add_device_argument(ap)
 args, device = parse_args_with_device(ap)

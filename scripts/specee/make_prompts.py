@@ -323,9 +323,10 @@ def main(seed: int = 0, out: Path | None = None) -> None:
 
 if __name__ == "__main__":
     import argparse
+    from foretell.core.argtypes import seed_int
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0: the shipped files)")
+    ap.add_argument("--seed", type=seed_int, default=0, help="shuffle seed (default 0: the shipped files)")
     ap.add_argument("--out", type=Path, default=DATA_DIR, help=f"output folder (default: {DATA_DIR})")
     cli = ap.parse_args()
     main(cli.seed, cli.out)

@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from foretell.core.argtypes import float_in, int_at_least, int_list
+from foretell.core.argtypes import float_in, int_at_least, int_list, seed_int
 from foretell.core.report import write_json
 from foretell.specee.engine import SpecEE
 from foretell.specee.loading import chat_ids, read_prompts
@@ -27,7 +27,7 @@ ap.add_argument("--max-new-tokens", type=int_at_least(1), default=48)
 ap.add_argument("--temperature", type=float_in(0.0, 10.0, low_open=True), default=0.7)
 ap.add_argument("--top-p", type=float_in(0.0, 1.0, low_open=True), default=0.9)
 ap.add_argument("--gammas", type=int_list(1), default="2,3,4")
-ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--seed", type=seed_int, default=0)
 ap.add_argument("--json", required=True)
 args = ap.parse_args()
 
