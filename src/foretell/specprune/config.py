@@ -66,7 +66,11 @@ class SpecPruneConfig:
     kept_multiple: int | None = None
 
     def replace(self, **changes) -> "SpecPruneConfig":
-        """A copy with ``changes`` applied (validated)."""
+        """A copy with ``changes`` applied (validated; unknown field names raise ForetellError)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(changes) - names)
+        if bad:
+            raise ForetellError(f"unknown SpecPruneConfig field(s) {bad}; accepted: {', '.join(sorted(names))}")
         return dataclasses.replace(self, **changes)
 
     def with_changes(self, changes: dict | str | None) -> "SpecPruneConfig":
@@ -83,23 +87,27 @@ class SpecPruneConfig:
                 raise ForetellError(f"SpecPrune config changes must be a JSON object like '{{\"token_budget\": 80}}': {exc}") from None
         if not isinstance(changes, dict):
             raise ForetellError("SpecPrune config changes must be a JSON object (field name -> value)")
-        names = {f.name for f in dataclasses.fields(self)}
-        bad = sorted(set(changes) - names)
-        if bad:
-            raise ForetellError(f"unknown SpecPruneConfig field(s) {bad}; accepted: {', '.join(sorted(names))}")
         return self.replace(**changes)
 
     def _check_types(self) -> None:
         """Each field holds its annotated kind (a JSON ``"false"`` is not a bool, 1.5 tokens not a count)."""
+        import math
         import numbers
 
-        def number(v):  # numpy scalars register as numbers too
-            return isinstance(v, numbers.Real) and not isinstance(v, bool)
+        def number(v):  # numpy scalars register as numbers too; NaN and inf are not settings
+            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+        def integer(v):
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
         kinds = {"bool": (lambda v: isinstance(v, bool), "true or false"),
-                 "float": (number, "a number"),
-                 "int": (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"),
-                 "tuple": (lambda v: isinstance(v, (list, tuple)) and all(number(x) for x in v), "a list of numbers")}
+                 "float": (number, "a finite number"),
+                 "int": (integer, "an integer"),
+                 "tuple": (lambda v: isinstance(v, (list, tuple)) and all(number(x) for x in v), "a list of finite numbers")}
+        for name in ("importance_layers", "drop_layers"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (list, tuple)) and all(integer(x) for x in value)):
+                raise ForetellError(f"{name}={value!r} must be a list of layer indices (integers) or null")
         for f in dataclasses.fields(self):
             kind, optional = str(f.type).split(" | ")[0], "None" in str(f.type)
             value = getattr(self, f.name)
@@ -143,6 +151,13 @@ class SpecPruneConfig:
             raise ForetellError(f"token_budget={self.token_budget} keeps zero visual tokens; pass a positive number or None")
         if self.instruction_skip < 0:
             raise ForetellError("instruction_skip must be >= 0")
+        if self.speed_scale <= 0:
+            raise ForetellError(f"speed_scale={self.speed_scale} must be > 0 (it scales the arm's speed)")
+        for name in ("enter_speed", "enter_xy", "enter_rot", "exit_rot"):
+            if getattr(self, name) < 0:
+                raise ForetellError(f"{name}={getattr(self, name)} must be >= 0 (it is compared with a speed's magnitude)")
+        if self.controller_start_step < 0:
+            raise ForetellError(f"controller_start_step={self.controller_start_step} must be >= 0")
         if self.kept_multiple is not None and self.kept_multiple < 1:
             raise ForetellError(f"kept_multiple={self.kept_multiple!r} must be a positive integer or None")
 

@@ -30,7 +30,8 @@ class PruningHandle:
         self.graphs = cuda_graphs if isinstance(cuda_graphs, LayerGraphs) else LayerGraphs() if cuda_graphs else None
         if self.graphs is not None:
             self.graphs.check_device(adapter.device)
-        self.history = FrameHistory(max_frames=8)
+        cfg = getattr(policy, "cfg", None)              # keep enough frames for the largest frame gap
+        self.history = FrameHistory(max_frames=max(8, getattr(cfg, "frame_gap_max", 0) + 2))
         self.records: list[QueryRecord] = []
         self._requery = False
         self._applied = False
@@ -55,9 +56,47 @@ class PruningHandle:
         missing = [v for v in self.adapter.views if v not in images]
         if missing:
             raise ForetellError(f"observe: missing camera view(s) {missing}; expected {list(self.adapter.views)}")
-        self.history.push({v: torch.as_tensor(images[v]) for v in self.adapter.views}, device=self.adapter.device)
-        if self.policy.observe(images, executed_action, queue_empty):
+        frames = {v: self._frame(v, images[v]) for v in self.adapter.views}
+        action = self._executed(executed_action)
+        self.history.push(frames, device=self.adapter.device)
+        if self.policy.observe(images, action, queue_empty):
             self._requery = True
+
+    def _frame(self, view: str, image) -> torch.Tensor:
+        """One camera frame as given to ``observe``: a float tensor [1,3,H,W] or [3,H,W] in [0, 1]."""
+        size = getattr(self.adapter, "image_size", None)
+        if size is None and hasattr(self.adapter, "vla"):
+            size = self.adapter.vla.config.image_size
+        if not torch.is_tensor(image) and hasattr(image, "__array__"):       # a numpy frame is fine if it fits
+            image = torch.as_tensor(image)
+        im = image if torch.is_tensor(image) else None
+        ok = (im is not None and im.is_floating_point() and im.dim() in (3, 4) and (im.dim() == 3 or im.shape[0] == 1)
+              and im.shape[-3] == 3 and (size is None or tuple(im.shape[-2:]) == (size, size)))
+        if not ok:
+            what = f"{tuple(im.shape)} {str(im.dtype).replace('torch.', '')}" if im is not None else type(image).__name__
+            hw = f"{size}, {size}" if size is not None else "H, W"
+            raise ForetellError(f"observe: image for view {view!r} is {what}; expected a float tensor [1, 3, {hw}] or "
+                                f"[3, {hw}] with values in [0, 1] (the frame passed to predict_action)")
+        return im
+
+    def _executed(self, executed_action) -> torch.Tensor:
+        """The executed action as a flat float tensor: translation (3), rotation (3) and more."""
+        need = getattr(self.adapter, "action_dim", None) or getattr(getattr(getattr(self.adapter, "vla", None), "config", None),
+                                                                    "action_dim", None)
+        try:
+            a = torch.as_tensor(executed_action, dtype=torch.float32).flatten().cpu()   # the one host read
+        except (TypeError, ValueError, RuntimeError):
+            a = None
+        if a is None:
+            got = f"a {type(executed_action).__name__}"
+        elif a.numel() < 6 or (need is not None and a.numel() != need):
+            got = f"{a.numel()} value(s)"
+        elif not bool(torch.isfinite(a).all()):
+            got = "not finite (NaN or inf)"
+        else:
+            return a
+        raise ForetellError(f"observe: executed_action is {got}; expected the {need or '>= 6'} finite numbers of the "
+                            f"one action just executed (xyz, rotation, gripper)")
 
     @property
     def requery_needed(self) -> bool:

@@ -43,6 +43,12 @@ def build_method(name: str, vla, token_budget: int | None = None, seed: int = 0,
         raise ForetellError(f"unknown method {name!r}; accepted: {', '.join(ALL_METHOD_NAMES)}")
     if config is not None and not isinstance(config, SpecPruneConfig):
         raise ForetellError(f"config must be a SpecPruneConfig, got {type(config).__name__}")
+    import numbers
+
+    if token_budget is not None and not (isinstance(token_budget, numbers.Integral) and not isinstance(token_budget, bool)):
+        raise ForetellError(f"token_budget={token_budget!r} must be a whole number of visual tokens or None")
+    if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)) or not 0 <= seed < 2**32:
+        raise ForetellError(f"seed={seed!r} must be an integer in [0, 2**32)")
     ad = adapter_for(vla, adapter)
     n_layers = len(ad.layers)
     total = ad.patches_per_view * len(ad.views)

@@ -307,6 +307,14 @@ class OFTStyleVLA(nn.Module):
             if not torch.is_tensor(im) or im.dim() != 4 or im.shape[1] != 3 or im.shape[2] != cfg.image_size or im.shape[3] != cfg.image_size:
                 shape = tuple(im.shape) if torch.is_tensor(im) else type(im).__name__
                 raise ForetellError(f"image for view {v!r} has shape {shape}; expected [B, 3, {cfg.image_size}, {cfg.image_size}] with values in [0, 1]")
+            if not im.is_floating_point():
+                raise ForetellError(f"image for view {v!r} is {str(im.dtype).replace('torch.', '')}; expected floats in "
+                                    f"[0, 1] (e.g. uint8 pixels: image.float() / 255)")
+            # values only where reading them is free: a check on the GPU would add a host sync per query
+            if im.device.type == "cpu" and im.numel() and not (bool(torch.isfinite(im).all()) and float(im.min()) >= 0.0
+                                                                and float(im.max()) <= 1.0):
+                raise ForetellError(f"image for view {v!r} has values outside [0, 1] (or NaN); expected floats in [0, 1] "
+                                    f"(e.g. 0-255 pixels: image / 255)")
             if batch is not None and im.shape[0] != batch:
                 raise ForetellError("all camera views must have the same batch size")
             batch = im.shape[0]
@@ -319,6 +327,8 @@ class OFTStyleVLA(nn.Module):
         if not torch.is_tensor(proprio) or tuple(proprio.shape) != (batch, cfg.proprio_dim):
             shape = tuple(proprio.shape) if torch.is_tensor(proprio) else type(proprio).__name__
             raise ForetellError(f"proprio has shape {shape}; expected [{batch}, {cfg.proprio_dim}]")
+        if proprio.device.type == "cpu" and not bool(torch.isfinite(proprio).all()):
+            raise ForetellError("proprio holds NaN or inf; expected the robot's finite proprioceptive state")
         return batch
 
     def layout(self, instruction_len: int) -> TokenLayout:
