@@ -41,7 +41,7 @@ def test_sampler_deterministic_by_seed_and_save_load(kind, tmp_path):
 
 
 def test_bad_inputs_are_clear_errors(tmp_path):
-    with pytest.raises(ForetellError, match="steps must be >= 1"):
+    with pytest.raises(ForetellError, match="steps must be an integer >= 1"):
         SampleConfig(steps=0)
     with pytest.raises(ForetellError, match="accepted: sd3, flux"):
         DigitsModelConfig(kind="unet")

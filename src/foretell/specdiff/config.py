@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 from foretell.core.errors import ForetellError
@@ -69,6 +70,12 @@ class SpecDiffConfig:
     score_layer_stride: int = 1
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):                 # bool flags are bools, counts are not bools
+            value = getattr(self, f.name)
+            if f.type in ("bool", bool) and not isinstance(value, bool):
+                raise ForetellError(f"{f.name} must be True or False, got {value!r}")
+            if f.type in ("int", "float", int, float) and isinstance(value, bool):
+                raise ForetellError(f"{f.name} must be a number, got {value!r}")
         if not isinstance(self.cache_rate, (int, float)) or not 0.0 <= float(self.cache_rate) < 1.0:
             raise ForetellError(f"cache_rate must be a number in [0, 1), got {self.cache_rate!r}")
         if not isinstance(self.speculative_steps, int) or self.speculative_steps < 1:

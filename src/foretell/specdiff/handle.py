@@ -134,8 +134,12 @@ def apply(
         scheduler = getattr(pipeline, "scheduler", None)
     if scheduler is None:
         raise ForetellError("a bare transformer needs scheduler=<the FlowMatchEulerDiscreteScheduler the loop steps with>")
-    if guidance_scale is not None and guidance_scale < 0:
-        raise ForetellError(f"guidance_scale must be >= 0 (None or 1 = no CFG), got {guidance_scale!r}")
+    import math
+    import numbers
+
+    if guidance_scale is not None and (not isinstance(guidance_scale, numbers.Real) or isinstance(guidance_scale, bool)
+                                       or not math.isfinite(guidance_scale) or guidance_scale < 0):
+        raise ForetellError(f"guidance_scale must be a finite number >= 0 (None or 1 = no CFG), got {guidance_scale!r}")
 
     def guidance_getter() -> float | None:
         if guidance_scale is not None or pipeline is None:

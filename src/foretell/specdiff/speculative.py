@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from foretell.core.errors import ForetellError
+
 
 def speculative_sigmas(main_sigmas: list[float], k: int) -> list[float]:
     """K + 1 sigmas of the K-step speculative sampler taken from the main schedule (N + 1 sigmas)."""
@@ -22,6 +24,10 @@ def guided_velocity(velocity: torch.Tensor, guidance_scale: float | None) -> tor
     """v = v_u + g (v_c - v_u) for a [uncond, cond] CFG batch; the batch itself without CFG."""
     if guidance_scale is None or guidance_scale <= 1.0:
         return velocity
+    if velocity.shape[0] % 2:
+        raise ForetellError(f"guidance_scale={guidance_scale} means classifier-free guidance, whose batch is "
+                            f"[uncond, cond] (even size); the transformer got a batch of {velocity.shape[0]}: pass "
+                            f"guidance_scale=None (or 1) for a loop without CFG")
     v_u, v_c = velocity.chunk(2)
     return v_u + guidance_scale * (v_c - v_u)
 

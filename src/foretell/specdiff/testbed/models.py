@@ -40,8 +40,26 @@ class DigitsModelConfig:
     scheduler_shift: float = 1.0
 
     def __post_init__(self) -> None:
+        import math
+
         if self.kind not in MODEL_KINDS:
             raise ForetellError(f"unknown model kind {self.kind!r}; accepted: {', '.join(MODEL_KINDS)}")
+        minimum = {"image_size": 1, "channels": 1, "patch_size": 1, "heads": 1, "head_dim": 2, "layers": 1,
+                   "single_layers": 0, "cond_tokens": 1, "cond_dim": 1, "pooled_dim": 1}
+        for name, low in minimum.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ForetellError(f"{name} must be an integer >= {low}, got {v!r}")
+        if self.image_size % self.patch_size:
+            raise ForetellError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        if self.head_dim % 2:
+            raise ForetellError(f"head_dim must be even (rotary embeddings rotate pairs), got {self.head_dim}")
+        qk_norms = ("rms_norm", "layer_norm", "fp32_layer_norm", "layer_norm_across_heads", "rms_norm_across_heads", "l2")
+        if self.qk_norm is not None and self.qk_norm not in qk_norms:       # diffusers' Attention accepts these
+            raise ForetellError(f"unknown qk_norm {self.qk_norm!r}; accepted: {', '.join(qk_norms)} or None")
+        if not isinstance(self.scheduler_shift, (int, float)) or not math.isfinite(self.scheduler_shift) \
+                or self.scheduler_shift <= 0:
+            raise ForetellError(f"scheduler_shift must be a finite number > 0, got {self.scheduler_shift!r}")
 
     @property
     def width(self) -> int:

@@ -20,16 +20,23 @@ class SampleConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if int(self.steps) < 1:
-            raise ForetellError(f"steps must be >= 1, got {self.steps}")
-        if self.guidance_scale < 1.0:
-            raise ForetellError(f"guidance_scale must be >= 1 (1 = no guidance), got {self.guidance_scale}")
+        import math
+
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ForetellError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not isinstance(self.guidance_scale, (int, float)) or not math.isfinite(self.guidance_scale) \
+                or self.guidance_scale < 1.0:
+            raise ForetellError(f"guidance_scale must be a finite number >= 1 (1 = no guidance), got {self.guidance_scale!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
+            raise ForetellError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
 
 
 def make_scheduler(model: DigitsDiT, steps: int):
     """A ``FlowMatchEulerDiscreteScheduler`` with the model's shift, after ``set_timesteps(steps)``."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ForetellError(f"steps must be an integer >= 1, got {steps!r}")
     sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=model.cfg.scheduler_shift)
     sched.set_timesteps(steps)
     return sched
@@ -64,6 +71,10 @@ def sample(model: DigitsDiT, noise: torch.Tensor, labels: torch.Tensor, *, sched
     ``timesteps``/``sigmas`` define the run (so caches that read it see the same schedule).
     ``step_callback(i, timestep)`` runs before step ``i`` (used to set diffusers cache contexts).
     """
+    check_sample_inputs(model, noise, labels, guidance_scale)
+    if not hasattr(scheduler, "sigmas") or not hasattr(scheduler, "timesteps"):
+        raise ForetellError(f"scheduler must be the FlowMatchEulerDiscreteScheduler of make_scheduler(model, steps), "
+                            f"got {type(scheduler).__name__}")
     sigmas = [float(s) for s in scheduler.sigmas]
     timesteps = [float(t) for t in scheduler.timesteps]
     return euler_loop(model, noise, labels, timesteps, sigmas, guidance_scale=guidance_scale,
@@ -93,3 +104,28 @@ def euler_loop(model: DigitsDiT, noise: torch.Tensor, labels: torch.Tensor, time
         v = v_u + guidance_scale * (v_c - v_u)
         x = x + (sigmas[i + 1] - sigmas[i]) * v
     return x
+
+
+def check_sample_inputs(model: DigitsDiT, noise, labels, guidance_scale) -> None:
+    """One-line errors for what :func:`sample` cannot run: noise ``[N, C, H, W]`` of the model's shape,
+    ``N`` integer digit labels in 0..9 (10 is the model's null class, used only by CFG), a finite
+    guidance scale >= 0."""
+    import math
+
+    cfg = model.cfg
+    want = (cfg.channels, cfg.image_size, cfg.image_size)
+    if not torch.is_tensor(noise) or noise.dim() != 4 or tuple(noise.shape[1:]) != want or noise.shape[0] < 1:
+        got = tuple(noise.shape) if torch.is_tensor(noise) else type(noise).__name__
+        raise ForetellError(f"noise has shape {got}; expected [N >= 1, {want[0]}, {want[1]}, {want[2]}] (make_noise)")
+    n = noise.shape[0]
+    if not torch.is_tensor(labels) or labels.dim() != 1 or labels.shape[0] != n or labels.is_floating_point() \
+            or labels.dtype == torch.bool:
+        got = f"{tuple(labels.shape)} {str(labels.dtype).replace('torch.', '')}" if torch.is_tensor(labels) \
+            else type(labels).__name__
+        raise ForetellError(f"labels are {got}; expected an integer tensor [{n}] of digits 0..9 (sample_labels)")
+    if labels.device.type == "cpu" and n and not bool(((labels >= 0) & (labels <= 9)).all()):
+        raise ForetellError(f"labels must be digits 0..9 (10 is the null class CFG uses), got values "
+                            f"{sorted(set(labels.tolist()) - set(range(10)))}")
+    if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool) \
+            or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ForetellError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
