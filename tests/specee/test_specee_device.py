@@ -123,7 +123,7 @@ def test_generate_returns_on_the_input_device_and_checks_the_generator_device(ti
     assert out.device.type == "cpu" and ee.device == torch.device("cpu")
     assert ee.predictors.mlps["1"][0].weight.device == ee.device == ee.draft.head.device
 
-    class FakeCudaGenerator:
+    class FakeCudaGenerator(torch.Generator):      # generate() takes torch.Generators only
         device = torch.device("cuda", 0)
     with pytest.raises(ForetellError, match="generator is on cuda:0 but the model on cpu"):
         ee.generate(PROMPT, max_new_tokens=3, do_sample=True, generator=FakeCudaGenerator())

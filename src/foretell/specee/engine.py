@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -25,6 +25,9 @@ from foretell.specee.scheduler import LayerSchedule
 from foretell.specee.speculative import MergedVerifyRule, speculative_decode
 from foretell.specee.speculative_sampling import speculative_sample
 from foretell.specee.tree import check_tree_widths
+from foretell.specee.validate import (check_bool, check_eos_token_id, check_input_ids, check_int,
+                                      check_max_new_tokens, check_sampling, check_streamer_and_callback,
+                                      is_int, is_real, show)
 
 ASSETS = Path(__file__).parent / "assets"
 METHODS = ("specee", "full", "speculative", "specee+speculative")
@@ -59,17 +62,38 @@ class SpecEEConfig:
     tree: tuple[int, ...] = (2,)
 
     def validate(self, vocab_size: int) -> None:
-        if not 1 <= int(self.k) <= vocab_size:
-            raise ForetellError(f"k must be between 1 and the vocabulary size {vocab_size}, got {self.k}")
-        if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
-            raise ForetellError(f"threshold must be in [0, 1] or None (calibrated per layer), got {self.threshold}")
-        if self.kv_strategy not in KV_STRATEGIES:
-            raise ForetellError(f"kv_strategy must be one of {', '.join(KV_STRATEGIES)}, got {self.kv_strategy!r}")
+        """A one-line ForetellError for the first bad field (type or range); integer fields given
+        as numpy ints become ints, ``tree`` a tuple."""
+        if not is_int(self.k) or not 1 <= self.k <= vocab_size:
+            raise ForetellError(f"k must be between 1 and the vocabulary size {vocab_size} (an int, the draft "
+                                f"candidates per token), got {show(self.k)}")
+        self.k = int(self.k)
+        if self.threshold is not None and (not is_real(self.threshold) or not 0.0 <= self.threshold <= 1.0):
+            raise ForetellError(f"threshold must be a number in [0, 1] or None (calibrated per layer), "
+                                f"got {show(self.threshold)}")
+        if not isinstance(self.kv_strategy, str) or self.kv_strategy not in KV_STRATEGIES:
+            raise ForetellError(f"kv_strategy must be one of {', '.join(KV_STRATEGIES)}, got {show(self.kv_strategy)}")
+        self.online = check_bool("online", self.online)
+        self.check_exits = check_bool("check_exits", self.check_exits)
         if self.check_exits:
             require_lazy(self.kv_strategy)
-        if int(self.gamma) < 1:
-            raise ForetellError(f"gamma (draft chain length) must be >= 1, got {self.gamma}")
-        self.tree = check_tree_widths(self.tree, int(self.gamma))
+        self.window = check_int("window", self.window, 0, " (recent exits the online layers follow; 0 = none)")
+        self.radius = check_int("radius", self.radius, 0, " (layers around a recent exit)")
+        self.gamma = check_int("gamma (draft chain length)", self.gamma, 1)
+        self.tree = check_tree_widths(self.tree, self.gamma)
+
+
+CONFIG_FIELDS = tuple(f.name for f in fields(SpecEEConfig))
+
+
+def _unknown_options(names, where: str, also: tuple[str, ...] = ()) -> None:
+    """A ForetellError naming the unknown keyword arguments ``names`` of ``where`` and the accepted ones."""
+    unknown = [n for n in names if n not in CONFIG_FIELDS and n not in also]
+    if unknown:
+        accepted = ", ".join(also + CONFIG_FIELDS) if also else ", ".join(CONFIG_FIELDS)
+        raise ForetellError(f"{where} got unknown option{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}; accepted: {accepted}")
+
 
 
 class SpecEE:
@@ -78,8 +102,19 @@ class SpecEE:
     def __init__(self, model, predictors: LayerPredictors, draft: Draft | None, config: SpecEEConfig | None = None,
                  tokenizer=None):
         self.acc: DecoderAccess = decoder_access(model)
+        if config is not None and not isinstance(config, SpecEEConfig):
+            raise ForetellError(f"config must be a SpecEEConfig or None, got {type(config).__name__}; pass "
+                                "SpecEEConfig(**options), or use SpecEE.from_pretrained(model, predictors=..., **options)")
+        if not isinstance(predictors, LayerPredictors):
+            raise ForetellError(f"predictors must be a LayerPredictors (LayerPredictors.load(directory)), got "
+                                f"{type(predictors).__name__} {show(predictors)}; or use "
+                                "SpecEE.from_pretrained(model, predictors=directory)")
+        if draft is not None and not isinstance(draft, Draft):
+            raise ForetellError(f"draft must be a Draft (HeadDraft, AssistantDraft) or None, got "
+                                f"{type(draft).__name__}; for an assistant model use AssistantDraft(model, "
+                                "vocab_size) or SpecEE.from_pretrained(model, draft=assistant)")
         self.model, self.tokenizer = model, tokenizer
-        self.config = config or SpecEEConfig()
+        self.config = config if config is not None else SpecEEConfig()
         self.config.validate(self.acc.vocab_size)
         predictors.check_compatible(num_layers=self.acc.num_layers, hidden_size=self.acc.hidden_size,
                                     vocab_size=self.acc.vocab_size, k=self.config.k)
@@ -95,7 +130,7 @@ class SpecEE:
         drafts = draft.modules() if draft is not None else []
         self.linear_kernel = resolve_linear_kernel(self.config.linear_kernel, self.acc.device, self.acc.dtype,
                                                    linear_weight_bytes(model, *drafts))
-        self.kernels = (apply_packed_linears(model, *drafts, batch_hint=int(self.config.gamma) + 1 + sum(self.config.tree))
+        self.kernels = (apply_packed_linears(model, *drafts, batch_hint=self.config.gamma + 1 + sum(self.config.tree))
                         if self.linear_kernel == "onednn" else None)
         self.last_stats: DecodeStats | None = None
 
@@ -127,6 +162,8 @@ class SpecEE:
         from foretell.core.device import resolve_device
         from foretell.specee.loading import dtype_name, load_model, resolve_dtype
 
+        _unknown_options(config, "SpecEE.from_pretrained",
+                         ("model_or_path", "predictors", "draft", "tokenizer", "torch_dtype", "dtype", "device"))
         dev = None if device is None else resolve_device(device)
         if torch_dtype is not None and dtype is not None and resolve_dtype(torch_dtype) != resolve_dtype(dtype):
             raise ForetellError(f"torch_dtype={torch_dtype!r} and dtype={dtype!r} disagree; pass one of them")
@@ -143,9 +180,10 @@ class SpecEE:
         if want is not None and resolve_dtype(want) != acc.dtype:
             raise ForetellError(f"the model's weights are {dtype_name(acc.dtype)} but torch_dtype={want!r} was "
                                 f"asked; pass a model path to load it in that dtype, or convert the model first")
+        cfg = SpecEEConfig(**config)
+        cfg.validate(acc.vocab_size)                      # before loading anything more
         pdir = Path(predictors) if predictors is not None else ASSETS
         preds = LayerPredictors.load(pdir)
-        cfg = SpecEEConfig(**config)
         if draft == "head":
             d = HeadDraft(DraftHead.load(acc, pdir), k=cfg.k)
         elif draft is None or isinstance(draft, Draft):
@@ -169,18 +207,22 @@ class SpecEE:
         ``input_ids``' device (decoding runs on the model's). ``method``: specee | full |
         speculative | specee+speculative (the last is greedy only; ``speculative`` samples with
         speculative sampling, its draft tree then reduced to the chain). A sampling
-        ``generator`` must be on the model's device type."""
-        if method not in METHODS:
-            raise ForetellError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-        if not isinstance(input_ids, torch.Tensor):
-            input_ids = torch.as_tensor(input_ids, device="cpu")
-        if input_ids.dim() == 2 and input_ids.shape[0] != 1:
-            raise ForetellError(f"SpecEE decodes one sequence at a time (batch 1), got batch {input_ids.shape[0]}")
-        if input_ids.numel() == 0:
-            raise ForetellError("input_ids is empty; pass at least one prompt token")
-        if int(input_ids.max()) >= self.acc.vocab_size or int(input_ids.min()) < 0:
-            raise ForetellError(f"input_ids must be token ids in [0, {self.acc.vocab_size}), got "
-                                f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        ``generator`` must be on the model's device type.
+
+        Accepted (else a one-line ForetellError before any work): ``input_ids`` an integer tensor
+        (1, n) or (n,) (or a list of ints / an integer numpy array), n >= 1, ids in [0, vocab);
+        ``max_new_tokens`` an int >= 0 (0 returns the prompt); ``do_sample`` a bool;
+        ``temperature`` a finite number >= 0 (> 0 when sampling); ``top_k`` an int >= 0 (0 = off);
+        ``top_p`` in (0, 1]; ``eos_token_id`` None (the model's), an id in [0, vocab) or a list of
+        them; ``streamer`` with put()/end(); ``callback`` a callable; ``generator`` a
+        ``torch.Generator`` or None."""
+        if not isinstance(method, str) or method not in METHODS:
+            raise ForetellError(f"method must be one of {', '.join(METHODS)}, got {show(method)}")
+        input_ids = check_input_ids(input_ids, self.acc.vocab_size)
+        max_new_tokens = check_max_new_tokens(max_new_tokens)
+        check_sampling(do_sample, temperature, top_k, top_p, generator)
+        eos_token_id = check_eos_token_id(eos_token_id, self.acc.vocab_size)
+        check_streamer_and_callback(streamer, callback)
         if eos_token_id is None:
             eos_token_id = getattr(self.model.generation_config, "eos_token_id", None)
         needs_draft = method != "full"

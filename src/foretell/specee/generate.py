@@ -16,6 +16,7 @@ from foretell.specee.adapters import DecoderAccess
 from foretell.specee.draft import Draft
 from foretell.specee.kv import LayerStepper
 from foretell.specee.rules import ExitDecision, ExitRule
+from foretell.specee.validate import check_sampling
 
 
 @dataclass
@@ -47,15 +48,12 @@ class TokenPicker:
                  top_p: float = 1.0, generator: torch.Generator | None = None):
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+        check_sampling(do_sample, temperature, top_k, top_p, generator)
         self.do_sample = bool(do_sample)
-        if do_sample and not temperature > 0:
-            raise ForetellError(f"temperature must be > 0 when sampling, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ForetellError(f"top_p must be in (0, 1], got {top_p}")
         warpers = []
         if do_sample:
             if temperature != 1.0:
-                warpers.append(TemperatureLogitsWarper(temperature))
+                warpers.append(TemperatureLogitsWarper(float(temperature)))
             if top_k and top_k > 0:
                 warpers.append(TopKLogitsWarper(int(top_k)))
             if top_p < 1.0:

@@ -30,10 +30,12 @@ MAX_SIDE_LEAVES = 8
 def check_tree_widths(widths, gamma: int) -> tuple[int, ...]:
     """``widths`` as a tuple of side leaves per depth; a one-line error unless each is in
     0..``MAX_SIDE_LEAVES`` and there are at most ``gamma`` of them (the chain's depths)."""
-    try:
-        out = tuple(int(w) for w in widths)
-    except (TypeError, ValueError):
-        raise ForetellError(f"tree must be a sequence of side-leaf counts per depth, e.g. (2, 1), got {widths!r}") from None
+    from foretell.specee.validate import is_int, show
+
+    if not isinstance(widths, (tuple, list)) or not all(is_int(w) for w in widths):
+        raise ForetellError(f"tree must be a sequence of side-leaf counts per depth (ints), e.g. (2, 1) or () "
+                            f"for a plain chain, got {show(widths)}")
+    out = tuple(int(w) for w in widths)
     if len(out) > int(gamma) or any(not 0 <= w <= MAX_SIDE_LEAVES for w in out):
         raise ForetellError(f"tree needs at most gamma={gamma} depths with 0..{MAX_SIDE_LEAVES} side leaves each, "
                             f"got {out}")
