@@ -7,7 +7,7 @@ from torch_geometric.data import Data
 
 from foretell.core.errors import ForetellError
 from foretell.nifa.blocks import ConstSparse
-from foretell.nifa.fairsin import FairSINConfig, heterogeneous_neighbour_mean, neutralised_projection
+from foretell.nifa.fairsin import heterogeneous_neighbour_mean, neutralised_projection
 from foretell.nifa.graph import to_scipy
 from foretell.nifa.victims import VictimConfig, train_victim
 
@@ -58,6 +58,9 @@ def test_fairsin_trains_to_informative_predictions():
 
 def test_fairsin_needs_inter_group_edges():
     data = _toy()
-    data.sens = torch.zeros_like(data.sens)
+    data.sens = data.y.clone()          # the edges join nodes of one label, so now never two groups
     with pytest.raises(ForetellError, match="between the two sensitive groups"):
+        train_victim("fairsin", data, seed=0, cfg=VictimConfig(max_epochs=2, min_epochs=0))
+    data.sens = torch.zeros_like(data.sens)     # one group only: SP / EO are undefined, said first
+    with pytest.raises(ForetellError, match="hold no node of sensitive group 1"):
         train_victim("fairsin", data, seed=0, cfg=VictimConfig(max_epochs=2, min_epochs=0))

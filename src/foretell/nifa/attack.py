@@ -66,33 +66,56 @@ class NIFAConfig:
 
     @classmethod
     def preset(cls, dataset: str, **overrides) -> "NIFAConfig":
-        """The paper's settings for pokec_z / pokec_n / dblp, ours for german; others: defaults."""
+        """The paper's settings for pokec_z / pokec_n / dblp, ours for german; others: defaults.
+        ``overrides`` are NIFAConfig fields (an unknown one is a ``ForetellError`` listing them)."""
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ForetellError(f"NIFAConfig.preset: unknown setting(s) {', '.join(unknown)}; accepted: "
+                                f"{', '.join(f.name for f in dataclasses.fields(cls))}")
         return cls(**{**PRESET_SETTINGS.get(dataset, {}), **overrides})
 
+    # (field, low, high) of the integer settings; high None: no upper bound
+    INT_RANGES = (("edges_per_injected", 1, None), ("max_iter", 0, None), ("max_step", 1, None),
+                  ("hidden", 1, None), ("num_masks", 2, None), ("uncertainty_epochs", 1, None),
+                  ("uncertainty_check_every", 0, None), ("seed", 0, MAX_SEED))
+    # (field, low, high, low_open, high_open) of the real-valued settings (always finite)
+    NUMBER_RANGES = (("injection_rate", 0.0, 1.0, True, True), ("k", 0.0, 1.0, True, False),
+                     ("alpha", 0.0, math.inf, False, False), ("beta", 0.0, math.inf, False, False),
+                     ("lr", 0.0, math.inf, True, False), ("keep_prob", 0.0, 1.0, True, False),
+                     ("uncertainty_lr", 0.0, math.inf, True, False),
+                     ("uncertainty_init_gain", 0.0, math.inf, True, False))
+    BOOL_FIELDS = ("use_all_labels_for_uncertainty", "directional_gaps")
+
     def validate(self) -> None:
-        """One-line ``ForetellError`` on a bad setting; ``device`` is checked and kept as a string."""
-        numbers = ("injection_rate", "k", "alpha", "beta", "lr", "keep_prob", "uncertainty_lr", "uncertainty_init_gain")
-        bad = [f"{name}={getattr(self, name)!r}" for name in numbers
-               if not isinstance(getattr(self, name), (int, float)) or not math.isfinite(getattr(self, name))]
+        """One-line ``ForetellError`` on a bad setting (every bad one named: integers must be ints, not
+        bools, floats or strings; numbers finite and in range; switches bools); ``device`` is checked
+        and kept as a string, numpy scalars become Python numbers."""
+        from foretell.nifa.validate import int_problem, number_problem
+
+        bad = []
+        if self.num_injected is not None:
+            problem = int_problem(self.num_injected, 2)
+            if problem:
+                bad.append(f"num_injected={problem} or None (injection_rate x labelled nodes)")
+        for name, low, high in self.INT_RANGES:
+            problem = int_problem(getattr(self, name), low, high)
+            if problem:
+                bad.append(f"{name}={problem}")
+        for name, low, high, low_open, high_open in self.NUMBER_RANGES:
+            problem = number_problem(getattr(self, name), low, high, low_open=low_open, high_open=high_open)
+            if problem:
+                bad.append(f"{name}={problem}")
+        for name in self.BOOL_FIELDS:
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                bad.append(f"{name}={getattr(self, name)!r} is not a bool (accepted: True or False)")
+        if self.device is not None and not isinstance(self.device, (str, torch.device)):
+            bad.append(f"device={self.device!r} is not a device name (accepted: None, cpu, cuda, cuda:N, mps)")
         if bad:
-            raise ForetellError(f"invalid NIFA config: {', '.join(bad)}; these settings must be finite numbers")
-        checks = [
-            (self.num_injected is None or self.num_injected >= 2, "num_injected must be >= 2"),
-            (0 < self.injection_rate < 1, "injection_rate must be in (0, 1)"),
-            (self.edges_per_injected >= 1, "edges_per_injected must be >= 1"),
-            (0 < self.k <= 1, "k must be in (0, 1]"),
-            (self.alpha >= 0 and self.beta >= 0, "alpha and beta must be >= 0"),
-            (self.max_iter >= 0 and self.max_step >= 1, "max_iter must be >= 0 and max_step >= 1"),
-            (self.lr > 0 and self.uncertainty_lr > 0, "learning rates must be > 0"),
-            (self.num_masks >= 2, "num_masks (T) must be >= 2"),
-            (0 < self.keep_prob <= 1, "keep_prob must be in (0, 1]"),
-            (self.uncertainty_epochs >= 1, "uncertainty_epochs must be >= 1"),
-            (self.uncertainty_init_gain > 0, "uncertainty_init_gain must be > 0"),
-            (0 <= self.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}]"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ForetellError(f"invalid NIFA config: {msg}")
+            raise ForetellError(f"invalid NIFA config: {'; '.join(bad)}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.generic):
+                setattr(self, f.name, value.item())
         if self.device is not None:
             from foretell.core.device import resolve_device
 
@@ -108,6 +131,11 @@ class NIFAConfig:
         cannot be met on this graph: b may not exceed the labelled nodes (an injection rate of 100%; the
         paper injects 1%), and each injected node's d edges go to distinct targets of its sensitive group
         (``targets``, else the ceil(k x n) candidates of each group), so d may not exceed the smaller group."""
+        from foretell.nifa.validate import check_graph
+
+        check_graph(data, "NIFAConfig.check_data", fields=("y", "sens"), other_masks=False)
+        if targets is not None and not (isinstance(targets, dict) and 0 in targets and 1 in targets):
+            raise ForetellError("NIFAConfig.check_data: targets must be a dict {0: nodes, 1: nodes}")
         y = data.y.cpu().numpy()
         labelled = int((y >= 0).sum())
         b = self.budget(data)
@@ -151,47 +179,103 @@ class PoisonedGraph:
 
     def save(self, path) -> Path:
         """Save as a ``torch.save`` dict: ``data`` (``Data.to_dict()``), injected ids/groups, info
-        (tensors saved from the CPU, so the file loads anywhere)."""
+        (tensors saved from the CPU, so the file loads anywhere). Written to a temporary file beside
+        ``path`` and renamed; on any failure a one-line ``ForetellError`` and nothing is left behind."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise ForetellError(f"cannot save the poisoned graph to {path}: it is a directory; give a file path, "
+                                f"e.g. {path / 'poisoned.pt'}")
         tmp = path.with_name(f".{path.name}.tmp")
-        data = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in self.data.to_dict().items()}
-        torch.save({"data": data, "injected_index": self.injected_index.cpu(),
-                    "injected_group": self.injected_group.cpu(),
-                    "targets": {int(k): torch.as_tensor(v) for k, v in self.targets.items()},
-                    "info": self.info}, tmp)
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in self.data.to_dict().items()}
+            torch.save({"data": data, "injected_index": self.injected_index.cpu(),
+                        "injected_group": self.injected_group.cpu(),
+                        "targets": {int(k): torch.as_tensor(v) for k, v in self.targets.items()},
+                        "info": self.info}, tmp)
+            tmp.replace(path)
+        except (OSError, RuntimeError) as exc:     # torch.save reports an unwritable file as a RuntimeError
+            from foretell.core.errors import os_error_line
+
+            detail = os_error_line(exc) if isinstance(exc, OSError) else str(exc).splitlines()[0]
+            raise ForetellError(f"cannot save the poisoned graph to {path}: {detail}") from None
+        finally:
+            try:
+                tmp.unlink(missing_ok=True)     # after a successful rename there is nothing to remove
+            except OSError:
+                pass
         return path
 
     @classmethod
     def load(cls, path) -> "PoisonedGraph":
         """Load a graph written by :meth:`save` (trusted files only: uses ``weights_only=False``)."""
+        import pickle
+        import zipfile
+
         from torch_geometric.data import Data
 
         path = Path(path)
+        if path.is_dir():
+            raise ForetellError(f"{path} is a directory, not a poisoned graph file saved by foretell nifa")
         if not path.is_file():
             raise ForetellError(f"poisoned graph not found: {path}")
+        not_ours = f"{path}: not a poisoned graph saved by foretell nifa (PoisonedGraph.save / --save-poisoned)"
         try:
             blob = torch.load(path, weights_only=False)
+        except OSError as exc:
+            from foretell.core.errors import os_error_line
+
+            raise ForetellError(f"cannot read the poisoned graph {path}: {os_error_line(exc)}") from None
+        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, TypeError, AttributeError,
+                ImportError, IndexError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise ForetellError(f"{not_ours}; torch.load failed: {detail}") from None
+        keys = ("data", "injected_index", "injected_group", "targets", "info")
+        if not isinstance(blob, dict) or not all(k in blob for k in keys):
+            what = (f"a dict without {', '.join(k for k in keys if k not in blob)}" if isinstance(blob, dict)
+                    else f"a {type(blob).__name__}")
+            raise ForetellError(f"{not_ours}; it holds {what}, expected a dict with {', '.join(keys)}")
+        try:
             return cls(Data.from_dict(blob["data"]), blob["injected_index"], blob["injected_group"],
                        {k: v.numpy() for k, v in blob["targets"].items()}, blob["info"])
-        except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
-            raise ForetellError(f"{path}: not a poisoned graph saved by foretell nifa ({exc})") from None
+        except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as exc:
+            raise ForetellError(f"{not_ours} ({exc})") from None
 
 
 class NIFA:
     """The node-injection fairness attack. ``attack`` never modifies its input."""
 
     def __init__(self, config: NIFAConfig | None = None):
-        self.config = config or NIFAConfig()
+        if config is None:
+            config = NIFAConfig()
+        if not isinstance(config, NIFAConfig):
+            hint = "; build one with NIFAConfig(**settings)" if isinstance(config, dict) else ""
+            raise ForetellError(f"NIFA(config): config is a {type(config).__name__}, expected a NIFAConfig (or None "
+                                f"for the defaults){hint}; its fields: "
+                                f"{', '.join(f.name for f in dataclasses.fields(NIFAConfig))}")
+        self.config = config
         self.config.validate()
+
+    def _check(self, data, who: str) -> int:
+        """The graph checks of the attack (:func:`foretell.nifa.validate.check_graph`); num_nodes."""
+        from foretell.nifa.validate import check_graph
+
+        self.config.validate()      # the fields may have been changed since __init__
+        return check_graph(data, who, masks=("train_mask",), groups_in={
+            "train_mask": "the feature step widens the gap between the groups' predictions on them"})
 
     def uncertainty(self, data, nodes=None) -> dict:
         """Step 1: Bayesian-GCN uncertainty of the target candidates (labelled nodes of known sensitive
         value), or of ``nodes`` (indices) when given, e.g. every training node for the defense."""
+        from foretell.nifa.validate import check_node_ids
+
+        n = self._check(data, "NIFA.uncertainty")
+        if nodes is not None:
+            nodes = check_node_ids("NIFA.uncertainty", "nodes", nodes, n)
+        return self._uncertainty(data, nodes)
+
+    def _uncertainty(self, data, nodes=None) -> dict:
         cfg = self.config
-        if "train_mask" not in data:
-            raise ForetellError("data has no train_mask; call foretell.nifa.add_split(data, seed) first")
         data = self._on_device(data)
         lab = (data.y >= 0).cpu().numpy()
         train = np.flatnonzero(lab if cfg.use_all_labels_for_uncertainty else data.train_mask.cpu().numpy())
@@ -211,26 +295,49 @@ class NIFA:
 
         return data_to(data, resolve_device(self.config.device))
 
+    @staticmethod
+    def _targets(targets, data, n: int) -> dict:
+        """``targets`` checked: {0: nodes, 1: nodes}, distinct node ids of that sensitive group."""
+        from foretell.nifa.validate import check_node_ids
+
+        who = "NIFA.attack"
+        if not isinstance(targets, dict) or set(targets) != {0, 1}:
+            got = sorted(map(repr, targets)) if isinstance(targets, dict) else type(targets).__name__
+            raise ForetellError(f"{who}: targets must be a dict {{0: nodes, 1: nodes}} (the target nodes of each "
+                                f"sensitive group, e.g. PoisonedGraph.targets), got {got}")
+        sens = data.sens.cpu().numpy()
+        out = {}
+        for g in (0, 1):
+            ids = check_node_ids(who, f"targets[{g}]", targets[g], n)
+            if len(np.unique(ids)) != len(ids):
+                raise ForetellError(f"{who}: targets[{g}] names a node twice; list each target once")
+            wrong = ids[sens[ids] != g]
+            if len(wrong):
+                raise ForetellError(f"{who}: targets[{g}] holds node {int(wrong[0])} of sensitive value "
+                                    f"{int(sens[wrong[0]])}; the targets of group {g} must have sens == {g}")
+            out[g] = ids
+        return out
+
     def attack(self, data, *, targets: dict | None = None) -> PoisonedGraph:
-        """Run steps 1-4 on ``data`` (needs x, y, sens, edge_index, train_mask).
+        """Run steps 1-4 on ``data`` (needs x, y, sens, edge_index, train_mask; checked first, see
+        :mod:`foretell.nifa.validate`).
 
         ``targets`` ({0: nodes, 1: nodes}, e.g. ``PoisonedGraph.targets`` of an earlier attack on the
         same graph) skips steps 1-2 and reuses them; the injection and features still follow the seed."""
         cfg = self.config
-        for key in ("x", "y", "sens", "edge_index"):
-            if key not in data:
-                raise ForetellError(f"data has no {key!r}; NIFA needs x, y, sens, edge_index and train_mask")
+        n = self._check(data, "NIFA.attack")
+        if targets is not None:
+            targets = self._targets(targets, data, n)
         cfg.check_data(data, targets)               # before any work: b and d fit this graph
         input_device = data.x.device
         data = self._on_device(data)
         times = {}
         t0 = time.perf_counter()
         if targets is None:
-            unc = self.uncertainty(data)
+            unc = self._uncertainty(data)
             targets = select_targets(unc["uncertainty"], data.y.cpu().numpy(), data.sens.cpu().numpy(), cfg.k)
         else:
             unc = {"epochs": 0}
-            targets = {g: np.asarray(targets[g]) for g in (0, 1)}
         times["uncertainty"] = time.perf_counter() - t0
         b = cfg.budget(data)
         groups = injected_groups(b)

@@ -21,11 +21,17 @@ from foretell.nifa.injection import append_nodes
 
 
 def random_injection(data, num_injected: int, degree: int, seed: int):
-    """(poisoned Data, injected index) for the random-injection baseline."""
+    """(poisoned Data, injected index) for the random-injection baseline (``num_injected`` and
+    ``degree`` integers >= 1, ``degree`` at most the number of nodes)."""
     from foretell.nifa.graph import to_scipy
+    from foretell.nifa.validate import check_graph, check_int, check_seed
 
+    who = "random_injection"
+    num_injected = check_int(who, "num_injected", num_injected, 1)
+    degree = check_int(who, "degree", degree, 1)
+    seed = check_seed(who, seed)
+    n = check_graph(data, who, classes=False)
     rng = np.random.default_rng(seed)
-    n = data.num_nodes
     if degree > n:
         raise ForetellError(f"edges per injected node ({degree}) exceeds the number of nodes ({n})")
     src, dst = [], []
@@ -44,9 +50,16 @@ def random_injection(data, num_injected: int, degree: int, seed: int):
 
 
 def fagnn_injection(data, seed: int, rate: float = 0.05, direction: str = "y1s1", strategy: str = "DD"):
-    """(poisoned Data, number of added undirected edges) for FA-GNN y1s1/DD edge injection."""
+    """(poisoned Data, number of added undirected edges) for FA-GNN y1s1/DD edge injection (binary labels;
+    ``rate``: a finite number > 0, the added edges as a fraction of the existing ones)."""
+    from foretell.nifa.validate import check_graph, check_number, check_seed
+
+    who = "fagnn_injection"
     if direction != "y1s1" or strategy != "DD":
         raise ForetellError(f"only FA-GNN direction y1s1 with strategy DD is implemented, got {direction}/{strategy}")
+    seed = check_seed(who, seed)
+    rate = check_number(who, "rate", rate, 0.0, low_open=True)
+    check_graph(data, who, binary=True)
     rng = np.random.default_rng(seed)
     y, s = data.y.cpu().numpy(), data.sens.cpu().numpy()
     a = np.flatnonzero((y == 1) & (s == 1))

@@ -143,10 +143,14 @@ def evaluate(dataset: str, data, cfg: EvalConfig, *, json_path=None, save_poison
     """Run every seed (writing the partial report after each one when ``json_path`` is given)."""
     from foretell.core.report import write_json
 
+    from foretell.nifa.validate import check_config
+
+    cfg = check_config("evaluate", cfg, EvalConfig)
     cfg.victims = tuple(check_victims(list(cfg.victims)))
     bad = [b for b in cfg.baselines if b not in BASELINES]
     if bad:
         raise ForetellError(f"unknown baseline(s) {bad}; accepted: {', '.join(BASELINES)}")
+    check_eval_data(data, cfg)
     from foretell.nifa.graph import data_to
 
     data = data_to(data, data_device(data, cfg))     # a moved shallow copy: the caller's data stays put
@@ -166,6 +170,29 @@ def evaluate(dataset: str, data, cfg: EvalConfig, *, json_path=None, save_poison
                                 on_victim=(lambda part: write(part)) if json_path else None))
         report = write()
     return report
+
+
+def check_eval_data(data, cfg: EvalConfig) -> None:
+    """Everything the runs of ``cfg`` need of their arguments and of ``data`` (the attack's, each
+    victim's and each baseline's checks, the seeds and settings), before the first seed's attack."""
+    from foretell.nifa.validate import check_config, check_graph, check_number, check_seed
+    from foretell.nifa.victims import check_victim_data
+
+    if not isinstance(cfg.seeds, (tuple, list)) or not cfg.seeds:
+        raise ForetellError(f"evaluate: seeds is {cfg.seeds!r}; accepted: a non-empty tuple of integer seeds, e.g. (0, 1)")
+    for seed in cfg.seeds:
+        check_seed("evaluate", seed)
+    for who, sub, cls in (("NIFA", cfg.nifa, NIFAConfig), ("victim", cfg.victim, VictimConfig),
+                          ("victim", cfg.fair, FairConfig)):
+        check_config(f"evaluate ({who} settings)", sub, cls)
+    if cfg.defense is not None:
+        check_number("evaluate", "defense", cfg.defense, 0.0, 1.0, high_open=True)
+    NIFA(cfg.nifa)._check(data, "NIFA.attack")
+    for victim in cfg.victims:
+        check_victim_data(victim, data)
+    if "fagnn" in cfg.baselines:
+        check_number("fagnn_injection", "rate", cfg.fagnn_rate, 0.0, low_open=True)
+        check_graph(data, "fagnn_injection", binary=True)
 
 
 def data_device(data, cfg: EvalConfig):
@@ -254,7 +281,7 @@ def _report_problem(report: dict) -> str | None:
             return f"'config.{key}' is {c.get(key)!r}, expected an object"
         try:
             cls(**c[key])
-        except TypeError as exc:
+        except (TypeError, ForetellError) as exc:
             return f"'config.{key}' does not fit {cls.__name__} ({exc})"
     if "defense" not in c or (c["defense"] is not None and not _is_number(c["defense"])):
         return f"'config.defense' is {c['defense']!r}, expected a number or null"

@@ -31,7 +31,8 @@ from torch_geometric.nn import GATConv, GCNConv
 from foretell.core.errors import ForetellError
 from foretell.nifa.blocks import constant_features
 from foretell.nifa.graph import is_sparse, to_scipy
-from foretell.nifa.victims import VictimConfig, bind_constant_graph, evaluate_predictions, mask_index, sparse_adjacency
+from foretell.nifa.victims import (VictimConfig, bind_constant_graph, check_victim_call, evaluate_predictions,
+                                   mask_index, sparse_adjacency)
 
 
 @dataclass
@@ -48,6 +49,29 @@ class FairConfig:
     fairvgnn_alpha: float = 0.5
     fairvgnn_clip: float = 1.0
     fairvgnn_tau: float = 0.5
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """One-line ``ForetellError`` on a bad setting (the encoder gcn or gat, integers >= 1, finite
+        numbers in range)."""
+        from foretell.nifa.validate import int_problem, number_problem
+
+        problems = [("sens_number", int_problem(self.sens_number, 1)),
+                    ("estimator_epochs", int_problem(self.estimator_epochs, 1)),
+                    ("fairgnn_alpha", number_problem(self.fairgnn_alpha, 0.0)),
+                    ("fairgnn_beta", number_problem(self.fairgnn_beta, 0.0)),
+                    ("dropout", number_problem(self.dropout, 0.0, 1.0, high_open=True)),
+                    ("estimator_lr", number_problem(self.estimator_lr, 0.0, low_open=True)),
+                    ("fairvgnn_alpha", number_problem(self.fairvgnn_alpha, 0.0)),
+                    ("fairvgnn_clip", number_problem(self.fairvgnn_clip, 0.0, low_open=True)),
+                    ("fairvgnn_tau", number_problem(self.fairvgnn_tau, 0.0, low_open=True))]
+        bad = [f"{name}={problem}" for name, problem in problems if problem]
+        if self.fairgnn_encoder not in ("gcn", "gat"):
+            bad.insert(0, f"fairgnn_encoder={self.fairgnn_encoder!r} is not an encoder (accepted: gcn, gat)")
+        if bad:
+            raise ForetellError(f"invalid fair-victim settings: {'; '.join(bad)}")
 
 
 class _Encoder(torch.nn.Module):
@@ -118,7 +142,7 @@ def train_fairgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
     torch.manual_seed(seed)
     adj = sparse_adjacency(data)
     graph = data.edge_index if fc.fairgnn_encoder == "gat" else adj
-    x, n, h, dev = data.x, data.num_nodes, cfg.hidden, data.x.device
+    x, h, dev = data.x, cfg.hidden, data.x.device
     idx_s = _sens_train(data, fc.sens_number, seed)
     s_true = data.sens[idx_s].float()
     est = torch.nn.ModuleDict({"conv": GCNConv(x.shape[1], h, cached=True), "out": torch.nn.Linear(h, 1)}).to(dev)
@@ -234,8 +258,13 @@ def train_fairvgnn(data, seed: int, cfg: VictimConfig, fc: FairConfig) -> dict:
 
 
 def train_fair(name: str, data, seed: int, cfg: VictimConfig | None = None, fc: FairConfig | None = None) -> dict:
-    """Train ``fairgnn`` or ``fairvgnn``."""
-    cfg, fc = cfg or VictimConfig(), fc or FairConfig()
+    """Train ``fairgnn`` or ``fairvgnn`` (arguments and data checked first, as by ``train_victim``)."""
+    from foretell.nifa.validate import check_config
+
+    if name not in ("fairgnn", "fairvgnn"):
+        raise ForetellError(f"unknown fairness-aware victim {name!r}; accepted: fairgnn, fairvgnn")
+    fc = check_config(f"victim {name}", fc, FairConfig)
+    seed, cfg = check_victim_call(name, data, seed, cfg)
     if name == "fairgnn":
         return train_fairgnn(data, seed, cfg, fc)
     if name == "fairvgnn":

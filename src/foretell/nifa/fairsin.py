@@ -35,9 +35,9 @@ from torch_geometric.nn import GCNConv
 
 from foretell.core.errors import ForetellError
 from foretell.nifa.blocks import ConstSparse, as_scipy_features
-from foretell.nifa.fair_victims import _binary, _Evaluator, _fit
+from foretell.nifa.fair_victims import _Evaluator, _fit
 from foretell.nifa.graph import adjacency, device_of
-from foretell.nifa.victims import VictimConfig, mask_index, sparse_adjacency
+from foretell.nifa.victims import VictimConfig, check_victim_call, mask_index, sparse_adjacency
 
 
 @dataclass
@@ -48,6 +48,21 @@ class FairSINConfig:
     mlp_lr: float = 0.1
     mlp_weight_decay: float = 1e-3
     mlp_steps: int = 400
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """One-line ``ForetellError`` on a bad setting."""
+        from foretell.nifa.validate import int_problem, number_problem
+
+        problems = [("delta", number_problem(self.delta, 0.0)),
+                    ("mlp_lr", number_problem(self.mlp_lr, 0.0, low_open=True)),
+                    ("mlp_weight_decay", number_problem(self.mlp_weight_decay, 0.0)),
+                    ("mlp_steps", int_problem(self.mlp_steps, 1))]
+        bad = [f"{name}={problem}" for name, problem in problems if problem]
+        if bad:
+            raise ForetellError(f"invalid FairSIN settings: {'; '.join(bad)}")
 
 
 def heterogeneous_neighbour_mean(data) -> tuple[np.ndarray, np.ndarray]:
@@ -123,9 +138,12 @@ def fit_neighbour_mlp(data, hidden: int, fc: FairSINConfig, seed: int) -> Neighb
 
 
 def train_fairsin(data, seed: int, cfg: VictimConfig | None = None, fc: FairSINConfig | None = None) -> dict:
-    """Train the FairSIN GCN on ``data``; test metrics of the best-validation checkpoint."""
-    cfg, fc = cfg or VictimConfig(), fc or FairSINConfig()
-    _binary(data)
+    """Train the FairSIN GCN on ``data``; test metrics of the best-validation checkpoint (arguments and
+    data checked first, as by ``train_victim``)."""
+    from foretell.nifa.validate import check_config
+
+    fc = check_config("victim fairsin", fc, FairSINConfig)
+    seed, cfg = check_victim_call("fairsin", data, seed, cfg)
     torch.manual_seed(seed)
     mlp = fit_neighbour_mlp(data, cfg.hidden, fc, seed)
     x = _features(data.x)

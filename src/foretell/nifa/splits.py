@@ -15,7 +15,11 @@ from foretell.core.errors import ForetellError
 
 def split_masks(y: torch.Tensor, seed: int, train_frac: float = 0.5, val_frac: float = 0.25):
     """Boolean (train, val, test) masks over the nodes of ``y`` (-1 = unlabelled), on ``y``'s device."""
-    if not (0 < train_frac < 1 and 0 < val_frac < 1 and train_frac + val_frac < 1):
+    from foretell.nifa.validate import check_seed, is_number
+
+    check_seed("add_split", seed)
+    if not (is_number(train_frac) and is_number(val_frac)
+            and 0 < train_frac < 1 and 0 < val_frac < 1 and train_frac + val_frac < 1):
         raise ForetellError(f"split fractions train={train_frac}, val={val_frac} must be in (0, 1) and sum to < 1")
     labelled = np.flatnonzero(y.cpu().numpy() >= 0)
     if len(labelled) < 4:
@@ -32,7 +36,12 @@ def split_masks(y: torch.Tensor, seed: int, train_frac: float = 0.5, val_frac: f
 
 
 def add_split(data, seed: int = 0, train_frac: float = 0.5, val_frac: float = 0.25):
-    """Set ``train_mask``, ``val_mask``, ``test_mask`` on ``data`` (in place) and return it."""
+    """Set ``train_mask``, ``val_mask``, ``test_mask`` on ``data`` (in place) and return it.
+
+    ``data`` needs ``y`` (``torch.long``, -1 = unlabelled); ``seed`` an integer in 0 .. 2**32 - 1."""
+    from foretell.nifa.validate import check_graph
+
+    check_graph(data, "add_split", fields=("y",), other_masks=False, classes=False)
     data.train_mask, data.val_mask, data.test_mask = split_masks(data.y, seed, train_frac, val_frac)
     data.split_seed = int(seed)
     return data
@@ -49,7 +58,10 @@ def labelled_subgraph(data, num_nodes: int, seed: int = 0):
     from torch_geometric.utils import subgraph
 
     from foretell.nifa.graph import adjacency, data_to, to_scipy, to_torch
+    from foretell.nifa.validate import check_graph, check_int
 
+    check_int("labelled_subgraph", "num_nodes", num_nodes, 4)
+    check_graph(data, "labelled_subgraph", other_masks=False)
     dev = data.x.device
     data = data_to(data, "cpu")
     keep = np.flatnonzero(((data.y >= 0) & (data.sens >= 0)).numpy())

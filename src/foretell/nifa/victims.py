@@ -51,11 +51,45 @@ class VictimConfig:
     patience: int = 50
 
     def __post_init__(self):
-        if self.hidden < 1 or self.lr <= 0 or self.weight_decay < 0 or self.max_epochs < 1 or self.patience < 1:
-            raise ForetellError(f"victim settings {self} need hidden, max_epochs and patience >= 1, lr > 0 and "
-                                "weight_decay >= 0")
-        if self.min_epochs < 0:  # above max_epochs it just means no early stop
-            raise ForetellError(f"victim min_epochs={self.min_epochs} must be >= 0")
+        self.validate()
+
+    def validate(self) -> None:
+        """One-line ``ForetellError`` on a bad setting: hidden, max_epochs and patience integers >= 1,
+        min_epochs an integer >= 0 (above max_epochs it just means no early stop), lr a finite number
+        > 0, weight_decay a finite number >= 0."""
+        from foretell.nifa.validate import int_problem, number_problem
+
+        problems = [(name, int_problem(getattr(self, name), low)) for name, low in
+                    (("hidden", 1), ("max_epochs", 1), ("min_epochs", 0), ("patience", 1))]
+        problems += [("lr", number_problem(self.lr, 0.0, low_open=True)),
+                     ("weight_decay", number_problem(self.weight_decay, 0.0))]
+        bad = [f"{name}={problem}" for name, problem in problems if problem]
+        if bad:
+            raise ForetellError(f"invalid victim settings: {'; '.join(bad)}")
+
+
+def check_victim_data(name: str, data) -> int:
+    """What victim ``name`` needs of ``data`` (:func:`foretell.nifa.validate.check_graph`): x, y, sens,
+    edge_index and the three masks over labelled nodes, both sensitive groups among the labelled test
+    nodes (SP / EO compare them); fairgnn / fairvgnn / fairsin: binary labels, and fairgnn / fairvgnn
+    both groups among the labelled training nodes too. Returns num_nodes."""
+    from foretell.nifa.validate import check_graph
+
+    groups = {"test_mask": "SP and EO compare the two groups' predictions on the test nodes"}
+    if name in ("fairgnn", "fairvgnn"):
+        groups["train_mask"] = "its sensitive-attribute adversary learns from the training nodes"
+    return check_graph(data, f"victim {name}", masks=("train_mask", "val_mask", "test_mask"),
+                       binary=name in FAIR_VICTIMS, groups_in=groups)
+
+
+def check_victim_call(name: str, data, seed, cfg):
+    """(seed, cfg) of a victim call, checked together with ``data`` (before any work)."""
+    from foretell.nifa.validate import check_config, check_seed
+
+    seed = check_seed(f"victim {name}", seed)
+    cfg = check_config(f"victim {name}", cfg, VictimConfig)
+    check_victim_data(name, data)
+    return seed, cfg
 
 
 class GCN(torch.nn.Module):
@@ -207,9 +241,9 @@ def evaluate_predictions(pred: torch.Tensor, data) -> dict:
 
 def train_plain(name: str, data, seed: int, cfg: VictimConfig | None = None) -> dict:
     """Train victim ``name`` on ``data`` and return test metrics plus the epochs run."""
-    cfg = cfg or VictimConfig()
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         raise ForetellError(f"unknown plain victim {name!r}; accepted: {', '.join(MODELS)}")
+    seed, cfg = check_victim_call(name, data, seed, cfg)
     train, val = (mask_index(m) for m in _masks(data)[:2])
     torch.manual_seed(seed)
     num_classes = int(data.y.max()) + 1
@@ -241,7 +275,12 @@ def train_plain(name: str, data, seed: int, cfg: VictimConfig | None = None) -> 
 
 
 def train_victim(name: str, data, seed: int, cfg: VictimConfig | None = None) -> dict:
-    """Train any victim (plain or fairness-aware) on PyG ``data``; returns test metrics (fractions)."""
+    """Train any victim (plain or fairness-aware) on PyG ``data``; returns test metrics (fractions).
+
+    ``name``: one of :data:`VICTIMS`; ``seed``: an integer in 0 .. 2**32 - 1; ``cfg``: a
+    :class:`VictimConfig` or None. Bad arguments or data are a one-line ``ForetellError`` before any work."""
+    if not isinstance(name, str) or name not in VICTIMS:
+        raise ForetellError(f"unknown victim {name!r}; accepted: {', '.join(VICTIMS)}")
     if name == "fairsin":
         from foretell.nifa.fairsin import train_fairsin
 
