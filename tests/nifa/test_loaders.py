@@ -5,7 +5,7 @@ import torch
 from foretell.cli import main
 from foretell.core.errors import ForetellError
 from foretell.nifa.loaders import load_dblp, load_fairgnn, load_pygdebias
-from foretell.nifa.splits import add_split, split_masks
+from foretell.nifa.splits import split_masks
 
 from nifa_files import write_dblp, write_fairgnn, write_pygdebias
 
