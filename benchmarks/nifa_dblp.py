@@ -20,7 +20,6 @@ Writes benchmarks/results/nifa_dblp_timing.json.
 from __future__ import annotations
 
 import argparse
-from foretell.core.argtypes import float_in, int_at_least, seed_int, threads_int
 import json
 import resource
 import time
@@ -28,6 +27,8 @@ import warnings
 
 import numpy as np
 import torch
+
+from foretell.core.argtypes import float_in, int_at_least, seed_int, threads_int
 
 
 def main() -> None:

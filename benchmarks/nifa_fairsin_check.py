@@ -8,12 +8,13 @@ Writes benchmarks/results/nifa_dblp_fairsin.json (rewritten after each training)
 from __future__ import annotations
 
 import argparse
-from foretell.core.argtypes import threads_int
 import os
 import time
 import warnings
 
 import torch
+
+from foretell.core.argtypes import threads_int
 
 
 def main() -> None:

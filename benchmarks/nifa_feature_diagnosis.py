@@ -17,13 +17,14 @@ Writes benchmarks/results/nifa_feature_diagnosis.json.
 from __future__ import annotations
 
 import argparse
-from foretell.core.argtypes import float_in, seed_int, threads_int
 import os
 import time
 import warnings
 
 import numpy as np
 import torch
+
+from foretell.core.argtypes import float_in, seed_int, threads_int
 
 
 def signed_gap(pred: torch.Tensor, sens: torch.Tensor) -> float:

@@ -15,13 +15,14 @@ Writes benchmarks/results/nifa_pokec_synthetic.json (attack seconds per stage, p
 from __future__ import annotations
 
 import argparse
-from foretell.core.argtypes import float_in, int_at_least, seed_int, threads_int
 import resource
 import time
 import warnings
 
 import numpy as np
 import torch
+
+from foretell.core.argtypes import float_in, int_at_least, seed_int, threads_int
 
 
 def pokec_like(n=67796, edges=882765, feats=276, sens_h=0.95, label_h=0.7, labelled=10262, seed=0):

@@ -26,7 +26,6 @@ Writes benchmarks/results/nifa_dblp_seed_variance.json (rewritten after each par
 from __future__ import annotations
 
 import argparse
-from foretell.core.argtypes import threads_int
 import os
 import resource
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from foretell.core.argtypes import threads_int
 
 VICTIMS = ("gcn", "sgc")
 

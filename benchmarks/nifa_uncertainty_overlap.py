@@ -34,7 +34,6 @@ Writes benchmarks/results/nifa_uncertainty_overlap_<dataset>.json.
 from __future__ import annotations
 
 import argparse
-from foretell.core.argtypes import float_in, int_at_least, seed_int, threads_int
 import json
 import time
 import warnings
@@ -42,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from foretell.core.argtypes import float_in, int_at_least, seed_int, threads_int
 
 
 def overlap(a: dict, b: dict) -> float:

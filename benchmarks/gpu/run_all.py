@@ -13,7 +13,6 @@ traceback and the next part runs. A part's ``ok`` is true only when its own asse
 from __future__ import annotations
 
 import argparse
-from foretell.core.argtypes import int_at_least
 import importlib
 import json
 import platform
@@ -23,6 +22,8 @@ import traceback
 from pathlib import Path
 
 import torch
+
+from foretell.core.argtypes import int_at_least
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402

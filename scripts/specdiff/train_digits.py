@@ -14,11 +14,12 @@ the shipped weights bit for bit; on a machine shared with other jobs the shipped
 from __future__ import annotations
 
 import argparse
-from foretell.core.argtypes import int_at_least, seed_int, threads_int
 import time
 from pathlib import Path
 
 import torch
+
+from foretell.core.argtypes import int_at_least, seed_int, threads_int
 
 
 def main(argv=None) -> int:
