@@ -11,9 +11,9 @@ from foretell.core.errors import ForetellError
 def apply_defense(data, eta: float, uncertainty: np.ndarray):
     """A copy of ``data`` whose ``train_mask`` lacks the ``eta`` fraction of most uncertain training
     nodes (``uncertainty`` from :meth:`foretell.nifa.NIFA.uncertainty` on the graph to be trained on)."""
-    from foretell.nifa.validate import check_graph, is_number
+    from foretell.nifa.validate import check_graph, is_real
 
-    if not (is_number(eta) and 0 <= eta < 1):
+    if not (is_real(eta) and 0 <= eta < 1):
         raise ForetellError(f"--defense ETA must be a number in [0, 1), got {eta!r}")
     n = check_graph(data, "apply_defense", fields=("x",), masks=("train_mask",))
     if isinstance(uncertainty, torch.Tensor):

@@ -15,10 +15,10 @@ from foretell.core.errors import ForetellError
 
 def split_masks(y: torch.Tensor, seed: int, train_frac: float = 0.5, val_frac: float = 0.25):
     """Boolean (train, val, test) masks over the nodes of ``y`` (-1 = unlabelled), on ``y``'s device."""
-    from foretell.nifa.validate import check_seed, is_number
+    from foretell.nifa.validate import check_seed, is_real
 
     check_seed("add_split", seed)
-    if not (is_number(train_frac) and is_number(val_frac)
+    if not (is_real(train_frac) and is_real(val_frac)
             and 0 < train_frac < 1 and 0 < val_frac < 1 and train_frac + val_frac < 1):
         raise ForetellError(f"split fractions train={train_frac}, val={val_frac} must be in (0, 1) and sum to < 1")
     labelled = np.flatnonzero(y.cpu().numpy() >= 0)

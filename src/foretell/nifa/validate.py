@@ -23,12 +23,12 @@ What a graph must hold (docs/nifa.md; the loaders build exactly this):
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
 
 from foretell.core.argtypes import MAX_SEED
+from foretell.core.checks import is_int, is_real
 from foretell.core.errors import ForetellError
 
 GRAPH = ("x", "y", "sens", "edge_index")
@@ -37,16 +37,6 @@ _ADD_SPLIT = "call foretell.nifa.add_split(data, seed) first"
 
 
 # --- plain values ----------------------------------------------------------------------------------
-
-def is_int(value) -> bool:
-    """A real integer (Python or numpy), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def is_number(value) -> bool:
-    """A real number (Python or numpy int / float), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
 
 def int_problem(value, low: int, high: int | None = None) -> str | None:
     """Why ``value`` is not an integer in [low, high] (None: it is)."""
@@ -67,7 +57,7 @@ def number_problem(value, low: float = -math.inf, high: float = math.inf, *, low
         span = f"finite numbers {'>' if low_open else '>='} {low:g}"
     else:
         span = f"finite numbers in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    if not is_number(value):
+    if not is_real(value):
         return f"{value!r} is not a number (accepted: {span})"
     if (not math.isfinite(value) or value < low or (low_open and value == low) or value > high
             or (high_open and value == high)):

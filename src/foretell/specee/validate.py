@@ -8,11 +8,11 @@ transformers' ``generate`` where it has them.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 
 import torch
 
+from foretell.core.checks import is_bool, is_int, is_real
 from foretell.core.errors import ForetellError
 
 
@@ -20,25 +20,6 @@ def show(value, limit: int = 80) -> str:
     """``repr(value)`` for a one-line message: newlines folded, cut to about ``limit`` characters."""
     text = " ".join(repr(value).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def is_int(value) -> bool:
-    """A real integer (Python or numpy), not a bool, a float or a string."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def is_bool(value) -> bool:
-    """``True``/``False`` (or a numpy bool), not a string, a number or None."""
-    if isinstance(value, bool):
-        return True
-    import numpy as np
-
-    return isinstance(value, np.bool_)
-
-
-def is_real(value) -> bool:
-    """A real number (int, float or numpy scalar), not a bool or a string."""
-    return isinstance(value, numbers.Real) and not is_bool(value)
 
 
 def check_int(name: str, value, minimum: int, note: str = "") -> int:

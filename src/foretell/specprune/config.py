@@ -94,11 +94,11 @@ class SpecPruneConfig:
         import math
         import numbers
 
-        def number(v):  # numpy scalars register as numbers too; NaN and inf are not settings
-            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        from foretell.core.checks import is_int as integer
+        from foretell.core.checks import is_real
 
-        def integer(v):
-            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+        def number(v):  # numpy scalars register as numbers too; NaN and inf are not settings
+            return is_real(v) and math.isfinite(v)
 
         kinds = {"bool": (lambda v: isinstance(v, bool), "true or false"),
                  "float": (number, "a finite number"),
