@@ -50,20 +50,26 @@ def threads_int(minimum: int = 1):
     return int_in(minimum, MAX_THREADS)
 
 
-def float_in(low: float, high: float, *, low_open: bool = False):
-    """A finite number in [low, high] (or (low, high] with ``low_open``)."""
-    span = f"{'(' if low_open else '['}{low}, {high}]"
+def float_in(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False):
+    """A finite number between ``low`` and ``high`` (each end closed unless ``low_open`` /
+    ``high_open``; ``high=inf``: no upper bound)."""
+    if math.isinf(high):
+        span = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        span = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number (accepted: {span})") from None
-        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
-            raise argparse.ArgumentTypeError(f"{value} is outside {span}")
+        if (not math.isfinite(value) or value < low or (low_open and value == low) or value > high
+                or (high_open and value == high)):
+            raise argparse.ArgumentTypeError(f"{value} is outside {span}" if math.isfinite(high)
+                                             else f"{value} is out of range (accepted: finite numbers {span})")
         return value
 
-    parse.__name__ = f"number in {span}"
+    parse.__name__ = f"number {span}"
     return parse
 
 

@@ -9,31 +9,11 @@ file is written.
 from __future__ import annotations
 
 import argparse
-import math
 
 from foretell.core.argtypes import MAX_SEED, float_in, int_at_least, int_in, seed_int, threads_int
 
 DATASETS = ("dblp", "german", "pokec_z", "pokec_n")
 MAX_MASKS = 1000    # DropConnect masks T: the paper uses 20; the masks' memory grows as T x features x hidden
-
-
-def _number(low: float, *, low_open: bool, high: float = math.inf, high_open: bool = False):
-    """argparse type: a finite number in the interval from ``low`` to ``high`` (open or closed ends)."""
-    span = (f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}" if math.isfinite(high)
-            else f"{'>' if low_open else '>='} {low:g}")
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number (accepted: finite numbers {span})") from None
-        if (not math.isfinite(value) or value < low or (low_open and value == low) or value > high
-                or (high_open and value == high)):
-            raise argparse.ArgumentTypeError(f"{text} is outside the accepted range (finite numbers {span})")
-        return value
-
-    parse.__name__ = f"number {span}"
-    return parse
 
 
 def _seed_list(text: str) -> tuple:
@@ -79,25 +59,25 @@ def _add_attack_args(p) -> None:
     g = p.add_argument_group("attack (defaults: the paper's settings for the preset)")
     g.add_argument("--num-injected", type=int_at_least(2), default=None,
                    help="injected nodes b, 2 .. the number of labelled nodes (default: 1%% of labelled nodes)")
-    g.add_argument("--injection-rate", type=_number(0, low_open=True, high=1, high_open=True), default=None,
+    g.add_argument("--injection-rate", type=float_in(0, 1, low_open=True, high_open=True), default=None,
                    help="b as a fraction of labelled nodes, in (0, 1) (instead of --num-injected)")
     g.add_argument("--edges-per-injected", type=int_at_least(1), default=None,
                    help="edges d of each injected node (at most the targets of a sensitive group)")
     g.add_argument("--k", type=float_in(0, 1, low_open=True), default=None,
                    help="fraction of most-uncertain labelled nodes per group, in (0, 1] (0.5)")
-    g.add_argument("--alpha", type=_number(0, low_open=False), default=None,
+    g.add_argument("--alpha", type=float_in(0), default=None,
                    help="weight of the injected-feature gap L_CF (>= 0)")
-    g.add_argument("--beta", type=_number(0, low_open=False), default=None,
+    g.add_argument("--beta", type=float_in(0), default=None,
                    help="weight of the fairness gaps L_SP + L_EO (>= 0)")
     g.add_argument("--max-iter", type=int_at_least(0), default=None, help="rounds of surrogate/feature optimisation")
     g.add_argument("--max-step", type=int_at_least(1), default=None, help="steps of each phase per round (50)")
     g.add_argument("--uncertainty-epochs", type=int_at_least(1), default=None,
                    help="Bayesian-GCN epochs (default 150; paper: 500, see docs/nifa.md)")
-    g.add_argument("--uncertainty-lr", type=_number(0, low_open=True), default=None,
+    g.add_argument("--uncertainty-lr", type=float_in(0, low_open=True), default=None,
                    help="Bayesian-GCN Adam learning rate, > 0 (default 3e-3; paper: 1e-3)")
     g.add_argument("--uncertainty-check-every", type=int_at_least(0), default=None,
                    help="stop the Bayesian GCN once the targets stop changing (check every N epochs; 0 = off)")
-    g.add_argument("--uncertainty-init-gain", type=_number(0, low_open=True), default=None,
+    g.add_argument("--uncertainty-init-gain", type=float_in(0, low_open=True), default=None,
                    help="Xavier gain of the Bayesian GCN's weights (default sqrt(2) = calculate_gain('relu'), "
                         "as in the official code; 1.0 = this package before 2026-11-26)")
     g.add_argument("--num-masks", type=int_in(2, MAX_MASKS), default=None,
@@ -119,7 +99,7 @@ def _add_victim_args(p) -> None:
     g.add_argument("--patience", type=int_at_least(1), default=None, help="early-stop patience in epochs (50)")
     g.add_argument("--fairgnn-encoder", choices=("gcn", "gat"), default=None,
                    help="FairGNN encoder (default gcn; the NIFA paper used gat); needs fairgnn in --victims")
-    g.add_argument("--defense", type=_number(0, low_open=False, high=1, high_open=True), default=None, metavar="ETA",
+    g.add_argument("--defense", type=float_in(0, 1, high_open=True), default=None, metavar="ETA",
                    help="drop the ETA fraction, in [0, 1), of most-uncertain training nodes before each victim trains")
 
 
