@@ -1,5 +1,7 @@
 """Data collection: the batched paths give exactly the per-token data they stand for."""
 
+import json
+
 import torch
 from transformers import DynamicCache
 
@@ -89,9 +91,12 @@ def test_draft_shards_are_kept_only_while_they_hold_the_same_prompts(tmp_path, m
 
     monkeypatch.setattr(collect, "collect_draft_batch", fake_batch)
 
-    def run(prompts):
+    from types import SimpleNamespace
+
+    def run(prompts, model="m"):
         calls.clear()
-        items = collect.collect_draft_data(None, None, prompts, tmp_path, batch=2, shard_size=3)
+        items = collect.collect_draft_data(SimpleNamespace(model_id=model), None, prompts, tmp_path, batch=2,
+                                           shard_size=3)
         assert [it["prompt"] for it in items] == prompts
         return list(calls)
 
@@ -107,3 +112,8 @@ def test_draft_shards_are_kept_only_while_they_hold_the_same_prompts(tmp_path, m
     assert run(changed[:3]) == []                    # shrunk: shard 0 kept, shards 1-2 removed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["draft_000.json", "draft_000.pt"]
     assert [it["prompt"] for it in collect.load_draft_shards(tmp_path)] == changed[:3]
+    assert run(changed[:3], model="other") == changed[:3]      # another model's data is not reused
+    side = tmp_path / "draft_000.json"
+    old = {k: v for k, v in json.loads(side.read_text()).items() if k != "model"}
+    side.write_text(json.dumps(old))                 # a sidecar from before stamps named the model:
+    assert run(changed[:3], model="m") == []         # kept (compared without the model)

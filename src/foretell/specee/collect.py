@@ -263,7 +263,7 @@ def collect_draft_data(acc: DecoderAccess, tok, prompts: list[str], out_dir: Pat
                       total=-(-len(prompts) // shard_size)):
         path = out_dir / f"draft_{s // shard_size:03d}.pt"
         chunk = prompts[s:s + shard_size]
-        stamp = _stamp(chunk, max_new_tokens)
+        stamp = _stamp(chunk, max_new_tokens, model=acc.model_id)
         got = _kept_shard(path, stamp)
         if got is None:
             got = []
@@ -283,10 +283,13 @@ def collect_draft_data(acc: DecoderAccess, tok, prompts: list[str], out_dir: Pat
 
 
 def _kept_shard(path: Path, stamp: dict) -> list[dict] | None:
-    """The items of a finished shard that matches ``stamp``, else None (collect it again)."""
+    """The items of a finished shard that matches ``stamp``, else None (collect it again). A sidecar
+    written before stamps named the model (no ``model`` key) is compared without it."""
     if not path.exists():
         return None
     side = _sidecar(path)
+    if side is not None and "model" not in side:
+        stamp = {k: v for k, v in stamp.items() if k != "model"}
     if side is not None and side != stamp:
         return None
     got = _load_shard(path)
