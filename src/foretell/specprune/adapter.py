@@ -46,6 +46,8 @@ class VLAAdapter:
     views: tuple = ()
     patch_size: int = 1
     patches_per_view: int = 0
+    image_size: int | None = None      # side of each square camera image (None: not checked by observe)
+    action_dim: int | None = None      # numbers in one executed action (None: at least 6 are required)
 
     def prepare(self, images, instruction_ids, proprio) -> PreparedInputs:
         raise NotImplementedError
@@ -95,6 +97,7 @@ class OFTStyleAdapter(VLAAdapter):
         self.views = tuple(cfg.views)
         self.patch_size = cfg.patch_size
         self.patches_per_view = cfg.patches_per_view
+        self.image_size, self.action_dim = cfg.image_size, cfg.action_dim
 
     @property
     def device(self) -> torch.device:

@@ -64,9 +64,7 @@ class PruningHandle:
 
     def _frame(self, view: str, image) -> torch.Tensor:
         """One camera frame as given to ``observe``: a float tensor [1,3,H,W] or [3,H,W] in [0, 1]."""
-        size = getattr(self.adapter, "image_size", None)
-        if size is None and hasattr(self.adapter, "vla"):
-            size = self.adapter.vla.config.image_size
+        size = self.adapter.image_size
         if not torch.is_tensor(image) and hasattr(image, "__array__"):       # a numpy frame is fine if it fits
             image = torch.as_tensor(image)
         im = image if torch.is_tensor(image) else None
@@ -81,8 +79,7 @@ class PruningHandle:
 
     def _executed(self, executed_action) -> torch.Tensor:
         """The executed action as a flat float tensor: translation (3), rotation (3) and more."""
-        need = getattr(self.adapter, "action_dim", None) or getattr(getattr(getattr(self.adapter, "vla", None), "config", None),
-                                                                    "action_dim", None)
+        need = self.adapter.action_dim
         try:
             a = torch.as_tensor(executed_action, dtype=torch.float32).flatten().cpu()   # the one host read
         except (TypeError, ValueError, RuntimeError):

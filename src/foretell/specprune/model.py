@@ -311,8 +311,7 @@ class OFTStyleVLA(nn.Module):
                 raise ForetellError(f"image for view {v!r} is {str(im.dtype).replace('torch.', '')}; expected floats in "
                                     f"[0, 1] (e.g. uint8 pixels: image.float() / 255)")
             # values only where reading them is free: a check on the GPU would add a host sync per query
-            if im.device.type == "cpu" and im.numel() and not (bool(torch.isfinite(im).all()) and float(im.min()) >= 0.0
-                                                                and float(im.max()) <= 1.0):
+            if im.device.type == "cpu" and im.numel() and not _in_unit_range(im):
                 raise ForetellError(f"image for view {v!r} has values outside [0, 1] (or NaN); expected floats in [0, 1] "
                                     f"(e.g. 0-255 pixels: image / 255)")
             if batch is not None and im.shape[0] != batch:
@@ -439,3 +438,9 @@ class OFTStyleVLA(nn.Module):
 
         return load_model_folder(d, build, written_by="OFTStyleVLA.save_pretrained (scripts/specprune/train_bc.py)",
                                  config_name=CONFIG_NAME, weights_name=WEIGHTS_NAME)
+
+
+def _in_unit_range(im: torch.Tensor) -> bool:
+    """Every value of ``im`` in [0, 1] (False for NaN or inf), in one pass over the tensor."""
+    low, high = torch.aminmax(im)
+    return 0.0 <= float(low) and float(high) <= 1.0
