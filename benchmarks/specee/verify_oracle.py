@@ -90,10 +90,10 @@ def walk(tokens: list[int], depths: list[int], argmax: list[int]) -> list[int]:
 
 
 def oracle_exit(p: dict, layers: set[int] | None, chain_only: bool) -> int:
-    """Layers a perfect predictor would have run for pass ``p`` (1..n)."""
+    """Layers a perfect predictor would have run for pass ``p`` (1..n); ``p["path"]`` is its final walk."""
     final = p["argmax"][-1]
     n = len(p["argmax"])
-    path = walk(p["tokens"], p["depths"], final)
+    path = p["path"]
     gamma = chain_length(p)
     if chain_only and any(r > gamma for r in path):
         return n
@@ -132,7 +132,7 @@ def main() -> None:
         emitted += len(new)
         replay = new[:1]                                 # the prefill's token, then each pass's walk
         for p in rec.passes[first:]:
-            path = walk(p["tokens"], p["depths"], p["argmax"][-1])
+            p["path"] = path = walk(p["tokens"], p["depths"], p["argmax"][-1])   # the final layer's walk
             replay += [p["tokens"][r] for r in path[1:]] + [p["argmax"][-1][path[-1]]]
         if replay[: len(new)] != new:
             raise SystemExit("the recorded verify passes do not replay the generated tokens: walk() is out of "
@@ -145,7 +145,7 @@ def main() -> None:
         oracle[name] = {"avg_layers": sum(run) / len(run), "saved_fraction": 1 - sum(run) / (n_layers * len(run)),
                         "passes_that_exit": sum(1 for r in run if r < n_layers) / len(run),
                         "histogram": dict(sorted(Counter(run).items()))}
-    through_side = sum(1 for p in passes if any(r > chain_length(p) for r in walk(p["tokens"], p["depths"], p["argmax"][-1])))
+    through_side = sum(1 for p in passes if any(r > chain_length(p) for r in p["path"]))
 
     # 2. timing: speed-ups in rotation (plain stepper), then each method's share of time in verify layers
     ee.stepper = plain
