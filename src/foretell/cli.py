@@ -45,11 +45,12 @@ OUTPUT_FLAGS = {"json": "--json", "md": "--md", "plot": "--plot", "save_poisoned
 
 def _check_outputs(args) -> None:
     """Every output path a command was given is checked before any work (not after a long run)."""
-    from foretell.core.report import check_output_path
+    from foretell.core.report import check_distinct_outputs, check_output_path
 
     for attr, flag in OUTPUT_FLAGS.items():
         check_output_path(getattr(args, attr, None), flag)
     check_output_path(getattr(args, "out", None), "--out", directory=True)
+    check_distinct_outputs({flag: getattr(args, attr, None) for attr, flag in OUTPUT_FLAGS.items()})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -219,3 +219,13 @@ def test_more_bad_requests_are_one_line(argv, message, capsys, tmp_path):
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_check_distinct_outputs_names_both_outputs(tmp_path):
+    from foretell.core.report import check_distinct_outputs
+
+    check_distinct_outputs({"--json": tmp_path / "a.json", "--md": tmp_path / "a.md", "--plot": None})
+    with pytest.raises(ForetellError, match=r"^--json and --md would both write .*a\.json; give them different"):
+        check_distinct_outputs({"--json": tmp_path / "a.json", "--plot": None, "--md": tmp_path / "x" / ".." / "a.json"})
+    with pytest.raises(ForetellError, match="--json and its Markdown copy would both write"):
+        check_distinct_outputs({"--json": tmp_path / "r.MD", "its Markdown copy": tmp_path / "r.md"})

@@ -281,7 +281,7 @@ def test_json_and_save_poisoned_on_one_file_conflict(tmp_path, capsys):
     _, pt = outputs(tmp_path)
     rc, err = rc_err(["nifa", "run", *COLS, "--data-dir", tmp_path, *FAST, "--json", pt, "--save-poisoned", pt],
                      capsys)
-    assert_one_line_error(rc, err, "--json and --save-poisoned are both")
+    assert_one_line_error(rc, err, "--json and --save-poisoned would both write")
     assert_nothing_written(tmp_path)
 
 

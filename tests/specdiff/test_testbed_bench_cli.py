@@ -48,8 +48,9 @@ def test_quick_bench_writes_schema(tiny_dir, tmp_path):
     (["--quick", "--repeats", "0"], "argument --repeats: 0 is below 1"),          # --quick must not hide it
     (["--quick", "--speculative-steps", "50"], "--speculative-steps 50 exceeds the 6 sampling steps of --quick"),
     (["--quick", "--plot", "PLOT/p.txt"], ".txt is not an image format matplotlib writes; accepted: "),
-    (["--quick", "--plot", "PLOT/x.json"], ".json is not an image format"),
-    (["--quick", "--plot", "PLOT/x.png", "--json", "PLOT/x_samples.png"], "would overwrite the JSON report"),
+    (["--quick", "--plot", "PLOT/y.json"], ".json is not an image format"),
+    (["--quick", "--plot", "PLOT/x.png", "--json", "PLOT/x_samples.png"], "--json and --plot's sample grid would both write"),
+    (["--quick", "--plot", "PLOT/x.json"], "--json and --plot would both write"),
 ])
 def test_bad_inputs_exit_2(argv, needle, capsys, tmp_path):
     argv = [a.replace("PLOT", str(tmp_path)) for a in argv]

@@ -160,7 +160,7 @@ def test_train_json_must_not_overwrite_an_asset_file(name, tmp_path, capsys, no_
 @pytest.mark.parametrize("name", ["r.md", "r.MD"])
 def test_bench_json_path_must_not_be_its_markdown_path(name, tmp_path, capsys, no_model):
     assert run_cli(["specee", "bench", "--quick", "--json", tmp_path / name]) == 2
-    assert_one_line_error(capsys, "ends in .md, the name of the Markdown report")
+    assert_one_line_error(capsys, "--json and its Markdown copy (--json's name ending in .md) would both write")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -101,7 +101,7 @@ def test_opt_in_fastv_layer0_runs_at_the_peer_budget(tiny_weights, tmp_path):
     (["--threads", "100000"], "argument --threads: 100000 is outside [1, 256]"),
     (["--methods", ","], "--methods ',' lists no method"),
     (["--methods", "full", "--specprune-config", '{"token_budget": 80}'], "--methods full has neither"),
-    (["--md", "TMP/x.json"], "the Markdown table would overwrite the JSON report"),
+    (["--md", "TMP/x.json"], "--json and --md would both write"),
     (["--methods", "full,fastvv"], "unknown method"),
     (["--weights", "/nonexistent/weights"], "weights directory"),
     (["--specprune-config", "fastest"], "unknown operating point"),
@@ -131,7 +131,7 @@ def test_bad_inputs_exit_2_with_one_line(argv, message, tmp_path, capsys):
 def test_json_named_like_its_markdown_is_refused(tmp_path, capsys):
     rc = main(["specprune", "eval", "--quick", "--json", str(tmp_path / "x.md")])
     err = capsys.readouterr().err
-    assert rc == 2 and "the Markdown table would overwrite the JSON report" in err and err.count("\n") == 1
+    assert rc == 2 and "--json and the Markdown table (--json's name ending in .md) would both write" in err and err.count("\n") == 1
     assert not list(tmp_path.iterdir())
 
 

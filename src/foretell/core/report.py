@@ -88,6 +88,22 @@ def check_output_path(path, flag: str, *, directory: bool = False) -> None:
         raise ForetellError(f"{flag} {path}: cannot write in {existing} ({exc.strerror or exc})") from None
 
 
+def check_distinct_outputs(outputs: dict) -> None:
+    """Fail early when two outputs of one command (``{what: path}``, None for an output not asked
+    for) would land in the same file, so that one report silently overwrites the other. Names that
+    differ only in case count as the same file, as they are on case-insensitive file systems."""
+    from foretell.core.errors import ForetellError
+
+    seen: dict[str, str] = {}
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        key = str(Path(path).resolve()).casefold()
+        if key in seen:
+            raise ForetellError(f"{seen[key]} and {what} would both write {path}; give them different file names")
+        seen[key] = what
+
+
 def _atomic_write(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

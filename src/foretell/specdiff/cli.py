@@ -75,6 +75,7 @@ def _check_plot_path(plot, out) -> None:
     from matplotlib.figure import Figure
 
     from foretell.core.errors import ForetellError
+    from foretell.core.report import check_distinct_outputs
 
     formats = Figure().canvas.get_supported_filetypes()
     suffix = plot.suffix.lower().lstrip(".")
@@ -82,5 +83,4 @@ def _check_plot_path(plot, out) -> None:
         raise ForetellError(f"--plot {plot}: {'.' + suffix if suffix else 'no extension'} is not an image format "
                             f"matplotlib writes; accepted: {', '.join('.' + f for f in sorted(formats))}")
     grid = plot.with_name(plot.stem + "_samples.png")
-    if out.resolve() in (plot.resolve(), grid.resolve()):
-        raise ForetellError(f"--plot {plot} would overwrite the JSON report {out}; give the plot another name")
+    check_distinct_outputs({"--json": out, "--plot": plot, "--plot's sample grid": grid})

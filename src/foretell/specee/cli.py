@@ -81,14 +81,11 @@ def _markdown_path(json_path: str):
     one-line error when that is the JSON path itself or cannot be written (checked before any work)."""
     from pathlib import Path
 
-    from foretell.core.errors import ForetellError
-    from foretell.core.report import check_output_path
+    from foretell.core.report import check_distinct_outputs, check_output_path
 
     path = Path(json_path)
-    if path.suffix.lower() == ".md":
-        raise ForetellError(f"--json {json_path} ends in .md, the name of the Markdown report written next to the "
-                            f"JSON; pass a .json path (e.g. {path.with_suffix('.json')})")
     md = path.with_suffix(".md")
+    check_distinct_outputs({"--json": path, "its Markdown copy (--json's name ending in .md)": md})
     check_output_path(md, "--json (its Markdown copy)")
     return md
 

@@ -37,15 +37,13 @@ def register(sub) -> None:
 
 
 def _cmd_eval(args) -> int:
-    from foretell.core.errors import ForetellError
-    from foretell.core.report import markdown_table
+    from foretell.core.report import check_distinct_outputs, markdown_table
     from foretell.specprune.eval import EvalConfig, evaluate, parse_methods, results_rows, write_report
 
     json_path = Path(args.json)
     md_path = Path(args.md) if args.md else json_path.with_suffix(".md")
-    if md_path.resolve() == json_path.resolve():
-        raise ForetellError(f"the Markdown table would overwrite the JSON report {json_path}; give --json a .json "
-                            f"name or pass a different --md")
+    check_distinct_outputs({"--json": json_path, "--md" if args.md else "the Markdown table (--json's name "
+                            "ending in .md)": md_path})
     cfg = EvalConfig(episodes=args.episodes, seed=args.seed, methods=parse_methods(args.methods), quick=args.quick,
                      weights=args.weights, threads=args.threads, baselines=not args.no_baselines,
                      specprune=args.specprune_config, device=args.device, cuda_graphs=args.cuda_graphs)
