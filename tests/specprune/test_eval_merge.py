@@ -39,7 +39,20 @@ def test_merge_counts_layouts_solved_by_one_method_only():
     a["methods"]["specprune"]["per_episode_success"] = "1101"
     b["methods"]["fastv"]["per_episode_success"] = "0111"
     m = merge_eval.merge([a, b])
-    assert m["paired_vs_specprune"] == {"fastv": {"reference_only": 1, "method_only": 1}}
+    assert m["paired_vs_specprune"] == {"fastv": {"reference_only": 1, "method_only": 1, "sign_test_p": 1.0}}
+
+
+def test_paired_counts_sign_test_against_hand_computed_binomial():
+    from foretell.specprune.eval import paired_counts
+
+    methods = {"specprune": {"per_episode_success": "1" * 9 + "0" + "11"},
+               "fastv": {"per_episode_success": "0" * 9 + "1" + "11"},
+               "random": {"per_episode_success": "1" * 9 + "0" + "11"}}
+    paired = paired_counts(methods)
+    # 9 layouts for specprune, 1 for fastv: two-sided exact p = 2 * (C(10,0) + C(10,1)) / 2**10
+    assert paired["fastv"] == {"reference_only": 9, "method_only": 1, "sign_test_p": pytest.approx(22 / 1024)}
+    assert paired["random"] == {"reference_only": 0, "method_only": 0, "sign_test_p": 1.0}
+    assert paired_counts({"fastv": {"per_episode_success": "1"}}) is None
 
 
 def test_merge_refuses_different_layouts():

@@ -271,7 +271,11 @@ def run_layouts(runner: EpisodeRunner, layouts: list, handle, desc: str) -> tupl
 
 def paired_counts(methods: dict, reference: str = "specprune") -> dict | None:
     """Per method: layouts solved by ``reference`` but not by it (``reference_only``) and vice versa
-    (``method_only``), from the per-episode success strings of the same layouts; None without the reference."""
+    (``method_only``), from the per-episode success strings of the same layouts, and the exact two-sided
+    sign test (McNemar) on those discordant layouts (``sign_test_p``; 1.0 when there are none);
+    None without the reference."""
+    from scipy.stats import binomtest
+
     ref = (methods.get(reference) or {}).get("per_episode_success")
     if ref is None:
         return None
@@ -280,8 +284,10 @@ def paired_counts(methods: dict, reference: str = "specprune") -> dict | None:
         other = r.get("per_episode_success")
         if m == reference or other is None or len(other) != len(ref):
             continue
-        out[m] = {"reference_only": sum(a == "1" and b == "0" for a, b in zip(ref, other)),
-                  "method_only": sum(a == "0" and b == "1" for a, b in zip(ref, other))}
+        ref_only = sum(a == "1" and b == "0" for a, b in zip(ref, other))
+        method_only = sum(a == "0" and b == "1" for a, b in zip(ref, other))
+        p = binomtest(ref_only, ref_only + method_only).pvalue if ref_only + method_only else 1.0
+        out[m] = {"reference_only": ref_only, "method_only": method_only, "sign_test_p": float(p)}
     return out
 
 
