@@ -60,3 +60,17 @@ def test_merge_refuses_different_layouts():
     b = dict(_rep({"full": (0.5, 10.0)}), seed=2)
     with pytest.raises(ForetellError, match="same episodes and seed"):
         merge_eval.merge([a, b])
+
+
+def test_results_table_pairs_each_method_with_specprune():
+    from foretell.specprune.eval import paired_counts, results_rows
+
+    methods = {m: {"success_rate": s.count("1") / 4, "successes": s.count("1"), "episodes": 4, "llm_latency_ms": 1.0,
+                   "e2e_latency_ms": 2.0, "visual_tokens_kept": 8.0, "llm_macs_fraction": 0.5,
+                   "per_episode_success": s} for m, s in (("specprune", "1101"), ("fastv", "0111"))}
+    report = {"methods": methods, "paired_vs_specprune": paired_counts(methods)}
+    headers, rows = results_rows(report)
+    assert headers[-1] == "only specprune / only it (p)"
+    assert rows[0][-1] is None and rows[1][-1] == "1 / 1 (p=1)"
+    headers, rows = results_rows({"methods": {"fastv": methods["fastv"]}})
+    assert "only specprune / only it (p)" not in headers and len(rows[0]) == len(headers)

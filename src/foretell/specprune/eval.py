@@ -387,14 +387,24 @@ def _evaluate(cfg: EvalConfig, log) -> dict:
 
 
 def results_rows(report: dict) -> tuple[list, list]:
-    """Headers and rows of the results table (one row per method)."""
+    """Headers and rows of the results table (one row per method). With SpecPrune among the methods,
+    a last column pairs each method with it: layouts only SpecPrune solves / only the method solves,
+    and the sign test's p on them."""
     headers = ["method", "success", "LLM ms", "e2e ms", "visual tokens", "LLM MACs", "LLM speed-up"]
+    paired = report.get("paired_vs_specprune")
+    if paired is not None:
+        headers.append("only specprune / only it (p)")
     rows = []
     sp = report.get("speedup_vs_full", {})
     for m, r in report["methods"].items():
-        rows.append([m, f"{r['success_rate']:.2f} ({r['successes']}/{r['episodes']})", r["llm_latency_ms"],
-                     r["e2e_latency_ms"], r["visual_tokens_kept"], r["llm_macs_fraction"],
-                     (sp.get(m) or {}).get("llm_latency")])
+        row = [m, f"{r['success_rate']:.2f} ({r['successes']}/{r['episodes']})", r["llm_latency_ms"],
+               r["e2e_latency_ms"], r["visual_tokens_kept"], r["llm_macs_fraction"],
+               (sp.get(m) or {}).get("llm_latency")]
+        if paired is not None:
+            pr = paired.get(m)
+            row.append(None if pr is None else f"{pr['reference_only']} / {pr['method_only']}"
+                       + (f" (p={pr['sign_test_p']:.2g})" if "sign_test_p" in pr else ""))
+        rows.append(row)
     return headers, rows
 
 
