@@ -70,7 +70,7 @@ def test_results_table_pairs_each_method_with_specprune():
                    "per_episode_success": s} for m, s in (("specprune", "1101"), ("fastv", "0111"))}
     report = {"methods": methods, "paired_vs_specprune": paired_counts(methods)}
     headers, rows = results_rows(report)
-    assert headers[-1] == "only specprune / only it (p)"
+    assert headers[-1] == "solved by specprune only / this only (p)"
     assert rows[0][-1] is None and rows[1][-1] == "1 / 1 (p=1)"
     headers, rows = results_rows({"methods": {"fastv": methods["fastv"]}})
-    assert "only specprune / only it (p)" not in headers and len(rows[0]) == len(headers)
+    assert "solved by specprune only / this only (p)" not in headers and len(rows[0]) == len(headers)

@@ -393,7 +393,7 @@ def results_rows(report: dict) -> tuple[list, list]:
     headers = ["method", "success", "LLM ms", "e2e ms", "visual tokens", "LLM MACs", "LLM speed-up"]
     paired = report.get("paired_vs_specprune")
     if paired is not None:
-        headers.append("only specprune / only it (p)")
+        headers.append("solved by specprune only / this only (p)")
     rows = []
     sp = report.get("speedup_vs_full", {})
     for m, r in report["methods"].items():
