@@ -228,3 +228,14 @@ def test_check_distinct_outputs_names_both_outputs(tmp_path):
         check_distinct_outputs({"--json": tmp_path / "a.json", "--plot": None, "--md": tmp_path / "x" / ".." / "a.json"})
     with pytest.raises(ForetellError, match="--json and its Markdown copy would both write"):
         check_distinct_outputs({"--json": tmp_path / "r.MD", "its Markdown copy": tmp_path / "r.md"})
+
+
+def test_in_interval_ends_and_non_finite():
+    import math
+
+    from foretell.core.checks import in_interval
+
+    assert in_interval(0, 0, 1) and in_interval(1, 0, 1) and in_interval(7, 0, math.inf)
+    assert not in_interval(0, 0, 1, low_open=True) and not in_interval(1, 0, 1, high_open=True)
+    assert not in_interval(-0.1, 0, 1) and not in_interval(1.1, 0, 1)
+    assert not in_interval(math.nan, -math.inf, math.inf) and not in_interval(math.inf, 0, math.inf)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from foretell.core.checks import in_interval
+
 
 def int_at_least(minimum: int):
     """An integer >= ``minimum``."""
@@ -63,8 +65,7 @@ def float_in(low: float, high: float = math.inf, *, low_open: bool = False, high
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number (accepted: {span})") from None
-        if (not math.isfinite(value) or value < low or (low_open and value == low) or value > high
-                or (high_open and value == high)):
+        if not in_interval(value, low, high, low_open=low_open, high_open=high_open):
             raise argparse.ArgumentTypeError(f"{value} is outside {span}" if math.isfinite(high)
                                              else f"{value} is out of range (accepted: finite numbers {span})")
         return value

@@ -6,6 +6,7 @@ a user means by "an integer", "a number" and "a flag".
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -24,3 +25,10 @@ def is_int(value) -> bool:
 def is_real(value) -> bool:
     """A real number (Python or numpy int / float), not a bool or a string."""
     return isinstance(value, numbers.Real) and not is_bool(value)
+
+
+def in_interval(value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> bool:
+    """``value`` is finite and between ``low`` and ``high`` (each end closed unless ``low_open`` /
+    ``high_open``; infinite ends mean no bound)."""
+    return (math.isfinite(value) and low <= value <= high and not (low_open and value == low)
+            and not (high_open and value == high))

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from foretell.core.argtypes import MAX_SEED
-from foretell.core.checks import is_int, is_real
+from foretell.core.checks import in_interval, is_int, is_real
 from foretell.core.errors import ForetellError
 
 GRAPH = ("x", "y", "sens", "edge_index")
@@ -59,8 +59,7 @@ def number_problem(value, low: float = -math.inf, high: float = math.inf, *, low
         span = f"finite numbers in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     if not is_real(value):
         return f"{value!r} is not a number (accepted: {span})"
-    if (not math.isfinite(value) or value < low or (low_open and value == low) or value > high
-            or (high_open and value == high)):
+    if not in_interval(value, low, high, low_open=low_open, high_open=high_open):
         return f"{value!r} is outside the accepted range ({span})"
     return None
 

@@ -135,10 +135,10 @@ def apply(
     if scheduler is None:
         raise ForetellError("a bare transformer needs scheduler=<the FlowMatchEulerDiscreteScheduler the loop steps with>")
     import math
-    import numbers
 
-    if guidance_scale is not None and (not isinstance(guidance_scale, numbers.Real) or isinstance(guidance_scale, bool)
-                                       or not math.isfinite(guidance_scale) or guidance_scale < 0):
+    from foretell.core.checks import in_interval, is_real
+
+    if guidance_scale is not None and not (is_real(guidance_scale) and in_interval(guidance_scale, 0.0, math.inf)):
         raise ForetellError(f"guidance_scale must be a finite number >= 0 (None or 1 = no CFG), got {guidance_scale!r}")
 
     def guidance_getter() -> float | None:
