@@ -120,7 +120,7 @@ def collect(acc: DecoderAccess, tok, prompts: list[str], out_dir: Path, *, max_n
         items, _ = collect_many(acc, [chat_ids(tok, p)[0] for p in chunk], max_new_tokens, tok.eos_token_id, pad)
         torch.save(items, tmp)
         tmp.rename(path)
-        path.with_suffix(".json").write_text(json.dumps(stamp) + "\n")
+        _write_sidecar(path, stamp)
     return sorted(paths)
 
 
@@ -141,6 +141,11 @@ def _sidecar(path: Path) -> dict | None:
     except (ValueError, OSError):
         return {}
     return got if isinstance(got, dict) else {}
+
+
+def _write_sidecar(path: Path, stamp: dict) -> None:
+    """Record ``stamp`` in the ``.json`` sidecar of shard ``path`` (read back by :func:`_sidecar`)."""
+    path.with_suffix(".json").write_text(json.dumps(stamp) + "\n")
 
 
 def _stamped(path: Path, stamp: dict) -> bool:
@@ -172,7 +177,7 @@ def _legacy_shard_matches(acc: DecoderAccess, tok, path: Path, chunk: list[str],
             return False
         if not isinstance(layer_h, torch.Tensor) or tuple(layer_h.shape) != (acc.num_layers, gen, acc.hidden_size):
             return False
-    path.with_suffix(".json").write_text(json.dumps(stamp) + "\n")
+    _write_sidecar(path, stamp)
     return True
 
 
@@ -272,7 +277,7 @@ def collect_draft_data(acc: DecoderAccess, tok, prompts: list[str], out_dir: Pat
             tmp = path.with_suffix(".tmp")
             torch.save(got, tmp)
             tmp.rename(path)
-            path.with_suffix(".json").write_text(json.dumps(stamp) + "\n")
+            _write_sidecar(path, stamp)
         items.extend(got)
     n_shards = -(-len(prompts) // shard_size)
     for stale in out_dir.glob("draft_*.pt"):             # a shorter prompt file: drop the shards past it
