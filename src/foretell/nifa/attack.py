@@ -246,15 +246,9 @@ class NIFA:
     """The node-injection fairness attack. ``attack`` never modifies its input."""
 
     def __init__(self, config: NIFAConfig | None = None):
-        if config is None:
-            config = NIFAConfig()
-        if not isinstance(config, NIFAConfig):
-            hint = "; build one with NIFAConfig(**settings)" if isinstance(config, dict) else ""
-            raise ForetellError(f"NIFA(config): config is a {type(config).__name__}, expected a NIFAConfig (or None "
-                                f"for the defaults){hint}; its fields: "
-                                f"{', '.join(f.name for f in dataclasses.fields(NIFAConfig))}")
-        self.config = config
-        self.config.validate()
+        from foretell.nifa.validate import check_config
+
+        self.config = check_config("NIFA(config)", config, NIFAConfig, name="config")
 
     def _check(self, data, who: str) -> int:
         """The graph checks of the attack (:func:`foretell.nifa.validate.check_graph`); num_nodes."""

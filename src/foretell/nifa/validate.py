@@ -84,9 +84,10 @@ def check_seed(who: str, seed) -> int:
     return check_int(who, "seed", seed, 0, MAX_SEED)
 
 
-def check_config(who: str, cfg, cls, default=None):
+def check_config(who: str, cfg, cls, default=None, *, name: str = "cfg"):
     """``cfg`` if it is a ``cls`` (validated when it has ``validate``), ``default`` (or ``cls()``) for
-    None; anything else, e.g. a dict of settings, is an error naming the fields."""
+    None; anything else, e.g. a dict of settings, is an error naming the fields (and the argument,
+    ``name``)."""
     if cfg is None:
         cfg = cls() if default is None else default
     if not isinstance(cfg, cls):
@@ -94,7 +95,7 @@ def check_config(who: str, cfg, cls, default=None):
 
         fields = ", ".join(f.name for f in dataclasses.fields(cls))
         hint = f"; build one with {cls.__name__}(**settings)" if isinstance(cfg, dict) else ""
-        raise ForetellError(f"{who}: cfg is a {type(cfg).__name__}, expected a {cls.__name__} (or None for the "
+        raise ForetellError(f"{who}: {name} is a {type(cfg).__name__}, expected a {cls.__name__} (or None for the "
                             f"defaults){hint}; its fields: {fields}")
     if hasattr(cfg, "validate"):
         cfg.validate()
