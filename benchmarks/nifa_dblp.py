@@ -87,7 +87,7 @@ def part_one(args, data, report) -> None:
     train = np.flatnonzero(data.train_mask.numpy())
     obj = FeatureObjective(pois, data.num_nodes, groups, train, FeatureConfig(), torch.Generator().manual_seed(0))
     lo, hi = feature_box(data.x)
-    x = init_features(len(groups), lo, hi, torch.Generator().manual_seed(0)).requires_grad_(True)
+    x = init_features(len(groups), lo.numel(), torch.Generator().manual_seed(0), lo.device).requires_grad_(True)
     obj.freeze(x.detach())
 
     def step(fn):

@@ -181,8 +181,11 @@ def test_block_gradient_matches_dense(mode):
 
 def test_feature_box_and_rounding():
     lo, hi = torch.tensor([0., -1., 2.]), torch.tensor([1., 1., 5.])
-    x0 = init_features(200, lo, hi, torch.Generator().manual_seed(0))
-    assert (x0 >= lo).all() and (x0 <= hi).all()
+    x0 = init_features(2000, 3, torch.Generator().manual_seed(0))
+    # the raw N(0.5, 0.5^2) draw, not clamped (the box applies after each feature step, as in the paper)
+    assert abs(float(x0.mean()) - 0.5) < 0.03 and abs(float(x0.std()) - 0.5) < 0.03
+    assert (x0 < lo).any() and (x0[:, 0] > hi[0]).any()
+    assert torch.equal(x0, init_features(2000, 3, torch.Generator().manual_seed(0)))
     out = finalize_features(torch.tensor([[0.4, -3., 4.6], [7., 0.49, 2.2]]), lo, hi, integer=True)
     assert out.tolist() == [[0., -1., 5.], [1., 0., 2.]]
     assert finalize_features(torch.tensor([[0.4, 0.3, 3.3]]), lo, hi, integer=False).tolist()[0][0] == pytest.approx(0.4)

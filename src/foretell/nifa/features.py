@@ -61,10 +61,11 @@ def feature_box(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.min(0).values, x.max(0).values
 
 
-def init_features(num: int, lo: torch.Tensor, hi: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """N(0.5, 0.5^2) start (drawn with the CPU generator ``gen``), clamped to the box on ``lo``'s device."""
-    x = (0.5 + 0.5 * torch.randn(num, lo.numel(), generator=gen)).to(lo.device)
-    return torch.max(torch.min(x, hi), lo)
+def init_features(num: int, dim: int, gen: torch.Generator, device=None) -> torch.Tensor:
+    """The injected features' N(0.5, 0.5^2) start, drawn with the CPU generator ``gen`` and moved to
+    ``device``. Not clamped: as in the paper and the official code the box applies after each feature
+    step, so the first round's surrogate trains on the raw draw."""
+    return (0.5 + 0.5 * torch.randn(num, dim, generator=gen)).to(device)
 
 
 def finalize_features(x: torch.Tensor, lo, hi, integer: bool) -> torch.Tensor:
@@ -279,7 +280,7 @@ def optimise_features(data, num_real: int, groups: np.ndarray, train: np.ndarray
     """Run the alternating optimisation on ``data``'s device; returns (final features, per-round loss
     history). ``gen`` is a CPU generator (see the module docstring)."""
     obj = FeatureObjective(data, num_real, groups, train, cfg, gen)
-    x_inj = init_features(len(groups), lo, hi, gen).requires_grad_(True)
+    x_inj = init_features(len(groups), lo.numel(), gen, lo.device).requires_grad_(True)
     opt_s = torch.optim.Adam(obj.model.parameters(), lr=cfg.lr)
     opt_x = torch.optim.Adam([x_inj], lr=cfg.lr)
     history = []
